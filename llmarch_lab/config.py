@@ -1,0 +1,315 @@
+"""Parameters models, notebooks and suites.
+
+One pydantic model per notebook (a subclass of `LabParams`) is the single source of truth for a
+lab's parameters: the notebook's `parameters` cell, `experiments/*.yaml` and the CLI are all
+validated against it, and unknown keys are errors. A notebook names its model in its metadata:
+
+    {"metadata": {"llmarch_lab": {"params": "llmarch_lab.quickstart:QuickstartParams"}}}
+
+A suite (`experiments/NAME.yaml`) lists runs; a `grid` expands to the cartesian product:
+
+    suite: quickstart                 # optional, defaults to the file name
+    description: what this suite answers
+    runs:
+      - name: fp32-vs-nf4
+        notebook: 10_quantization     # a file in notebooks/ (with or without .ipynb)
+        params: {max_tokens: 512}
+        grid: {quant: [fp32, nf4]}    # two runs
+
+Every problem is reported as one line naming the file, line and field (`LabError`).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llmarch_lab import LabError, paths
+
+SUITE_KEYS = {"suite", "description", "runs"}
+ENTRY_KEYS = {"name", "notebook", "params", "grid"}
+
+
+class LabParams(BaseModel):
+    """Base of every notebook's parameters model: unknown keys are rejected, defaults validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
+
+    lab: ClassVar[str] = "base"  # results-schema tag `lab`
+    key_metrics: ClassVar[tuple[str, ...]] = ()  # shown in the suite summary table
+
+    seed: int = Field(0, description="Random seed for sampling, splits and generation.")
+
+    @classmethod
+    def from_namespace(cls, namespace: dict[str, Any], where: str = "parameters cell"):
+        """Build the model from a notebook's globals (the values the parameters cell assigned)."""
+        values = {k: namespace[k] for k in cls.model_fields if k in namespace}
+        return validate_params(cls, values, where)
+
+
+def format_validation_error(err: ValidationError, where: str, lines: dict | None = None,
+                            prefix: tuple = ()) -> str:
+    """One line: `where:LINE: field: message` for each error, joined with '; '."""
+    parts = []
+    for e in err.errors():
+        loc = tuple(str(x) for x in e["loc"])
+        name = ".".join(loc) or "(root)"
+        line = _line_for(lines or {}, prefix + tuple(e["loc"]))
+        at = f"{where}:{line}" if line else where
+        if e["type"] == "extra_forbidden":
+            msg = "unknown parameter"
+        else:
+            msg = e["msg"]
+            if "input" in e and e["type"] not in ("missing",):
+                msg += f" (got {e['input']!r})"[:120]
+        parts.append(f"{at}: {name}: {msg}")
+    return "; ".join(parts)
+
+
+def validate_params(cls: type[LabParams], values: dict[str, Any], where: str,
+                    lines: dict | None = None, prefix: tuple = ()) -> LabParams:
+    try:
+        return cls(**values)
+    except ValidationError as err:
+        msg = format_validation_error(err, where, lines, prefix)
+        if "unknown parameter" in msg:
+            msg += f" (valid: {', '.join(cls.model_fields)})"
+        raise LabError(msg) from None
+
+
+def _line_for(lines: dict, path: tuple) -> int | None:
+    """The YAML line of the deepest known prefix of `path`."""
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path[:-1]
+    return lines.get((), None)
+
+
+# ----------------------------------------------------------------------------------- notebooks
+
+def notebooks_dir() -> Path:
+    return paths.home() / "notebooks"
+
+
+def resolve_notebook(ref: str | Path, base: Path | None = None) -> Path:
+    """`00_quickstart`, `00_quickstart.ipynb` or a path -> an existing notebook file."""
+    ref = str(ref)
+    candidates = [Path(ref)]
+    if not ref.endswith(".ipynb"):
+        candidates.append(Path(ref + ".ipynb"))
+    folders = [base] if base else []
+    folders.append(notebooks_dir())
+    for c in list(candidates):
+        if not c.is_absolute():
+            candidates.extend(f / c for f in folders)
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    valid = ", ".join(sorted(p.stem for p in notebooks_dir().glob("*.ipynb")))
+    raise LabError(f"unknown notebook {ref!r} (valid: {valid or 'none in ' + str(notebooks_dir())})")
+
+
+def notebook_params_class(nb_path: Path) -> type[LabParams]:
+    """The parameters model named in the notebook's metadata (`llmarch_lab.params`)."""
+    try:
+        nb = json.loads(Path(nb_path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise LabError(f"{nb_path}: not a readable notebook ({e})") from None
+    ref = nb.get("metadata", {}).get("llmarch_lab", {}).get("params")
+    if not ref:
+        raise LabError(f"{nb_path}: metadata.llmarch_lab.params is missing "
+                       "(it names the parameters model, e.g. 'llmarch_lab.quickstart:QuickstartParams')")
+    return import_object(ref, where=str(nb_path))
+
+
+def import_object(ref: str, where: str):
+    module_name, _, attr = ref.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attr)
+    except (ImportError, AttributeError) as e:
+        raise LabError(f"{where}: cannot import {ref!r} ({e})") from None
+
+
+def notebook_fingerprint(nb_path: Path) -> str:
+    """Hash of the code and markdown sources only: outputs and execution counts don't count."""
+    nb = json.loads(Path(nb_path).read_text())
+    h = hashlib.sha256()
+    for cell in nb.get("cells", []):
+        src = cell.get("source", "")
+        h.update(cell.get("cell_type", "").encode())
+        h.update(("".join(src) if isinstance(src, list) else src).encode())
+    return h.hexdigest()
+
+
+def parameters_cell(nb_path: Path) -> dict[str, Any]:
+    """The literal assignments of the notebook's single `parameters`-tagged cell."""
+    nb = json.loads(Path(nb_path).read_text())
+    cells = [c for c in nb.get("cells", []) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise LabError(f"{nb_path}: {len(cells)} cells tagged 'parameters' (papermill wants exactly one)")
+    src = cells[0]["source"]
+    src = "".join(src) if isinstance(src, list) else src
+    values = {}
+    for node in ast.parse(src).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                values[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                raise LabError(f"{nb_path}: parameters cell: {node.targets[0].id} is not a literal") from None
+    return values
+
+
+# -------------------------------------------------------------------------------------- suites
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One fully resolved, validated run of a suite."""
+
+    suite: str
+    name: str
+    notebook: Path
+    params: LabParams
+    overrides: dict[str, Any] = field(default_factory=dict)  # what the suite set (for display)
+
+    @property
+    def lab(self) -> str:
+        return type(self.params).lab
+
+    def resolved(self) -> dict[str, Any]:
+        return self.params.model_dump(mode="json")
+
+    def identity(self) -> str:
+        """hash(notebook content, resolved parameters): equal identity -> same result, resume skips."""
+        payload = json.dumps({"notebook": notebook_fingerprint(self.notebook),
+                              "params": self.resolved()}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    path: Path
+    description: str
+    runs: list[RunSpec]
+
+
+def _compose_with_lines(text: str, where: str):
+    """Parse YAML into Python objects plus {path-tuple: line number} for error messages."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise LabError(f"{at}: bad YAML: {problem}") from None
+    lines: dict[tuple, int] = {}
+
+    def walk(node, path):
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            out = {}
+            for k, v in node.value:
+                key = k.value
+                lines[path + (key,)] = k.start_mark.line + 1
+                out[key] = walk(v, path + (key,))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [walk(v, path + (i,)) for i, v in enumerate(node.value)]
+        loader = yaml.SafeLoader("")
+        return loader.construct_object(node, deep=True)
+
+    return (walk(root, ()) if root is not None else None), lines
+
+
+def load_suite(path: str | Path, only: list[str] | None = None) -> Suite:
+    """Load, expand and validate a suite file. Raises LabError before anything executes."""
+    path = Path(path)
+    if not path.is_file():
+        alt = paths.home() / "experiments" / (str(path) if str(path).endswith((".yaml", ".yml")) else f"{path}.yaml")
+        if alt.is_file():
+            path = alt
+        else:
+            raise LabError(f"{path}: suite file not found")
+    where = str(path)
+    data, lines = _compose_with_lines(path.read_text(), where)
+    if not isinstance(data, dict):
+        raise LabError(f"{where}:1: a suite is a mapping with keys {sorted(SUITE_KEYS)}")
+    for key in data:
+        if key not in SUITE_KEYS:
+            raise LabError(f"{where}:{lines[(key,)]}: {key}: unknown key (valid: {', '.join(sorted(SUITE_KEYS))})")
+    name = data.get("suite") or path.stem
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise LabError(f"{where}:{_line_for(lines, ('suite',))}: suite: must be a plain name, got {name!r}")
+    entries = data.get("runs")
+    if not isinstance(entries, list) or not entries:
+        raise LabError(f"{where}:{_line_for(lines, ('runs',))}: runs: must be a non-empty list of runs")
+
+    runs: list[RunSpec] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        p = ("runs", i)
+        at = f"{where}:{_line_for(lines, p)}"
+        if not isinstance(entry, dict):
+            raise LabError(f"{at}: runs[{i}]: must be a mapping with keys {sorted(ENTRY_KEYS)}")
+        for key in entry:
+            if key not in ENTRY_KEYS:
+                raise LabError(f"{where}:{lines[p + (key,)]}: runs[{i}].{key}: unknown key "
+                               f"(valid: {', '.join(sorted(ENTRY_KEYS))})")
+        ename = entry.get("name")
+        if not isinstance(ename, str) or not ename:
+            raise LabError(f"{at}: runs[{i}].name: required, a non-empty string")
+        if "notebook" not in entry:
+            raise LabError(f"{at}: runs[{i}] ({ename}).notebook: required")
+        try:
+            nb = resolve_notebook(entry["notebook"], base=path.parent)
+        except LabError as e:
+            raise LabError(f"{where}:{_line_for(lines, p + ('notebook',))}: runs[{i}] ({ename}).notebook: {e}") from None
+        cls = notebook_params_class(nb)
+        params = entry.get("params") or {}
+        grid = entry.get("grid") or {}
+        for key, value in (("params", params), ("grid", grid)):
+            if not isinstance(value, dict):
+                raise LabError(f"{where}:{_line_for(lines, p + (key,))}: runs[{i}] ({ename}).{key}: must be a mapping")
+        for k, v in grid.items():
+            if not isinstance(v, list) or not v:
+                raise LabError(f"{where}:{_line_for(lines, p + ('grid', k))}: runs[{i}] ({ename}).grid.{k}: "
+                               "must be a non-empty list of values")
+            if k in params:
+                raise LabError(f"{where}:{_line_for(lines, p + ('grid', k))}: runs[{i}] ({ename}).grid.{k}: "
+                               "also set in params; set it in one place")
+        keys = list(grid)
+        for combo in itertools.product(*(grid[k] for k in keys)):
+            overrides = {**params, **dict(zip(keys, combo))}
+            label = ename if not keys else f"{ename}[" + ",".join(f"{k}={v}" for k, v in zip(keys, combo)) + "]"
+            if only and ename not in only and label not in only:
+                continue
+            if label in seen:
+                raise LabError(f"{at}: runs[{i}].name: duplicate run name {label!r}")
+            seen.add(label)
+            # A grid value's errors point at its grid line, a fixed value's at its params line.
+            value_lines = {(): _line_for(lines, p),
+                           **{(k,): _line_for(lines, p + ("params", k)) for k in params},
+                           **{(k,): _line_for(lines, p + ("grid", k)) for k in keys}}
+            model = validate_params(cls, overrides, f"{where}", value_lines, ())
+            runs.append(RunSpec(suite=name, name=label, notebook=nb, params=model, overrides=overrides))
+    if only and not runs:
+        names = ", ".join(str(e.get("name")) for e in entries if isinstance(e, dict))
+        raise LabError(f"{where}: --only {','.join(only)}: no such run (valid: {names})")
+    return Suite(name=name, path=path.resolve(), description=str(data.get("description") or ""), runs=runs)
+
+
+def suite_files() -> list[Path]:
+    root = paths.home() / "experiments"
+    return sorted(root.glob("*.yaml")) + sorted(root.glob("*/*.yaml"))

