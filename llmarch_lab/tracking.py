@@ -262,3 +262,26 @@ def require_reachable() -> None:
         client(uri).search_experiments(max_results=1)
     except Exception as e:  # noqa: BLE001 - any failure here means "cannot use this store"
         raise LabError(f"MLflow store {uri} is not usable: {str(e).splitlines()[0][:200]}") from None
+
+
+def current_suite() -> str:
+    """The suite this process runs under ($LLMARCH_SUITE, set by the runner), else 'interactive'."""
+    return os.environ.get(SUITE_ENV) or INTERACTIVE_EXPERIMENT
+
+
+def search(experiment: str, tags: dict[str, str] | None = None, params: dict[str, Any] | None = None,
+           status: str = "FINISHED", max_results: int = 1000) -> list[dict[str, Any]]:
+    """Runs of an experiment matching tags and (flattened) params, newest first, as plain dicts:
+    {run_id, name, status, tags, params, metrics}. Labs use it to find a same-suite baseline."""
+    c = client(paths.tracking_uri())
+    exp = c.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    clauses = [f"attributes.status = '{status}'"] if status else []
+    clauses += [f"tags.`{k}` = '{v}'" for k, v in (tags or {}).items()]
+    clauses += [f"params.`{k}` = '{v}'" for k, v in flatten(params or {}).items()]
+    runs = c.search_runs([exp.experiment_id], " and ".join(clauses), max_results=max_results,
+                         order_by=["attributes.start_time DESC"])
+    return [{"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,
+             "tags": dict(r.data.tags), "params": dict(r.data.params), "metrics": dict(r.data.metrics)}
+            for r in runs]
