@@ -103,6 +103,24 @@ def notebook_error(executed: Path) -> str:
     return ""
 
 
+def redact_notebook(path: Path) -> None:
+    """Blank secret-looking assignments (api_key = ...) in the parameters cells before logging."""
+    nb = json.loads(path.read_text())
+    pm = nb.get("metadata", {}).get("papermill", {})
+    if isinstance(pm.get("parameters"), dict):
+        pm["parameters"] = {k: ("***" if tracking.is_secret(k) else v) for k, v in pm["parameters"].items()}
+    for cell in nb.get("cells", []):
+        if not {"parameters", "injected-parameters"} & set(cell.get("metadata", {}).get("tags", [])):
+            continue
+        src = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+        lines = []
+        for line in src.splitlines():
+            name = line.split("=", 1)[0].strip()
+            lines.append(f'{name} = "***"  # redacted' if "=" in line and tracking.is_secret(name) else line)
+        cell["source"] = "\n".join(lines)
+    path.write_text(json.dumps(nb, indent=1))
+
+
 def execute(spec: RunSpec, run_id: str, out_dir: Path, timeout_s: int | None = None) -> tuple[bool, str, Path]:
     """Execute one notebook with papermill in a child process; (ok, error line, executed path)."""
     out = out_dir / f"{spec.notebook.stem}.ipynb"
@@ -133,7 +151,7 @@ def _run_one(spec: RunSpec, exp_id: str, parent_id: str, lock: threading.Lock) -
     identity = spec.identity()
     tags = {**tracking.schema_tags(spec.params, spec.notebook.stem, spec.suite, identity),
             **_runner_tags(), "mlflow.parentRunId": parent_id, "llmarch.name": spec.name,
-            "llmarch.overrides": json.dumps(spec.overrides, sort_keys=True)}
+            "llmarch.overrides": json.dumps(tracking.scrub(spec.overrides), sort_keys=True)}
     with lock:  # sqlite takes one writer at a time; keep run creation short and serial
         run = c.create_run(exp_id, run_name=spec.name, tags=tags)
         run_id = run.info.run_id
@@ -144,6 +162,7 @@ def _run_one(spec: RunSpec, exp_id: str, parent_id: str, lock: threading.Lock) -
         wall = time.perf_counter() - t0
         with lock:
             if executed.exists():
+                redact_notebook(executed)
                 c.log_artifact(run_id, str(executed), "notebook")
             c.log_artifact(run_id, str(Path(tmp) / "papermill.log"), "notebook")
             c.log_metric(run_id, "latency.run_wall_s", wall)

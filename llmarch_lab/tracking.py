@@ -39,7 +39,7 @@ SUITE_ENV = "LLMARCH_SUITE"
 INTERACTIVE_EXPERIMENT = "interactive"
 
 # Parameter and artifact names that look like credentials never reach the store.
-SECRET_RE = re.compile(r"(api[_-]?key|(^|[_.-])key$|token|password|passwd|secret|credential|auth)", re.I)
+SECRET_RE = re.compile(r"(api[_-]?key|secret|passw(or)?d|credential|(^|[_.-])(token|key|auth)$)", re.I)
 
 VERSIONED_PACKAGES = (
     "llmarch-lab", "torch", "transformers", "accelerate", "sentence-transformers", "mlflow",
@@ -63,6 +63,11 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             out[key] = v if isinstance(v, str) else json.dumps(v)
     return out
+
+
+def scrub(d: dict[str, Any]) -> dict[str, Any]:
+    """A copy without secret-looking keys, at any depth."""
+    return {k: scrub(v) if isinstance(v, dict) else v for k, v in d.items() if not is_secret(str(k))}
 
 
 @functools.lru_cache(maxsize=None)

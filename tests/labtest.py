@@ -1,0 +1,15 @@
+"""Parameter models for the runner's test notebooks (tests/notebooks/)."""
+
+from pydantic import Field
+
+from llmarch_lab.config import LabParams
+
+
+class ProbeParams(LabParams):
+    lab = "probe"
+    key_metrics = ("quality.value",)
+
+    value: int = Field(1, description="Logged back as quality.value.")
+    sleep_s: float = Field(0.0, ge=0, description="Seconds to sleep before finishing.")
+    fail: bool = Field(False, description="Raise inside the notebook.")
+    api_key: str = Field("", description="A secret: must never reach MLflow params.")

@@ -1,0 +1,34 @@
+"""Every notebook executes through the real runner with its quickstart (smallest) parameters."""
+
+from pathlib import Path
+
+from llmarch_lab import config, runner, tracking
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICKSTART = ROOT / "experiments" / "quickstart.yaml"
+
+
+def test_every_notebook_is_in_quickstart():
+    suite = config.load_suite(QUICKSTART)
+    covered = {r.notebook.name for r in suite.runs}
+    present = {p.name for p in (ROOT / "notebooks").glob("*.ipynb")}
+    assert present <= covered, f"notebooks without a quickstart entry: {present - covered}"
+
+
+def test_every_suite_file_validates():
+    for f in config.suite_files():
+        assert config.load_suite(f).runs, f
+
+
+def test_quickstart_suite_runs_every_notebook(store):
+    suite = config.load_suite(QUICKSTART)
+    out = runner.run_suite(suite, progress=False)
+    failed = {o.spec.name: o.error for o in out if o.status != "FINISHED"}
+    assert not failed, failed
+    for o in out:
+        run = tracking.search("quickstart", tags={"llmarch.name": o.spec.name})[0]
+        assert run["metrics"], f"{o.spec.name} logged no metrics"
+        assert any(k.startswith("data.") for k in run["tags"]), "data sha256 tags missing"
+    qs = next(o for o in out if o.spec.notebook.stem == "00_quickstart")
+    assert qs.metrics["quality.retrieval_hit_at_1"] >= 0.5  # questions find their own abstracts
+    assert qs.metrics["throughput.decode_tok_per_s"] > 0
