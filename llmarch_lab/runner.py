@@ -179,16 +179,20 @@ def run_suite(suite: Suite, workers: int = 1, force: bool = False, dry_run: bool
     from tqdm.auto import tqdm
 
     tracking.require_reachable()
-    exp_id = tracking.ensure_experiment(suite.name)
-    reap_dead_runs(exp_id)
     c = tracking.client(paths.tracking_uri())
+    if dry_run:  # plan only: never create an experiment or touch a run
+        exp = c.get_experiment_by_name(suite.name)
+        exp_id = exp.experiment_id if exp else None
+    else:
+        exp_id = tracking.ensure_experiment(suite.name)
+        reap_dead_runs(exp_id)
 
     outcomes: dict[int, RunOutcome] = {}
     pending: list[tuple[int, RunSpec]] = []
     seen_identity: dict[str, int] = {}
     for i, spec in enumerate(suite.runs):
         ident = spec.identity()
-        done = None if force else finished_run(exp_id, ident)
+        done = None if force or exp_id is None else finished_run(exp_id, ident)
         if done is not None:
             outcomes[i] = RunOutcome(spec, "SKIPPED", done.info.run_id,
                                      done.data.metrics.get("latency.run_wall_s", 0.0),
