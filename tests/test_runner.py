@@ -103,3 +103,10 @@ def test_parallel_workers_lose_and_duplicate_nothing(store, write):
     assert len(runs) == 9 and all(r["status"] == "FINISHED" for r in runs)
     assert sorted(r["metrics"]["quality.value"] for r in runs) == [float(v) for v in range(1, 10)]
     assert len({r["tags"]["identity"] for r in runs}) == 9
+
+
+def test_dry_run_plans_without_writing(store, write):
+    suite = config.load_suite(probe_suite(write, name="dry"))
+    out = runner.run_suite(suite, dry_run=True, progress=False)
+    assert [o.status for o in out] == ["PLANNED", "PLANNED"]
+    assert tracking.client(paths.tracking_uri()).get_experiment_by_name("dry") is None
