@@ -34,6 +34,7 @@ def _fail(e: Exception, code: int = 2):
 
 def _table(rows: list[dict[str, str]], title: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=title, show_lines=False)
@@ -43,7 +44,7 @@ def _table(rows: list[dict[str, str]], title: str) -> None:
     for col in rows[0]:
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(*[str(v) for v in r.values()])
+        table.add_row(*[escape(str(v)) for v in r.values()])  # run names like p[x=1] are not markup
     Console(width=max(120, int(os.environ.get("COLUMNS", "0") or 0))).print(table)
 
 

@@ -110,3 +110,11 @@ def test_dry_run_plans_without_writing(store, write):
     out = runner.run_suite(suite, dry_run=True, progress=False)
     assert [o.status for o in out] == ["PLANNED", "PLANNED"]
     assert tracking.client(paths.tracking_uri()).get_experiment_by_name("dry") is None
+
+
+def test_cli_summary_shows_grid_labels(store, write):
+    path = probe_suite(write, name="labels", grid="{value: [4]}")
+    proc = subprocess.run([sys.executable, "-m", "llmarch_lab.cli", "run", str(path), "--quiet"],
+                          capture_output=True, text=True, env=os.environ)
+    assert proc.returncode == 0, proc.stderr
+    assert "p[value=4]" in proc.stdout and "FINISHED" in proc.stdout
