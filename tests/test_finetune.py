@@ -1,0 +1,143 @@
+"""Fine-tuning lab: real PubMedQA, real SmolLM2, real TRL/PEFT training for a handful of steps.
+
+The trained fixture runs the whole lab once (gate, zero-shot, 6 LoRA steps, scoring, merged
+export; a few minutes on 2 cores); the other tests read its result."""
+
+import numpy as np
+import pytest
+
+from llmarch_lab import LabError, datasets, models
+from llmarch_lab import finetune_data as fd
+from llmarch_lab.finetune import FinetuneParams, load_adapter_model, run, score
+from llmarch_lab.results import check_metric
+
+
+@pytest.fixture(scope="module")
+def pq():
+    return datasets.pubmedqa()
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return models.load_tokenizer(models.SMOLLM2)
+
+
+def test_split_is_official_test_and_stratified(pq):
+    s = fd.split(pq, dev_fraction=0.2, seed=0)
+    assert len(s.test) == 500 and s.test.is_test.all()
+    assert (len(s.train), len(s.dev)) == (400, 100)
+    assert not set(s.train.id) & set(s.dev.id) and not (set(s.train.id) | set(s.dev.id)) & set(s.test.id)
+    rest = pq[~pq.is_test].decision.value_counts(normalize=True)
+    for part in (s.train, s.dev):
+        share = part.decision.value_counts(normalize=True)
+        assert all(abs(share[k] - rest[k]) < 0.02 for k in fd.LABELS)
+
+
+def test_quick_subset_is_stratified_random_not_first_n(pq):
+    test = fd.split(pq).test
+    sub = fd.sample(test, 60, seed=1)
+    # test_ground_truth.json is ordered by label: the first 60 would all be 'yes'.
+    assert set(sub.decision) == set(fd.LABELS)
+    assert set(sub.id) != set(test.id[:60])
+    assert set(fd.sample(test, 60, seed=2).id) != set(sub.id)
+
+
+def test_gate_passes_real_data_and_reports_checks(pq, tok):
+    gate = fd.quality_gate(fd.split(pq), tok, context_tokens=64, max_length=256)
+    t = gate.table
+    assert t[t.check == "leakage"]["count"].item() == 0
+    assert {"empty_or_bad_label", "duplicate_question", "label_share"} <= set(t.check)
+    assert len(gate.lengths) == 1000 and gate.figure is not None
+    assert (gate.lengths.total_tokens > gate.lengths.prompt_tokens).all()
+
+
+@pytest.mark.parametrize("edit", [lambda q: q, lambda q: q.replace("?", " ?").lower()])
+def test_leakage_fails_the_run_on_a_planted_duplicate(pq, tok, edit):
+    s = fd.split(pq)
+    planted = s.test.question[7]
+    s.train.loc[3, "question"] = edit(planted)  # exact copy, or a near-duplicate of a test question
+    with pytest.raises(LabError, match="leakage") as err:
+        fd.quality_gate(s, tok, context_tokens=32, max_length=256)
+    assert str(s.train.id[3]) in str(err.value) and str(s.test.id[7]) in str(err.value)
+
+
+def test_max_length_that_cuts_every_answer_is_an_error(pq, tok):
+    with pytest.raises(LabError, match="max_length=40"):
+        fd.quality_gate(fd.split(pq), tok, context_tokens=32, max_length=40)
+
+
+def test_params_validation():
+    with pytest.raises(ValueError, match="context_tokens"):
+        FinetuneParams(context_tokens=512, max_length=384)
+    with pytest.raises(ValueError):
+        FinetuneParams(method="full")
+
+
+# ------------------------------------------------------------------------- one real training run
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("finetune")
+    steps = []
+    p = FinetuneParams(max_steps=6, batch_size=2, lr=2e-3, warmup_steps=0, context_tokens=32,
+                       max_length=160, log_every=1, eval_every=3, early_stopping_patience=0,
+                       test_items=9, dev_items=6, eval_batch_size=9, export="merged", output_dir=str(out))
+    result = run(p, on_step=lambda m, s: steps.append((s, m)))
+    return p, result, steps
+
+
+def test_training_loss_falls(trained):
+    _, result, steps = trained
+    train = [m["quality.train_loss"] for _, m in steps if "quality.train_loss" in m]
+    assert len(train) == 6
+    assert np.mean(train[-2:]) < np.mean(train[:2])
+    # Held out: the gold label's log-probability on test rises from zero-shot to tuned.
+    pred = result.tables["predictions"]
+    gold_logp = lambda who: np.mean([r[f"{who}_logp_{r.gold}"] for _, r in pred.iterrows()])  # noqa: E731
+    assert gold_logp("tuned") > gold_logp("zero_shot") + 0.5
+
+
+def test_losses_stream_on_the_schema_with_steps(trained):
+    _, result, steps = trained
+    names = {k for _, m in steps for k in m}
+    assert names == {"quality.train_loss", "quality.eval_loss"}
+    for _, m in steps:
+        for k, v in m.items():
+            check_metric(k, v)
+    eval_steps = [s for s, m in steps if "quality.eval_loss" in m]
+    assert eval_steps == [3, 6]
+    assert len(result.tables["train_log"]) == 6
+
+
+def test_adapter_changes_predictions(trained):
+    _, result, _ = trained
+    pred = result.tables["predictions"]
+    cols = [f"logp_{w}" for w in fd.LABELS]
+    shift = np.abs(pred[[f"tuned_{c}" for c in cols]].to_numpy() - pred[[f"zero_shot_{c}" for c in cols]].to_numpy())
+    assert shift.mean() > 0.5
+    assert (pred.tuned_pred != pred.zero_shot_pred).any() or (pred.tuned_pred == pred.gold).mean() > (pred.zero_shot_pred == pred.gold).mean()
+
+
+def test_result_carries_metrics_tables_and_figures(trained):
+    _, result, _ = trained
+    for k in ("quality.accuracy", "quality.macro_f1", "quality.zero_shot_accuracy", "quality.majority_macro_f1",
+              "quality.dev_macro_f1", "throughput.train_tok_per_s", "memory.peak_rss_mb", "quality.gate_leaked_questions"):
+        assert k in result.metrics
+    assert 0 <= result.metrics["quality.accuracy"] <= 1 and result.metrics["throughput.train_tok_per_s"] > 0
+    assert len(result.tables["predictions"]) == 9
+    assert {"confusion", "loss_curve", "token_lengths"} <= set(result.figures)
+
+
+def test_merged_export_reloads_with_the_adapter_predictions(trained, pq, tok):
+    p, result, _ = trained
+    from pathlib import Path
+
+    assert (Path(result.artifacts["merged"]) / "model.safetensors").is_file()
+    assert (Path(result.artifacts["adapter"]) / "adapter_model.safetensors").is_file()
+    rows = fd.to_rows(fd.sample(fd.split(pq).test, 4, seed=3), tok, p.context_tokens)
+    adapter_model, atok = load_adapter_model(p.model, result.artifacts["adapter"])
+    merged, mtok = models.load_causal_lm(result.artifacts["merged"])
+    a, m = score(adapter_model, atok, rows), score(merged, mtok, rows)
+    assert list(a.pred) == list(m.pred)
+    cols = [f"logp_{w}" for w in fd.LABELS]
+    np.testing.assert_allclose(a[cols].to_numpy(), m[cols].to_numpy(), atol=2e-3)
