@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help setup lab test ui list bench bench-quant clean-store
+.PHONY: help setup lab test ui list bench-quant bench-finetune bench-ann rag clean-store
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -40,6 +40,19 @@ ui: setup ## Browse results: mlflow ui on 127.0.0.1:5000 against the lab's store
 
 list: setup ## Suites, notebooks and their parameters
 	$(BIN)/llmarch-lab list
+
+bench-quant: setup ## Quantization sweep: every mode on CPU, comparison table + plots logged to MLflow
+	$(BIN)/python benchmarks/quantization.py
+
+bench-finetune: setup ## Fine-tuning sweep: LoRA vs QLoRA x r x lr on PubMedQA (~2.5 h on 2 cores)
+	$(BIN)/python benchmarks/finetune.py
+
+ANN_N ?= 1000000
+rag: setup ## Run the RAG study (experiments/rag.yaml), resumable
+	$(BIN)/llmarch-lab run experiments/rag.yaml
+
+bench-ann: setup ## LanceDB ANN scale table on $(ANN_N) x 384 vectors (ANN_N=100000 for a quick run)
+	$(BIN)/python benchmarks/ann_scale.py --n $(ANN_N)
 
 clean-store: ## Delete the local MLflow store (mlruns/), keeping its placeholder
 	find mlruns -mindepth 1 ! -name .gitkeep -delete
