@@ -13,15 +13,7 @@ a time (--workers 1): parallel training would distort tokens/s and peak memory.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-import time
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 COLUMNS = {  # table column -> metric
     "majority_acc": "quality.majority_accuracy", "majority_f1": "quality.majority_macro_f1",
@@ -54,46 +46,9 @@ def compare(suite: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", default="experiments/finetune.yaml", help="Suite file.")
-    parser.add_argument("--workers", type=int, default=1, help="Notebooks in parallel (timings assume 1).")
-    parser.add_argument("--force", action="store_true", help="Re-run runs that already finished.")
-    parser.add_argument("--only", action="append", help="Run only this entry (repeatable).")
-    parser.add_argument("--report-only", action="store_true", help="Do not run; report the suite's runs.")
-    args = parser.parse_args(argv)
+    from llmarch_lab import bench
 
-    from llmarch_lab import LabError, config, runner, tracking
-
-    outcomes = []
-    try:
-        suite = config.load_suite(args.suite, only=args.only)
-        t0 = time.perf_counter()
-        if not args.report_only:
-            outcomes = runner.run_suite(suite, workers=args.workers, force=args.force)
-            for o in outcomes:
-                if o.status == "FAILED":
-                    print(f"FAILED {o.spec.name}: {o.error}", file=sys.stderr)
-        wall = time.perf_counter() - t0
-        table = compare(suite.name)
-    except LabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if table.empty:
-        print(f"no finished finetune runs in experiment {suite.name!r}")
-        return 1
-    md = table.to_markdown(index=False, floatfmt=".4g")
-    print(md)
-    if not args.report_only:
-        print(f"\nsweep wall time: {wall:.0f} s ({len(suite.runs)} runs, workers={args.workers})")
-    parents = tracking.search(suite.name, tags={"llmarch.parent": "true"}, status="")
-    if parents:
-        parent = tracking.LabRun(parents[0]["run_id"], owned=False)
-        parent.log_table("finetune_comparison", table)
-        parent.log_text("finetune_comparison.md", md)
-        if not args.report_only:
-            parent.log_metrics({"latency.sweep_wall_s": wall})
-        print(f"logged the table on parent run {parents[0]['run_id']} of experiment {suite.name!r}")
-    return 1 if any(o.status == "FAILED" for o in outcomes) else 0
+    return bench.sweep_main(__doc__, "experiments/finetune.yaml", "finetune", compare, argv=argv)
 
 
 if __name__ == "__main__":
