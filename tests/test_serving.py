@@ -1,0 +1,239 @@
+"""Serving lab: a real llama.cpp engine (started once per session), a real trivial streaming
+server on 127.0.0.1 for fault injection, and hand-checked metric arithmetic."""
+
+import itertools
+import time
+
+import pytest
+import yaml
+
+from llmarch_lab import LabError, models
+from llmarch_lab.serving import deploy, engines, load, loopback, metrics, workload
+from llmarch_lab.serving.lab import ServingParams, run
+
+
+def _reqs(max_tokens=8):
+    return (load.Request(i, [{"role": "user", "content": f"Count to ten, please ({i})."}], max_tokens)
+            for i in itertools.count())
+
+
+@pytest.fixture(scope="session")
+def llamacpp(tmp_path_factory):
+    """One real llama.cpp server for the session: SmolLM2 GGUF, 2 threads, on 127.0.0.1."""
+    eng = engines.launch("llamacpp", models.SMOLLM2, log_path=tmp_path_factory.mktemp("eng") / "llamacpp.log")
+    yield eng
+    eng.stop()
+    assert not eng.alive()
+
+
+@pytest.fixture(scope="session")
+def tok():
+    return models.load_tokenizer(models.SMOLLM2)
+
+
+@pytest.fixture
+def server(request):
+    """A trivial streaming server; parametrize via request.param = dict(tokens=..., malformed_every=..., die_after=...)."""
+    proc, base = loopback.start(**getattr(request, "param", {}))
+    yield base
+    proc.kill()
+    proc.wait()
+
+
+# ------------------------------------------------------------------ the real engine
+
+def test_llamacpp_streams_fixed_length_with_real_timings(llamacpp, tok):
+    from llmarch_lab.serving.lab import _extra_body
+
+    p = ServingParams(engine="llamacpp", output_tokens=12)
+    target = load.Target(llamacpp.base_url, llamacpp.model_name, extra_body=_extra_body(p, tok))
+    assert load.preflight(target) == [llamacpp.model_name]
+    recs, wall = load.run_level(target, _reqs(12), "concurrent", 2, max_requests=4, max_seconds=60)
+    assert len(recs) == 4 and all(r.ok for r in recs), [r.error for r in recs]
+    for r in recs:
+        assert r.output_tokens == 12, (r.output_tokens, r.text)  # end tokens biased away: exact length
+        assert 0 < r.ttft_ms < r.e2e_ms
+        assert len(r.itl_ms) == r.chunks - 1
+        assert r.tpot_ms == pytest.approx((r.e2e_ms - r.ttft_ms) / 11)
+        assert r.text.strip()
+    # llama.cpp serves one request at a time: with 2 in flight the second waits, so TTFT grows.
+    m = metrics.summarize(recs, wall)
+    assert m["throughput.output_tok_per_s"] == pytest.approx(48 / wall)
+    assert m["quality.error_rate"] == 0
+
+
+def test_engine_crash_mid_run_counts_remaining_requests(tmp_path):
+    eng = engines.launch("llamacpp", models.SMOLLM2, log_path=tmp_path / "crash.log")
+    target = load.Target(eng.base_url, eng.model_name, timeout_s=30)
+
+    def requests():  # one at a time; the engine is SIGKILLed when the 4th request is due
+        for r in _reqs(8):
+            if r.id == 3:
+                eng.proc.kill()
+                eng.proc.wait()
+            yield r
+
+    with eng:
+        recs, _ = load.run_level(target, requests(), "concurrent", 1, max_requests=40, max_seconds=60)
+    assert len(recs) == 40  # every request is accounted for
+    ok, bad = [r for r in recs if r.ok], [r for r in recs if not r.ok]
+    assert [r.id for r in ok] == [0, 1, 2]
+    assert all("Connect" in r.error for r in bad), bad[0].error
+    assert metrics.summarize(recs, 1.0)["quality.error_rate"] == len(bad) / 40
+    assert not eng.alive()
+
+
+def test_missing_engine_environment_says_which_make_target(monkeypatch, tmp_path):
+    monkeypatch.setenv("LLMARCH_VLLM_PYTHON", str(tmp_path / "nope" / "python"))
+    with pytest.raises(LabError, match="make engine-vllm"):
+        engines.engine_python("vllm")
+    with pytest.raises(LabError, match="engine 'tgi'"):
+        engines.engine_python("tgi")
+
+
+def test_lab_run_against_external_engine_gives_sweep_and_artifacts(llamacpp, store):
+    p = ServingParams(engine="external", base_url=llamacpp.base_url, model=llamacpp.model_name,
+                      tokenizer=models.SMOLLM2, levels=[1, 2], max_requests=3, input_tokens=32, output_tokens=8,
+                      warmup_requests=1, usd_per_hour=1.0, extra_body={"logit_bias": {"2": -100}})
+    res = run(p, progress=False)
+    sweep = res.tables["sweep"]
+    assert list(sweep.level) == [1.0, 2.0] and list(sweep.requests) == [3, 3]
+    assert len(res.tables["requests"]) == 6
+    m = res.metrics
+    assert m["quality.error_rate"] == 0
+    assert m["latency.ttft_ms_p50"] <= m["latency.ttft_ms_p99"] <= m["latency.e2e_ms_p99"]
+    # cost = $/h / (tok/s * 3600) * 1e6, at the operating point
+    assert m["cost.usd_per_1m_output_tokens"] == pytest.approx(1.0 / 3600 / m["throughput.output_tok_per_s"] * 1e6)
+    assert m["throughput.single_stream_decode_tok_per_s"] > 1
+    assert {"latency_vs_throughput", "ttft_cdf"} <= set(res.figures)
+    assert "serving.operating_level" in res.tags
+    assert yaml.safe_load(res.texts["deploy/docker-compose.yaml"])["services"]
+
+
+# ------------------------------------------------------------------ faults, on a real loopback server
+
+@pytest.mark.parametrize("server", [{"tokens": 10, "malformed_every": 3}], indirect=True)
+def test_malformed_chunks_are_counted_not_fatal(server):
+    recs, _ = load.run_level(load.Target(server, "loopback"), _reqs(10), "concurrent", 2, max_requests=6)
+    assert all(r.ok for r in recs), [r.error for r in recs]
+    assert all(r.malformed_chunks == 3 for r in recs)  # chunks 3, 6, 9 are preceded by garbage
+    assert all(r.output_tokens == 10 and r.usage_reported for r in recs)
+    assert metrics.summarize(recs, 1.0)["quality.malformed_chunks"] == 18
+
+
+@pytest.mark.parametrize("server", [{"die_after": 5}], indirect=True)
+def test_server_death_turns_the_rest_into_errors(server):
+    recs, _ = load.run_level(load.Target(server, "loopback", timeout_s=10), _reqs(4), "concurrent", 2,
+                             max_requests=12, max_seconds=30)
+    assert len(recs) == 12
+    assert sum(r.ok for r in recs) == 5
+    assert all("Error" in r.error or "refused" in r.error.lower() or r.error for r in recs if not r.ok)
+
+
+def test_unreachable_url_fails_fast_with_the_url():
+    port = engines.free_port()
+    t0 = time.perf_counter()
+    with pytest.raises(LabError, match=f"127.0.0.1:{port}.*unreachable"):
+        load.preflight(load.Target(f"http://127.0.0.1:{port}/v1", "m"))
+    assert time.perf_counter() - t0 < 6
+
+
+def test_wrong_path_and_wrong_model_are_named(server):
+    with pytest.raises(LabError, match="HTTP 404"):
+        load.preflight(load.Target(server.removesuffix("/v1") + "/nope", "loopback"))
+    with pytest.raises(LabError, match="does not serve model 'gpt-x'.*loopback"):
+        load.preflight(load.Target(server, "gpt-x"))
+
+
+def test_open_loop_profiles_pace_arrivals(server):
+    t = load.Target(server, "loopback")
+    recs, _ = load.run_level(t, _reqs(2), "constant", 20, max_requests=10, max_seconds=30)
+    starts = [r.start_ms for r in recs]
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert all(r.ok for r in recs) and min(gaps) > 30 and sum(gaps) / len(gaps) == pytest.approx(50, abs=12)
+    a, _ = load.run_level(t, _reqs(2), "poisson", 50, max_requests=8, seed=7)
+    b, _ = load.run_level(t, _reqs(2), "poisson", 50, max_requests=8, seed=7)
+    ga = [y.start_ms - x.start_ms for x, y in zip(a, a[1:])]
+    gb = [y.start_ms - x.start_ms for x, y in zip(b, b[1:])]
+    assert len(set(round(g, -1) for g in ga)) > 2  # exponential gaps, not constant
+    assert max(abs(x - y) for x, y in zip(ga, gb)) < 15  # same seed, same schedule (within jitter)
+
+
+def test_duration_bound_stops_a_level(server):
+    recs, wall = load.run_level(load.Target(server, "loopback"), _reqs(2), "constant", 5, max_requests=1000,
+                                max_seconds=1.0)
+    assert 4 <= len(recs) <= 7 and wall < 3
+
+
+# ------------------------------------------------------------------ arithmetic, deployment, params
+
+def test_summary_matches_hand_computation():
+    recs = [load.Record(0, ttft_ms=100, e2e_ms=500, tpot_ms=40, itl_ms=[40] * 10, output_tokens=11, prompt_tokens=5),
+            load.Record(1, ttft_ms=300, e2e_ms=700, tpot_ms=40, itl_ms=[40] * 10, output_tokens=11, prompt_tokens=5),
+            load.Record(2, ttft_ms=150, e2e_ms=1150, tpot_ms=100, itl_ms=[100] * 10, output_tokens=11, prompt_tokens=5),
+            load.Record(3, error="timeout after 60 s")]
+    m = metrics.summarize(recs, wall_s=2.0, slo_ttft_ms=200, slo_tpot_ms=50, usd_per_hour=3.6)
+    assert m["latency.ttft_ms_p50"] == 150
+    assert m["latency.ttft_ms_p90"] == pytest.approx(150 + 0.8 * 150)  # numpy linear interpolation
+    assert m["throughput.output_tok_per_s"] == 33 / 2.0
+    assert m["throughput.req_per_s"] == 1.5
+    assert m["quality.goodput_req_per_s"] == 0.5  # only request 0 meets both limits
+    assert m["quality.slo_attainment"] == 0.25
+    assert m["quality.error_rate"] == 0.25
+    assert m["cost.usd_per_1m_output_tokens"] == pytest.approx(3.6 / 3600 / 16.5 * 1e6)
+    assert m["latency.itl_ms_p50"] == 40
+
+
+def test_roofline_arithmetic():
+    r = metrics.roofline(single_stream_tok_per_s=50, weights_bytes=500_000_000, bandwidth_gbs=10)
+    assert r["throughput.roofline_decode_tok_per_s"] == 20 * 1
+    assert r["quality.roofline_efficiency"] == 2.5  # above 1 means the weights did not all come from RAM
+    assert metrics.copy_bandwidth_gbs(mb=64, repeats=2) > 0.5
+
+
+def test_synthetic_workload_has_exact_token_lengths(tok):
+    reqs = workload.build("synthetic", tok, n=5, input_tokens=40, output_tokens=7, seed=1)
+    lens = [len(tok(r.messages[0]["content"], add_special_tokens=False)["input_ids"]) for r in reqs]
+    assert all(abs(n - 40) <= 1 for n in lens), lens  # decode/re-encode may merge one boundary token
+    assert len({r.messages[0]["content"][:50] for r in reqs}) == 5  # distinct prefixes
+    pq = workload.build("pubmedqa", tok, n=3, input_tokens=30, output_tokens=7)
+    assert all("Question:" in r.messages[0]["content"] for r in pq)
+    with pytest.raises(LabError, match="workload 'x'"):
+        workload.build("x", tok, 1, 1, 1)
+
+
+def test_deployment_files_parse_and_carry_the_configuration():
+    c = deploy.DeployConfig(model="HuggingFaceTB/SmolLM2-135M-Instruct", max_num_seqs=24, gpus=2, max_model_len=4096)
+    texts = deploy.render(c)
+    svc = yaml.safe_load(texts["deploy/docker-compose.yaml"])["services"]["llm"]
+    cmd = svc["command"]
+    assert cmd[cmd.index("--model") + 1] == c.model
+    assert cmd[cmd.index("--max-num-seqs") + 1] == "24"
+    assert cmd[cmd.index("--tensor-parallel-size") + 1] == "2"
+    assert svc["ports"] == ["8000:8000"] and svc["image"].startswith("vllm/vllm-openai:")
+    assert svc["deploy"]["resources"]["reservations"]["devices"][0]["count"] == 2
+    docs = list(yaml.safe_load_all(texts["deploy/k8s.yaml"]))
+    dep, service = (next(d for d in docs if d["kind"] == k) for k in ("Deployment", "Service"))
+    assert dep["apiVersion"] == "apps/v1" and service["apiVersion"] == "v1"
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert dep["spec"]["selector"]["matchLabels"] == labels == service["spec"]["selector"]
+    ctr = dep["spec"]["template"]["spec"]["containers"][0]
+    assert ctr["ports"][0]["containerPort"] == service["spec"]["ports"][0]["targetPort"] == 8000
+    assert ctr["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert ctr["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert "--max-model-len" in ctr["args"] and "4096" in ctr["args"]
+    assert "value" not in ctr["env"][0]  # the API key comes from a Secret, never inline
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"engine": "external"}, "needs base_url"),
+    ({"base_url": "http://x/v1"}, "only for engine=external"),
+    ({"levels": [4, 2]}, "increasing"),
+    ({"levels": [1.5]}, "whole numbers"),
+    ({"input_tokens": 2000, "output_tokens": 100}, "exceed max_model_len"),
+    ({"engine": "tgi"}, "engine"),
+    ({"api_key": "sk-123"}, "api_key"),
+])
+def test_bad_parameters_name_the_field(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        ServingParams(**kw)
