@@ -130,6 +130,24 @@ def test_server_death_turns_the_rest_into_errors(server):
     assert all("Error" in r.error or "refused" in r.error.lower() or r.error for r in recs if not r.ok)
 
 
+@pytest.mark.parametrize("server", [{"die_after": 3}], indirect=True)
+def test_lab_run_keeps_partial_results_when_the_server_dies(server, store):
+    from llmarch_lab import tracking
+
+    p = ServingParams(engine="external", base_url=server, model="loopback", tokenizer="none", levels=[1, 2],
+                      max_requests=4, warmup_requests=1, output_tokens=8, request_timeout_s=10)
+    res = run(p, progress=False)  # warm-up takes request 1; requests 2-3 succeed, the rest fail
+    sweep = res.tables["sweep"]
+    assert list(sweep.errors) == [2, 4]
+    assert res.metrics["quality.error_rate_all_levels"] == 6 / 8
+    assert (res.tables["requests"].error != "").sum() == 6
+    lab_run = tracking.start(p, notebook="40_serving")
+    lab_run.log_result(res)
+    lab_run.close()
+    logged = tracking.search("interactive")[0]["metrics"]
+    assert logged["quality.error_rate_all_levels"] == 0.75
+
+
 def test_unreachable_url_fails_fast_with_the_url():
     port = engines.free_port()
     t0 = time.perf_counter()

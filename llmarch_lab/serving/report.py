@@ -47,8 +47,8 @@ def latency_vs_throughput(sweep, title: str, level_name: str = "concurrency"):
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    axes[0].set_title(f"{title}: latency vs throughput (labels = {level_name})")
-    axes[1].set_title("per-token time and tail end-to-end")
+    axes[0].set_title(f"{title}: TTFT vs throughput (labels: {level_name})", fontsize=10)
+    axes[1].set_title("time per output token and tail end-to-end", fontsize=10)
     fig.tight_layout()
     return fig
 
