@@ -85,8 +85,8 @@ rag: setup ## Run the RAG study (experiments/rag.yaml), resumable
 bench-ann: setup ## LanceDB ANN scale table on $(ANN_N) x 384 vectors (ANN_N=100000 for a quick run)
 	$(BIN)/python benchmarks/ann_scale.py --n $(ANN_N)
 
-serving: setup engine-llamacpp engine-vllm ## Run the serving study (experiments/serving.yaml): both engines, concurrency sweeps
-	$(BIN)/llmarch-lab run experiments/serving.yaml
+serving: setup engine-llamacpp engine-vllm ## Serving study (experiments/serving.yaml, resumable): both engines, one table of every level
+	$(BIN)/python benchmarks/serving.py
 
 bench-serving: setup engine-llamacpp engine-vllm engine-guidellm ## Generator ceiling + guidellm cross-check (prints tables, logs to MLflow)
 	$(BIN)/python benchmarks/serving_ceiling.py

@@ -290,3 +290,10 @@ def search(experiment: str, tags: dict[str, str] | None = None, params: dict[str
     return [{"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,
              "tags": dict(r.data.tags), "params": dict(r.data.params), "metrics": dict(r.data.metrics)}
             for r in runs]
+
+
+def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) of every logged value of one metric, by step: a per-step series such as the
+    serving lab's per-level `*.sweep.*` metrics."""
+    c = client(paths.tracking_uri())
+    return sorted((m.step, m.value) for m in c.get_metric_history(run_id, key))

@@ -255,3 +255,30 @@ def test_deployment_files_parse_and_carry_the_configuration():
 def test_bad_parameters_name_the_field(kw, msg):
     with pytest.raises(ValueError, match=msg):
         ServingParams(**kw)
+
+
+def test_suite_report_tabulates_every_level_of_every_run(server, store, write):
+    """Two notebook runs through the real runner (against the loopback server), then the table."""
+    from llmarch_lab import config, runner
+    from llmarch_lab.serving import suite_report
+
+    suite = write("sv.yaml", f"""
+suite: sv
+runs:
+  - name: closed
+    notebook: 40_serving
+    params: {{engine: external, base_url: "{server}", model: loopback, tokenizer: none, levels: [1, 4],
+             max_requests: 8, output_tokens: 8, warmup_requests: 1}}
+  - name: open
+    notebook: 40_serving
+    params: {{engine: external, base_url: "{server}", model: loopback, tokenizer: none, profile: poisson,
+             levels: [5, 10], max_requests: 6, output_tokens: 8, warmup_requests: 0}}
+""")
+    out = runner.run_suite(config.load_suite(suite), progress=False)
+    assert [o.status for o in out] == ["FINISHED", "FINISHED"], [o.error for o in out]
+    df = suite_report.compare("sv")
+    assert sorted(zip(df.run, df.level)) == [("closed", 1.0), ("closed", 4.0), ("open", 5.0), ("open", 10.0)]
+    closed = df[df.run == "closed"].set_index("level")
+    assert closed.speedup_vs_level1[1.0] == 1.0 and closed.speedup_vs_level1[4.0] > 1.0
+    assert (df.error_rate == 0).all() and (df.output_tok_per_s > 0).all()
+    assert "| closed" in suite_report.markdown(df)
