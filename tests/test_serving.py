@@ -282,3 +282,22 @@ runs:
     assert closed.speedup_vs_level1[1.0] == 1.0 and closed.speedup_vs_level1[4.0] > 1.0
     assert (df.error_rate == 0).all() and (df.output_tok_per_s > 0).all()
     assert "| closed" in suite_report.markdown(df)
+
+
+@pytest.mark.parametrize("server", [{"api_key": "sk-loopback-secret-123"}], indirect=True)
+def test_api_key_comes_from_the_environment_and_is_never_logged(server, store, monkeypatch):
+    from llmarch_lab import tracking
+
+    with pytest.raises(LabError, match="HTTP 401.*API key"):
+        load.preflight(load.Target(server, "loopback"))
+    monkeypatch.setenv("MY_ENDPOINT_KEY", "sk-loopback-secret-123")
+    p = ServingParams(engine="external", base_url=server, model="loopback", api_key_env="MY_ENDPOINT_KEY",
+                      tokenizer="none", levels=[2], max_requests=4, output_tokens=4, warmup_requests=0)
+    res = run(p, progress=False)
+    assert res.metrics["quality.error_rate"] == 0
+    lab_run = tracking.start(p, notebook="40_serving")
+    lab_run.log_result(res)
+    lab_run.close()
+    logged = tracking.search("interactive")[0]
+    everything = str(logged["params"]) + str(logged["tags"]) + res.tables["requests"].to_csv()
+    assert "sk-loopback-secret-123" not in everything

@@ -17,20 +17,30 @@ import os
 import time
 
 
-def make_app(tokens: int = 16, malformed_every: int = 0, die_after: int = 0, model: str = "loopback"):
+def make_app(tokens: int = 16, malformed_every: int = 0, die_after: int = 0, model: str = "loopback",
+             api_key: str = ""):
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse, StreamingResponse
     from starlette.routing import Route
 
     served = {"n": 0}
 
+    def denied(request):
+        if api_key and request.headers.get("authorization") != f"Bearer {api_key}":
+            return JSONResponse({"error": {"message": "invalid API key"}}, status_code=401)
+        return None
+
     async def models(request):
+        if (d := denied(request)) is not None:
+            return d
         return JSONResponse({"object": "list", "data": [{"id": model, "object": "model"}]})
 
-    async def health(request):
+    async def health(request):  # unauthenticated, like vLLM's
         return JSONResponse({})
 
     async def chat(request):
+        if (d := denied(request)) is not None:
+            return d
         body = await request.json()
         served["n"] += 1
         if die_after and served["n"] > die_after:
@@ -64,11 +74,13 @@ def main(argv=None):
     ap.add_argument("--malformed-every", type=int, default=0)
     ap.add_argument("--die-after", type=int, default=0)
     a = ap.parse_args(argv)
-    app = make_app(a.tokens, a.malformed_every, a.die_after)
+    # The key comes from the environment, never the command line (ps would show it).
+    app = make_app(a.tokens, a.malformed_every, a.die_after, api_key=os.environ.get("LOOPBACK_API_KEY", ""))
     uvicorn.run(app, host="127.0.0.1", port=a.port, log_level="warning", access_log=False, backlog=4096)
 
 
-def start(port: int = 0, tokens: int = 16, malformed_every: int = 0, die_after: int = 0, log_path=None):
+def start(port: int = 0, tokens: int = 16, malformed_every: int = 0, die_after: int = 0, log_path=None,
+          api_key: str = ""):
     """Start the server in its own process (own core, own GIL) and wait for it; returns (proc, base_url)."""
     import subprocess
     import sys
@@ -82,13 +94,14 @@ def start(port: int = 0, tokens: int = 16, malformed_every: int = 0, die_after: 
     out = open(log_path, "wb") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen([sys.executable, "-m", "llmarch_lab.serving.loopback", "--port", str(port),
                              "--tokens", str(tokens), "--malformed-every", str(malformed_every),
-                             "--die-after", str(die_after)], stdout=out, stderr=subprocess.STDOUT)
+                             "--die-after", str(die_after)], stdout=out, stderr=subprocess.STDOUT,
+                            env={**os.environ, "LOOPBACK_API_KEY": api_key})
     base = f"http://127.0.0.1:{port}/v1"
     for _ in range(200):
         if proc.poll() is not None:
             raise LabError(f"loopback server exited with code {proc.returncode}")
         try:
-            if httpx.get(base + "/models", timeout=1.0).status_code == 200:
+            if httpx.get(base.removesuffix("/v1") + "/health", timeout=1.0).status_code == 200:
                 return proc, base
         except httpx.HTTPError:
             time.sleep(0.1)
