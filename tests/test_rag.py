@@ -93,6 +93,72 @@ def test_embedding_cache_hits_on_second_call(tmp_path):
     assert other.misses == 1
 
 
+# --------------------------------------------------------------------------- query encoder
+
+@pytest.fixture(scope="module")
+def onnx_export(slice_, tmp_path_factory):
+    """A fresh ONNX export of MiniLM into tmp (the real exporter, not the machine's cached file)."""
+    from llmarch_lab.rag.onnx_encoder import OnnxQueryEncoder
+
+    _, emb, *_ = slice_
+    root = tmp_path_factory.mktemp("onnx")
+    enc = OnnxQueryEncoder(emb.model, emb.spec, threads=1, cache_dir=root)
+    return root, enc
+
+
+def test_onnx_query_encoder_gives_the_reference_vectors(slice_, onnx_export):
+    corpus, emb, *_ = slice_
+    root, enc = onnx_export
+    assert enc.exported and enc.path.is_file() and enc.path.parent.parent == root
+    assert emb.query_backend == "onnx"  # auto on CPU: the fast path is the default
+    ref = CachedEmbedder(models.MINILM, query_encoder="torch")
+    for q in list(corpus.queries.text[:10]) + ["a", "x " * 400]:  # short, typical, truncated at max length
+        fast, slow = enc.encode(q), ref.embed_query(q)
+        assert fast.shape == slow.shape == (384,) and fast.dtype == np.float32
+        assert float(np.dot(fast, slow)) > 0.999, q[:40]
+        assert np.linalg.norm(fast) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_onnx_and_torch_query_encoders_rank_the_same(slice_):
+    corpus, emb, _, _, table, _ = slice_
+    r = retrieval.LanceRetriever(table, "hybrid", reranker=retrieval.make_reranker("rrf"))
+    ref = CachedEmbedder(models.MINILM, query_encoder="torch")
+    for qid, q in list(zip(corpus.queries.qid, corpus.queries.text))[:5]:
+        fast = retrieval.to_docs(r.search(q, 10, query_vector=emb.embed_query(q)), 10)
+        slow = retrieval.to_docs(r.search(q, 10, query_vector=ref.embed_query(q)), 10)
+        assert [d for d, _ in fast] == [d for d, _ in slow], q[:40]
+        assert fast[0][0] == qid  # the question's own abstract comes first either way
+
+
+def test_query_encoder_errors_are_clear(slice_, onnx_export, monkeypatch):
+    import shutil
+    import sys
+
+    import torch
+
+    from llmarch_lab.rag.onnx_encoder import OnnxQueryEncoder, weights_hash
+
+    _, emb, *_ = slice_
+    root, enc = onnx_export
+    with pytest.raises(LabError, match="query_encoder 'tf'"):
+        CachedEmbedder(models.MINILM, query_encoder="tf")
+    # a model with other weights must not be served by a foreign graph: the probe check refuses it
+    other = models.load_embedder(models.MINILM)
+    with torch.no_grad():
+        other[0].auto_model.encoder.layer[0].attention.self.query.weight.mul_(1.5)
+    target = root / f"minilm-l6-{weights_hash(other)}" / "model.onnx"
+    target.parent.mkdir()
+    shutil.copy(enc.path, target)
+    with pytest.raises(LabError, match="disagrees with the model"):
+        OnnxQueryEncoder(other, "minilm-l6", cache_dir=root)
+    target.write_bytes(b"not an onnx file")
+    with pytest.raises(LabError, match="cannot load .*delete that folder"):
+        OnnxQueryEncoder(other, "minilm-l6", cache_dir=root)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the package were not installed
+    with pytest.raises(LabError, match="needs onnxruntime .*query_encoder: torch"):
+        CachedEmbedder(models.MINILM, query_encoder="onnx").embed_query("aspirin")
+
+
 # ------------------------------------------------------------------------------- retrieval
 
 @pytest.mark.parametrize("mode,fusion", [("dense", None), ("bm25", None), ("hybrid", "rrf"),

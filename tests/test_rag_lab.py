@@ -54,6 +54,7 @@ def test_small_run_scores_retrieval_answers_and_counts_judge_failures(garbage_ju
     assert m["quality.ndcg_at_10"] > 0.8 and m["quality.recall_at_10"] > 0.9
     assert m["latency.query_ms_p50"] <= m["latency.query_ms_p95"] <= m["latency.query_ms_p99"]
     assert m["latency.index_build_s"] > 0 and m["memory.index_disk_mb"] > 0
+    assert res.tags["query_encoder"] == "onnx" and m["latency.query_encoder_load_s"] > 0  # the CPU default
     q = res.tables["queries"]
     assert len(q) == 20 and q["quality.ndcg_at_10"].between(0, 1).all()
     assert int(res.tags["n_chunks"]) > 60  # recursive chunking split the abstracts

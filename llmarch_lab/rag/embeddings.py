@@ -5,6 +5,11 @@
     vecs = emb.embed(chunks.text.tolist())   # (n, dim) float32; a second call reads the cache
     qv = emb.embed_query("what is ...")      # never cached: query latency is measured live
 
+Query encoder (`query_encoder`): `torch` calls `SentenceTransformer.encode` (the reference);
+`onnx` runs the same model exported to ONNX Runtime (rag/onnx_encoder.py: ~2.2x faster for one
+query on a CPU, cosine >= 0.9999 to the reference, checked on every load); `auto` = onnx on the
+CPU, torch on a GPU. Corpus chunks are always embedded with torch (batched, cached).
+
 A sweep over retrieval modes, fusion weights or rerankers embeds each chunk once: the cache lives
 under paths.cache_dir()/embeddings (LLMARCH_CACHE_DIR moves it) in a diskcache store, which is
 safe for several processes at once. The key holds the model spec, its max sequence length and
@@ -19,6 +24,9 @@ import time
 from llmarch_lab import LabError, models, paths
 
 
+QUERY_ENCODERS = ("auto", "onnx", "torch")
+
+
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -27,8 +35,13 @@ class CachedEmbedder:
     """A sentence-transformers model (alias, hub id or local path) behind a disk cache."""
 
     def __init__(self, spec: str = models.MINILM, device: str = "cpu", batch_size: int = 64,
-                 normalize: bool = True, cache: bool = True, cache_dir=None):
+                 normalize: bool = True, cache: bool = True, cache_dir=None, query_encoder: str = "auto",
+                 query_threads: int = 1):
+        if query_encoder not in QUERY_ENCODERS:
+            raise LabError(f"query_encoder {query_encoder!r}: valid are {', '.join(QUERY_ENCODERS)}")
         self.spec, self.device, self.batch_size, self.normalize = spec, device, batch_size, normalize
+        self.query_encoder, self.query_threads = query_encoder, query_threads
+        self._onnx = None
         self.use_cache = cache
         self.cache_dir = cache_dir or (paths.cache_dir() / "embeddings")
         self._model = None
@@ -94,9 +107,28 @@ class CachedEmbedder:
                         out[i] = v
         return np.stack(out).astype(np.float32, copy=False)
 
+    @property
+    def query_backend(self) -> str:
+        """The query encoder in use: onnx or torch (auto resolved by the model's device)."""
+        if self.query_encoder != "auto":
+            return self.query_encoder
+        return "onnx" if str(self.model.device) == "cpu" else "torch"
+
+    def prepare_query_encoder(self) -> float:
+        """Load (and on first use export) the query encoder now; seconds taken."""
+        if self.query_backend != "onnx" or self._onnx is not None:
+            return 0.0
+        from llmarch_lab.rag.onnx_encoder import OnnxQueryEncoder
+
+        self._onnx = OnnxQueryEncoder(self.model, self.spec, threads=self.query_threads, normalize=self.normalize)
+        return self._onnx.load_s
+
     def embed_query(self, text: str):
         """One query vector, computed now (what a deployed retriever pays per request)."""
         if not text or not text.strip():
             raise LabError("query is empty: give a non-empty question")
+        if self.query_backend == "onnx":
+            self.prepare_query_encoder()
+            return self._onnx.encode(text)
         return self.model.encode([text], normalize_embeddings=self.normalize, convert_to_numpy=True,
                                  show_progress_bar=False)[0].astype("float32")
