@@ -45,9 +45,9 @@ class ServingParams(LabParams):
     ready_timeout_s: float = Field(300.0, gt=0, description="Seconds the engine may take to become healthy.")
     # load
     profile: Literal["synchronous", "concurrent", "constant", "poisson"] = Field("concurrent", description="synchronous | concurrent (closed loop) | constant or poisson (open loop, requests/s).")
-    levels: list[float] = Field([1, 2, 4, 8, 16, 32], min_length=1, description="Concurrency levels (concurrent) or request rates per second (constant, poisson); synchronous ignores them.")
-    max_requests: int = Field(32, ge=1, le=1_000_000, description="Requests per level at most.")
-    max_seconds: float = Field(120.0, gt=0, description="Seconds per level at most (no new request after this).")
+    levels: list[float] = Field([1, 2, 4, 8], min_length=1, description="Concurrency levels (concurrent) or request rates per second (constant, poisson); synchronous ignores them.")
+    max_requests: int = Field(16, ge=1, le=1_000_000, description="Requests per level at most.")
+    max_seconds: float = Field(60.0, gt=0, description="Seconds per level at most (no new request after this).")
     request_timeout_s: float = Field(120.0, gt=0, description="A request still streaming after this many seconds counts as an error.")
     warmup_requests: int = Field(2, ge=0, le=1000, description="Synchronous requests sent before measuring (not counted).")
     # workload
