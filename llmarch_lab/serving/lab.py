@@ -93,12 +93,13 @@ def _extra_body(p: ServingParams, tok) -> dict:
     body: dict = {}
     if p.fixed_output:
         if p.engine == "llamacpp":
-            # llama-cpp-python has no ignore_eos; a -100 bias on the end tokens has the same effect.
-            ids = {i for i in (getattr(tok, "eos_token_id", None), tok.convert_tokens_to_ids("<|im_end|>") if tok else None)
-                   if isinstance(i, int) and i >= 0} if tok is not None else set()
-            if not ids:
-                raise LabError("fixed_output with llama.cpp needs a tokenizer to find the end token ids (tokenizer: none given)")
-            body["logit_bias"] = {str(i): -100 for i in sorted(ids)}
+            # llama-cpp-python has no ignore_eos; a -100 bias on the end token has the same effect
+            # (GGUF and Hugging Face tokenizers share token ids).
+            eos = getattr(tok, "eos_token_id", None) if tok is not None else None
+            if not isinstance(eos, int):
+                raise LabError("fixed_output with llama.cpp needs a tokenizer to find the end token id "
+                               "(set tokenizer, or fixed_output: false)")
+            body["logit_bias"] = {str(eos): -100}
         else:
             body["ignore_eos"] = True  # vLLM (and SGLang); TGI ignores unknown fields at its own risk
     return {**body, **p.extra_body}
