@@ -1,8 +1,8 @@
 """Fine-tuning sweep: run experiments/finetune.yaml through the runner, print the comparison
-table (majority / zero-shot / tuned accuracy and macro-F1 on test, dev macro-F1, train time,
+table (majority / zero-shot / tuned accuracy and macro-F1 on test, raw and calibrated, dev macro-F1, train time,
 tokens/s, peak RSS for LoRA vs QLoRA), and log it on the suite's parent run in MLflow.
 
-    python benchmarks/finetune.py                       # CPU sweep, 8 runs (resumes finished runs)
+    python benchmarks/finetune.py                       # CPU sweep, 8 runs, ~65-90 min (resumes finished runs)
     python benchmarks/finetune.py --only sweep --force  # re-run everything
     python benchmarks/finetune.py --suite experiments/gpu/finetune.yaml
     python benchmarks/finetune.py --report-only         # table from the runs already in the store
@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import sys
 
-COLUMNS = {  # table column -> metric
+COLUMNS = {  # table column -> metric (headline = the run's `calibrate` choice; raw_ = argmax)
     "majority_acc": "quality.majority_accuracy", "majority_f1": "quality.majority_macro_f1",
+    "zs_raw_acc": "quality.zero_shot_raw_accuracy", "zs_raw_f1": "quality.zero_shot_raw_macro_f1",
     "zero_shot_acc": "quality.zero_shot_accuracy", "zero_shot_f1": "quality.zero_shot_macro_f1",
-    "dev_f1": "quality.dev_macro_f1", "tuned_acc": "quality.accuracy", "tuned_f1": "quality.macro_f1",
+    "dev_f1": "quality.dev_macro_f1", "raw_acc": "quality.raw_accuracy", "raw_f1": "quality.raw_macro_f1",
+    "tuned_acc": "quality.accuracy", "tuned_f1": "quality.macro_f1",
     "best_eval_loss": "quality.best_eval_loss", "train_s": "latency.train_s",
     "train_tok_per_s": "throughput.train_tok_per_s", "peak_rss_mb": "memory.peak_rss_mb",
 }
@@ -33,14 +35,16 @@ def compare(suite: str):
     rows = []
     for r in tracking.search(suite, tags={"lab": "finetune"}):
         p = r["params"]
-        row = {"method": p.get("method"), "r": p.get("r"), "lr": p.get("lr"), "model": p.get("model"),
+        row = {"method": p.get("method"), "r": p.get("r"), "lr": p.get("lr"), "balance": p.get("balance"),
+               "calibrate": p.get("calibrate"), "model": p.get("model"),
                "steps": r["tags"].get("steps_done"), "n_test": r["tags"].get("n_test")}
         row.update({k: r["metrics"].get(m) for k, m in COLUMNS.items()})
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    df = df.drop_duplicates(["model", "method", "r", "lr"]).sort_values(["method", "r", "lr"]).reset_index(drop=True)
+    keys = ["model", "method", "r", "lr", "balance", "calibrate"]
+    df = df.drop_duplicates(keys).sort_values(["method", "r", "lr", "balance"]).reset_index(drop=True)
     df["best_on_dev"] = df.dev_f1 == df.dev_f1.max()
     return df
 

@@ -52,11 +52,15 @@ def sample(df, n: int, seed: int = 0):
     return part.reset_index(drop=True)
 
 
-def truncate(tok, text: str, n_tokens: int) -> tuple[str, bool]:
-    """(text cut to its first n_tokens tokens, whether it was cut)."""
+def truncate(tok, text: str, n_tokens: int, side: str = "head") -> tuple[str, bool]:
+    """(text cut to n_tokens tokens, whether it was cut): its first tokens (side="head") or its
+    last (side="tail"). PubMedQA contexts run background -> methods -> results, and the results
+    carry the answer, so a short budget is better spent on the tail."""
     ids = tok(text, add_special_tokens=False).input_ids
     if len(ids) <= n_tokens:
         return text, False
+    if side == "tail":
+        return "... " + tok.decode(ids[-n_tokens:]), True
     return tok.decode(ids[:n_tokens]), True
 
 
@@ -64,16 +68,33 @@ def user_text(question: str, context: str) -> str:
     return f"{INSTRUCTION}\n\nAbstract: {context}\n\nQuestion: {question}\nAnswer:"
 
 
-def to_rows(df, tok, context_tokens: int, long_answer: bool = False) -> list[dict]:
+def to_rows(df, tok, context_tokens: int, long_answer: bool = False, context_side: str = "head") -> list[dict]:
     """TRL conversational prompt-completion rows (+ id, decision, context_truncated)."""
     rows = []
     for r in df.itertuples(index=False):
-        context, cut = truncate(tok, " ".join(r.contexts), context_tokens)
+        context, cut = truncate(tok, " ".join(r.contexts), context_tokens, context_side)
         target = r.decision + (f". {r.long_answer}" if long_answer and r.long_answer else "")
         rows.append({"id": r.id, "decision": r.decision, "context_truncated": cut,
                      "prompt": [{"role": "user", "content": user_text(r.question, context)}],
                      "completion": [{"role": "assistant", "content": target}]})
     return rows
+
+
+def oversample(rows: list[dict], seed: int = 0) -> list[dict]:
+    """Class-balanced copy of train rows: each label's rows repeated (whole copies, then a seeded
+    random remainder) up to the majority label's count, shuffled. Without it, a few dozen steps
+    on 55% 'yes' teach the label prior first and the adapter collapses onto 'yes'."""
+    import random
+
+    rng = random.Random(seed)
+    by = {w: [r for r in rows if r["decision"] == w] for w in LABELS}
+    n = max(len(v) for v in by.values())
+    out = []
+    for v in by.values():
+        if v:
+            out += v * (n // len(v)) + rng.sample(v, n % len(v))
+    rng.shuffle(out)
+    return out
 
 
 def prompt_text(tok, row: dict) -> str:
@@ -114,7 +135,7 @@ def near_pairs(a: list[str], b: list[str] | None, threshold: float) -> list[tupl
 
 
 def quality_gate(splits: Splits, tok, context_tokens: int, max_length: int, long_answer: bool = False,
-                 near_dup_threshold: float = 90.0) -> Gate:
+                 near_dup_threshold: float = 90.0, context_side: str = "head") -> Gate:
     """Empty / over-long rows, duplicate and near-duplicate questions, label balance, token
     lengths, and train/dev vs test leakage. Leakage raises LabError naming the ids."""
     import pandas as pd
@@ -126,7 +147,7 @@ def quality_gate(splits: Splits, tok, context_tokens: int, max_length: int, long
                    | (df.decision.isin(LABELS) == False)]  # noqa: E712 - pandas elementwise
         checks.append({"split": name, "check": "empty_or_bad_label", "count": len(empty),
                        "detail": ", ".join(empty.id.astype(str)[:10])})
-        rows = to_rows(df, tok, context_tokens, long_answer)
+        rows = to_rows(df, tok, context_tokens, long_answer, context_side)
         for row in rows:
             p = len(tok(prompt_text(tok, row), add_special_tokens=False).input_ids)
             full = tok.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)

@@ -8,7 +8,8 @@ import pytest
 
 from llmarch_lab import LabError, datasets, models
 from llmarch_lab import finetune_data as fd
-from llmarch_lab.finetune import FinetuneParams, load_adapter_model, run, score
+from llmarch_lab import finetune
+from llmarch_lab.finetune import FinetuneParams, apply_bias, cross_fitted, fit_bias, load_adapter_model, run, score
 from llmarch_lab.results import check_metric
 
 
@@ -66,6 +67,54 @@ def test_max_length_that_cuts_every_answer_is_an_error(pq, tok):
         fd.quality_gate(fd.split(pq), tok, context_tokens=32, max_length=40)
 
 
+def test_context_tail_keeps_the_results_end(pq, tok):
+    row = pq.iloc[0]
+    text = " ".join(row.contexts)
+    head, cut_h = fd.truncate(tok, text, 24, "head")
+    tail, cut_t = fd.truncate(tok, text, 24, "tail")
+    assert cut_h and cut_t
+    assert text.startswith(head) and tail.startswith("... ") and text.endswith(tail[4:])
+    assert fd.truncate(tok, "short", 24, "tail") == ("short", False)
+
+
+def test_oversample_balances_labels_and_keeps_every_row(pq, tok):
+    rows = fd.to_rows(fd.split(pq).train.head(60), tok, 16)
+    out = fd.oversample(rows, seed=0)
+    counts = {w: sum(r["decision"] == w for r in out) for w in fd.LABELS}
+    assert len(set(counts.values())) == 1 and counts["yes"] == sum(r["decision"] == "yes" for r in rows)
+    assert {r["id"] for r in out} == {r["id"] for r in rows}
+    assert [r["id"] for r in out] != sorted(r["id"] for r in out)  # shuffled, not grouped by label
+
+
+def _scored(logp, gold):
+    import pandas as pd
+
+    df = pd.DataFrame(logp, columns=[f"logp_{w}" for w in fd.LABELS])
+    df["gold"] = gold
+    df["pred"] = [fd.LABELS[i] for i in np.asarray(logp).argmax(1)]
+    df["id"] = range(len(df))
+    return df
+
+
+def test_dev_bias_undoes_a_label_prior_and_changes_predictions():
+    # Informative scores plus a constant +2 on 'yes': the raw argmax says 'yes' to almost
+    # everything; the fitted bias must remove that offset and recover the classes.
+    rng = np.random.default_rng(0)
+    gold = rng.choice(3, size=300, p=[0.55, 0.33, 0.12])
+    logp = rng.normal(0, 1, (300, 3)) + 3.0 * np.eye(3)[gold] + np.array([4.0, 0, 0])
+    labels = np.array(fd.LABELS)[gold]
+    dev, test = _scored(logp[:150], labels[:150]), _scored(logp[150:], labels[150:])
+    bias = fit_bias(dev)
+    assert bias[0] == 0 and bias[1] > 2 and bias[2] > 2
+    cal = apply_bias(test, bias)
+    raw_f1 = finetune.classification_metrics(test.gold, test.pred)["macro_f1"]
+    cal_f1 = finetune.classification_metrics(cal.gold, cal.pred)["macro_f1"]
+    assert cal_f1 > raw_f1 + 0.2 and (cal.pred != cal.raw_pred).any()
+    assert (cal.raw_pred == test.pred).all()
+    cv = cross_fitted(dev)
+    assert list(cv.index) == list(dev.index) and cv.pred.isin(fd.LABELS).all()
+
+
 def test_params_validation():
     with pytest.raises(ValueError, match="context_tokens"):
         FinetuneParams(context_tokens=512, max_length=384)
@@ -78,16 +127,24 @@ def test_params_validation():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("finetune")
-    steps = []
+    steps, fitted_on = [], []
     p = FinetuneParams(max_steps=6, batch_size=2, lr=2e-3, warmup_steps=0, context_tokens=32,
                        max_length=160, log_every=1, eval_every=3, early_stopping_patience=0,
-                       test_items=9, dev_items=6, eval_batch_size=9, export="merged", output_dir=str(out))
-    result = run(p, on_step=lambda m, s: steps.append((s, m)))
-    return p, result, steps
+                       test_items=9, dev_items=9, eval_batch_size=9, export="merged", output_dir=str(out))
+    real_fit = finetune.fit_bias
+
+    def spy(df, *a, **kw):  # records which rows every calibration fit saw
+        fitted_on.append(set(df.id))
+        return real_fit(df, *a, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(finetune, "fit_bias", spy)
+        result = run(p, on_step=lambda m, s: steps.append((s, m)))
+    return p, result, steps, fitted_on
 
 
 def test_training_loss_falls(trained):
-    _, result, steps = trained
+    _, result, steps, _ = trained
     train = [m["quality.train_loss"] for _, m in steps if "quality.train_loss" in m]
     assert len(train) == 6
     assert np.mean(train[-2:]) < np.mean(train[:2])
@@ -98,7 +155,7 @@ def test_training_loss_falls(trained):
 
 
 def test_losses_stream_on_the_schema_with_steps(trained):
-    _, result, steps = trained
+    _, result, steps, _ = trained
     names = {k for _, m in steps for k in m}
     assert names == {"quality.train_loss", "quality.eval_loss"}
     for _, m in steps:
@@ -110,7 +167,7 @@ def test_losses_stream_on_the_schema_with_steps(trained):
 
 
 def test_adapter_changes_predictions(trained):
-    _, result, _ = trained
+    _, result, _, _ = trained
     pred = result.tables["predictions"]
     cols = [f"logp_{w}" for w in fd.LABELS]
     shift = np.abs(pred[[f"tuned_{c}" for c in cols]].to_numpy() - pred[[f"zero_shot_{c}" for c in cols]].to_numpy())
@@ -119,7 +176,7 @@ def test_adapter_changes_predictions(trained):
 
 
 def test_result_carries_metrics_tables_and_figures(trained):
-    _, result, _ = trained
+    _, result, _, _ = trained
     for k in ("quality.accuracy", "quality.macro_f1", "quality.zero_shot_accuracy", "quality.majority_macro_f1",
               "quality.dev_macro_f1", "throughput.train_tok_per_s", "memory.peak_rss_mb", "quality.gate_leaked_questions"):
         assert k in result.metrics
@@ -128,8 +185,28 @@ def test_result_carries_metrics_tables_and_figures(trained):
     assert {"confusion", "loss_curve", "token_lengths"} <= set(result.figures)
 
 
+def test_calibration_is_fitted_on_dev_only_and_both_numbers_are_logged(trained):
+    _, result, _, fitted_on = trained
+    test_ids = set(result.tables["predictions"].id)
+    dev = result.tables["dev_predictions"]
+    assert fitted_on and all(ids <= set(dev.id) and not ids & test_ids for ids in fitted_on)
+    calib = result.tables["calibration"].set_index("model")
+    pred = result.tables["predictions"]
+    for who in ("zero_shot", "tuned"):
+        bias = finetune.fit_bias(dev[dev.model == who])
+        assert tuple(calib.loc[who, [f"bias_{w}" for w in fd.LABELS]]) == pytest.approx(bias)
+        rows = pred.rename(columns={f"{who}_logp_{w}": f"logp_{w}" for w in fd.LABELS})
+        expect = apply_bias(rows.assign(pred=pred[f"{who}_raw_pred"]), bias).pred
+        assert list(pred[f"{who}_pred"]) == list(expect)  # calibrate=dev_bias is the headline
+        prefix = "" if who == "tuned" else f"{who}_"
+        m = result.metrics
+        assert m[f"quality.{prefix}macro_f1"] == m[f"quality.{prefix}calibrated_macro_f1"]
+        assert {f"quality.{prefix}raw_accuracy", f"quality.{prefix}dev_raw_macro_f1",
+                f"quality.{prefix}dev_calibrated_macro_f1"} <= set(m)
+
+
 def test_merged_export_reloads_with_the_adapter_predictions(trained, pq, tok):
-    p, result, _ = trained
+    p, result, _, _ = trained
     from pathlib import Path
 
     assert (Path(result.artifacts["merged"]) / "model.safetensors").is_file()
