@@ -181,8 +181,9 @@ def run(p: ServingParams, on_level: Callable[[dict, int], None] | None = None, p
             res.texts["engine.log"] = log_path.read_text(errors="replace")[-2_000_000:] if log_path.exists() else ""
 
     sweep_df = pd.DataFrame(sweep)
+    closed_loop = p.profile in ("concurrent", "synchronous")  # level 1 = one stream (not 1 request/s)
     base = sweep_df[sweep_df.level == 1.0]
-    if len(base) and base.output_tok_per_s.iloc[0] > 0:
+    if closed_loop and len(base) and base.output_tok_per_s.iloc[0] > 0:
         sweep_df["speedup_vs_level1"] = sweep_df.output_tok_per_s / base.output_tok_per_s.iloc[0]
     res.tables["sweep"] = sweep_df
     req_df = pd.DataFrame(rows)
@@ -205,7 +206,7 @@ def run(p: ServingParams, on_level: Callable[[dict, int], None] | None = None, p
         res.add("throughput.max_speedup_vs_level1", sweep_df.speedup_vs_level1.max())
 
     # Single-stream decode rate: 1000 / TPOT p50 at level 1 (pure decode, prefill excluded).
-    if 1.0 in per_level and "latency.tpot_ms_p50" in per_level[1.0][0]:
+    if closed_loop and 1.0 in per_level and "latency.tpot_ms_p50" in per_level[1.0][0]:
         single = 1000.0 / per_level[1.0][0]["latency.tpot_ms_p50"]
         res.add("throughput.single_stream_decode_tok_per_s", single)
         if eng is not None and bandwidth:
