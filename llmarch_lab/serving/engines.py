@@ -17,6 +17,7 @@ artifact by the lab), and it is stopped on exit, also when the benchmark fails.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -144,16 +145,9 @@ def _hf_weight_bytes(folder, dtype: str) -> int:
     for f in files:
         with safe_open(str(f), "pt") as st:
             for k in st.keys():
-                n += _prod(st.get_slice(k).get_shape())
+                n += math.prod(st.get_slice(k).get_shape())
     size = {"float32": 4, "bfloat16": 2, "float16": 2, "half": 2, "auto": 2}.get(dtype, 4)
     return n * size
-
-
-def _prod(shape) -> int:
-    out = 1
-    for s in shape:
-        out *= s
-    return out
 
 
 def launch(engine: str, model: str = models.SMOLLM2, *, log_path: Path, dtype: str = "float32",
