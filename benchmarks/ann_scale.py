@@ -190,16 +190,8 @@ def main(argv=None):
 
 def log(df, args, write_s):
     """One MLflow run (experiment `interactive`) with the table and the best setting meeting the goal."""
-    from pydantic import Field
-
-    from llmarch_lab import tracking
-    from llmarch_lab.config import LabParams
+    from llmarch_lab import bench
     from llmarch_lab.results import Result
-
-    class AnnScaleParams(LabParams):
-        lab = "ann_scale"
-        n: int = Field(description="vectors")
-        queries: int = Field(description="queries per setting")
 
     res = Result(tables={"ann_scale": df}, tags={"data": "clustered synthetic 384-dim"})
     res.add("latency.table_write_s", write_s)
@@ -209,9 +201,7 @@ def log(df, args, write_s):
         res.add("latency.query_ms_p99", best.p99_ms)
         res.add("quality.recall_at_10", best.recall_at_10)
         res.tags["best_setting"] = f"{best['index']} {best.setting}"
-    run = tracking.start(AnnScaleParams(n=args.n, queries=args.queries, seed=args.seed), notebook="benchmarks/ann_scale")
-    run.log_result(res)
-    run.close()
+    bench.log_standalone("ann_scale", "benchmarks/ann_scale", {"n": args.n, "queries": args.queries, "seed": args.seed}, res)
 
 
 if __name__ == "__main__":

@@ -56,22 +56,13 @@ def main(argv=None) -> int:
     print(df.to_markdown(index=False, floatfmt=".1f"))
     print(f"\nceiling: {best:.0f} requests/s ({'meets' if best >= 500 else 'BELOW'} the 500 requests/s goal)")
     if not a.no_log:
-        from pydantic import Field
-
-        from llmarch_lab import tracking
-        from llmarch_lab.config import LabParams
+        from llmarch_lab import bench
         from llmarch_lab.results import Result
-
-        class CeilingParams(LabParams):
-            lab = "serving_ceiling"
-            tokens: int = Field(description="chunks per request")
-            requests: int = Field(description="requests per level at most")
 
         res = Result(tables={"ceiling": df}, tags={"server": "llmarch_lab.serving.loopback"})
         res.add("throughput.client_ceiling_req_per_s", best)
-        run = tracking.start(CeilingParams(tokens=a.tokens, requests=a.requests), notebook="benchmarks/serving_ceiling")
-        run.log_result(res)
-        run.close()
+        bench.log_standalone("serving_ceiling", "benchmarks/serving_ceiling",
+                             {"tokens": a.tokens, "requests": a.requests}, res)
     return 0 if best >= 500 else 1
 
 

@@ -139,25 +139,14 @@ def main(argv=None) -> int:
           f"{a.prompt_tokens} prompt / {a.output_tokens} output tokens, {a.requests} requests per level")
     print(df.to_markdown(index=False, floatfmt=".1f"))
     if not a.no_log:
-        from pydantic import Field
-
-        from llmarch_lab import tracking
-        from llmarch_lab.config import LabParams
+        from llmarch_lab import bench
         from llmarch_lab.results import Result
-
-        class CrossCheckParams(LabParams):
-            lab = "serving_guidellm"
-            engine: str = Field(description="engine")
-            streams: str = Field(description="concurrency levels")
-            requests: int = Field(description="requests per level")
 
         res = Result(tables={"guidellm_crosscheck": df}, tags={"guidellm": "0.8.1"})
         res.add("quality.max_abs_tok_per_s_diff_pct", df.tok_per_s_diff_pct.abs().max())
         res.add("quality.max_abs_ttft_diff_pct", df.ttft_diff_pct.abs().max())
-        run = tracking.start(CrossCheckParams(engine=a.engine, streams=a.streams, requests=a.requests),
-                             notebook="benchmarks/serving_guidellm")
-        run.log_result(res)
-        run.close()
+        bench.log_standalone("serving_guidellm", "benchmarks/serving_guidellm",
+                             {"engine": a.engine, "streams": a.streams, "requests": a.requests}, res)
     return 0 if df.within_10pct.all() else 1
 
 

@@ -70,3 +70,20 @@ def sweep_main(doc: str, default_suite: str, name: str, compare: Callable, markd
         print(f"logged the table{' and plots' if plots else ''} on parent run {parents[0]['run_id']} "
               f"of experiment {suite.name!r}")
     return 1 if any(o.status == "FAILED" for o in outcomes) else 0
+
+
+def log_standalone(lab: str, script: str, params: dict, result) -> str:
+    """Log a benchmark that is not a suite run (no notebook) as one interactive MLflow run:
+    `params` become a LabParams model named after `lab`, so the run carries the usual schema
+    tags. Returns the run id."""
+    from pydantic import create_model
+
+    from llmarch_lab import tracking
+    from llmarch_lab.config import LabParams
+
+    model = create_model(f"{lab}_params", __base__=LabParams, **{k: (type(v), v) for k, v in params.items()})
+    model.lab = lab
+    run = tracking.start(model(), notebook=script)
+    run.log_result(result)
+    run.close()
+    return run.run_id
