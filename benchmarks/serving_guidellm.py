@@ -9,7 +9,9 @@ started once; at each concurrency guidellm (its own environment, .engines/guidel
 run the same synthetic workload (prompt and output token counts, request count) back to back,
 guidellm first, then the lab, and again in the other order for the next level, so drift on a
 shared CPU does not favour one side. The table compares output tokens/s and median TTFT;
-the goal is agreement within 10%. Logged to MLflow (experiment `interactive`).
+the goal is agreement within 10%. It also reports the CPU seconds each tool used: on a
+2-core machine the load generator shares the CPU with the engine. Logged to MLflow (experiment
+`interactive`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -48,10 +51,15 @@ def run_guidellm(base: str, model: str, tokenizer_dir: Path, prompt_tokens: int,
            "--profile", f"kind=concurrent,streams={streams}",
            "--constraint", f"kind=max_requests,count={requests}",
            "--output", f"kind=json,path={out}", "--disable-console-interactive"]
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if p.returncode != 0 or not out.exists():
         raise RuntimeError(f"guidellm failed ({p.returncode}): {(p.stderr or p.stdout)[-1500:]}")
-    return parse_guidellm(json.loads(out.read_text()))
+    # CPU the tool itself used (start-up and data synthesis included): on 2 shared cores, CPU a
+    # load generator burns is CPU the engine does not get.
+    return {**parse_guidellm(json.loads(out.read_text())),
+            "cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)}
 
 
 def parse_guidellm(report: dict) -> dict:
@@ -74,11 +82,14 @@ def run_lab(base_url: str, model: str, tok, prompt_tokens: int, output_tokens: i
 
     reqs = workload.build("synthetic", tok, requests, prompt_tokens, output_tokens, seed=streams)
     target = load.Target(base_url, model, extra_body=extra_body, timeout_s=600)
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     recs, wall = load.run_level(target, workload.cycle(reqs), "concurrent", streams, requests, 3600)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
     m = metrics.summarize(recs, wall)
     return {"output_tok_per_s": m["throughput.output_tok_per_s"], "ttft_p50_ms": m.get("latency.ttft_ms_p50"),
             "tpot_p50_ms": m.get("latency.tpot_ms_p50"), "requests": len(recs),
-            "errors": int(round(m["quality.error_rate"] * len(recs)))}
+            "errors": int(round(m["quality.error_rate"] * len(recs))),
+            "cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)}
 
 
 def main(argv=None) -> int:
@@ -132,6 +143,7 @@ def main(argv=None) -> int:
                          "guidellm_ttft_p50_ms": g["ttft_p50_ms"], "lab_ttft_p50_ms": lab["ttft_p50_ms"],
                          "ttft_diff_pct": 100 * (lab["ttft_p50_ms"] / g["ttft_p50_ms"] - 1),
                          "guidellm_tpot_p50_ms": g["tpot_p50_ms"], "lab_tpot_p50_ms": lab["tpot_p50_ms"],
+                         "guidellm_cpu_s": g["cpu_s"], "lab_cpu_s": lab["cpu_s"],
                          "errors": g["errors"] + lab["errors"], "first": order[0]})
     df = pd.DataFrame(rows)
     df["within_10pct"] = (df.tok_per_s_diff_pct.abs() <= 10) & (df.ttft_diff_pct.abs() <= 10)
