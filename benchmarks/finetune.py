@@ -2,7 +2,7 @@
 table (majority / zero-shot / tuned accuracy and macro-F1 on test, raw and calibrated, dev macro-F1, train time,
 tokens/s, peak RSS for LoRA vs QLoRA), and log it on the suite's parent run in MLflow.
 
-    python benchmarks/finetune.py                       # CPU sweep, 8 runs, ~65-90 min (resumes finished runs)
+    python benchmarks/finetune.py                       # CPU sweep, 8 runs, ~5 h on 2 cores (resumes finished runs)
     python benchmarks/finetune.py --only sweep --force  # re-run everything
     python benchmarks/finetune.py --suite experiments/gpu/finetune.yaml
     python benchmarks/finetune.py --report-only         # table from the runs already in the store
@@ -21,6 +21,7 @@ COLUMNS = {  # table column -> metric (headline = the run's `calibrate` choice; 
     "zero_shot_acc": "quality.zero_shot_accuracy", "zero_shot_f1": "quality.zero_shot_macro_f1",
     "dev_f1": "quality.dev_macro_f1", "raw_acc": "quality.raw_accuracy", "raw_f1": "quality.raw_macro_f1",
     "tuned_acc": "quality.accuracy", "tuned_f1": "quality.macro_f1",
+    "dev_raw_f1": "quality.dev_raw_macro_f1", "best_step": "quality.best_step",
     "best_eval_loss": "quality.best_eval_loss", "train_s": "latency.train_s",
     "train_tok_per_s": "throughput.train_tok_per_s", "peak_rss_mb": "memory.peak_rss_mb",
 }

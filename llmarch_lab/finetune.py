@@ -8,8 +8,9 @@ One run: PubMedQA labeled (official 500 test, the other 500 split train/dev stra
 quality gate (llmarch_lab.finetune_data; leakage fails the run), then TRL `SFTTrainer` with a
 PEFT `LoraConfig` on a prompt-completion dataset (loss on the completion only). QLoRA = the same
 on a base loaded in bitsandbytes nf4. Train loss and dev eval loss go to `on_step` every few
-steps (the notebook passes `lab_run.log_metrics`: a live curve in MLflow); early stopping on dev
-eval loss. Evaluation scores yes/no/maybe by the next-token log-probabilities of the three label
+steps (the notebook passes `lab_run.log_metrics`: a live curve in MLflow). At every evaluation the
+dev questions are also scored by their label log-probs, and the checkpoint with the best dev
+macro-F1 is restored at the end (`select_on`; optional early stopping). Evaluation scores yes/no/maybe by the next-token log-probabilities of the three label
 words after the prompt, for the majority label of train, the base model zero-shot and the tuned
 model: accuracy and macro-F1 on the test set, dev metrics for choosing hyperparameters.
 The three label log-probs carry a prior (a base model that says "yes" to everything, an adapter
@@ -18,13 +19,13 @@ maximise macro-F1 (`calibrate=dev_bias`, the default; test rows never enter the 
 (`quality.raw_*`) and calibrated (`quality.calibrated_*`) metrics are both logged for every
 model; `quality.accuracy` / `quality.macro_f1` are the `calibrate` choice. Dev metrics of the
 calibrated models are cross-fitted (5 folds) so that they are not optimistic.
-Train rows are class-balanced by oversampling no/maybe (`balance`), and the abstract keeps its
+Train rows can be class-balanced by oversampling no/maybe (`balance`), and the abstract keeps its
 tail (the results) when cut to `context_tokens` (`context_side`).
 Export: the adapter folder and the merged model (`merge_and_unload`, safetensors).
 
-Cost on 2 quiet CPU cores (SmolLM2-135M, fp32): a LoRA step of 4 x ~230 tokens (the defaults)
-takes ~5 s, scoring one question ~0.15 s; one epoch of the 663 oversampled train rows at batch 4
-is 166 steps. A default run scores 1200 questions (500 test + 100 dev, zero-shot and tuned).
+Cost on 2 quiet CPU cores (SmolLM2-135M, fp32, the defaults: all-linear r=16, 4 x ~210 tokens):
+~6.5 s per LoRA step, ~0.3 s per scored question; one epoch of the 400 train questions at batch 4
+is 100 steps; a default run (200 steps, 1200 scored questions + 100 per checkpoint) ~35 min.
 """
 
 from __future__ import annotations
@@ -58,26 +59,27 @@ class FinetuneParams(LabParams):
     r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
     alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r).")
     dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
-    target_modules: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1, description="Module names that get adapters ('all-linear' alone = every linear layer).")
+    target_modules: list[str] = Field(["all-linear"], min_length=1, description="Module names that get adapters ('all-linear' alone = every linear layer).")
     # data
     context_tokens: int = Field(128, ge=16, le=8192, description="Abstract cut to this many tokens in the prompt.")
     context_side: Literal["head", "tail"] = Field("tail", description="Which end of the abstract the cut keeps: head (background first) or tail (results, which carry the answer).")
     long_answer: bool = Field(False, description="Target = decision followed by the long answer (else the decision word only).")
     dev_fraction: float = Field(0.2, gt=0, lt=1, description="Share of the 500 non-test questions held out as dev (stratified).")
     near_dup_threshold: float = Field(90.0, gt=0, le=100, description="rapidfuzz ratio (0-100) at which two questions count as near-duplicates.")
-    balance: Literal["none", "oversample"] = Field("oversample", description="Train label balance: none, or oversample no/maybe up to the 'yes' count (keeps the adapter from collapsing onto the majority label).")
+    balance: Literal["none", "oversample"] = Field("none", description="Train label balance: none (the natural 55/34/11 shares), or oversample no/maybe up to the 'yes' count.")
     # training
-    max_steps: int = Field(40, ge=0, description="Optimizer steps; 0 = train for `epochs`.")
+    max_steps: int = Field(200, ge=0, description="Optimizer steps; 0 = train for `epochs`.")
     epochs: float = Field(1.0, gt=0, description="Epochs over train when max_steps = 0.")
-    lr: float = Field(5e-4, gt=0, lt=1, description="Peak learning rate (linear decay, warmup_steps).")
-    warmup_steps: int = Field(4, ge=0, description="Linear warmup steps.")
+    lr: float = Field(3e-4, gt=0, lt=1, description="Peak learning rate (linear decay, warmup_steps).")
+    warmup_steps: int = Field(10, ge=0, description="Linear warmup steps.")
     batch_size: int = Field(4, ge=1, description="Examples per device step.")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps (effective batch = batch_size x grad_accum).")
     max_length: int = Field(256, ge=32, description="Training sequences cut to this many tokens.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations (less memory, slower).")
     log_every: int = Field(5, ge=1, description="Log train loss every N steps.")
-    eval_every: int = Field(20, ge=1, description="Dev eval loss (and early-stopping check) every N steps.")
-    early_stopping_patience: int = Field(3, ge=0, description="Stop after N evals without dev-loss improvement; 0 = off.")
+    eval_every: int = Field(25, ge=1, description="Every N steps: dev eval loss, dev label scoring and a checkpoint.")
+    select_on: Literal["dev_macro_f1", "eval_loss"] = Field("dev_macro_f1", description="Which dev number picks the checkpoint restored at the end (and drives early stopping): dev_macro_f1 = raw macro-F1 of the label log-probs on dev; eval_loss = dev loss on the completion.")
+    early_stopping_patience: int = Field(0, ge=0, description="Stop after N evals without improvement of `select_on`; 0 = off (the best checkpoint is still restored).")
     # evaluation
     test_items: int = Field(0, ge=0, description="Test questions scored (stratified random subset); 0 = all 500.")
     dev_items: int = Field(0, ge=0, description="Dev questions for eval loss, dev metrics and the calibration fit (stratified); 0 = all 100.")
@@ -225,17 +227,32 @@ def confusion_plot(preds: dict[str, object]):
     return fig
 
 
-def loss_plot(history):
+def loss_plot(history, best_step: int | None = None):
+    """Train / dev loss by step; dev macro-F1 and accuracy (raw label scoring) on a second axis."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
     for col, label in (("quality.train_loss", "train loss"), ("quality.eval_loss", "dev eval loss")):
         if col in history:
             h = history.dropna(subset=[col])
             ax.plot(h.step, h[col], marker="o", label=label)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (completion tokens)")
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    if "quality.step_dev_macro_f1" in history:
+        ax2 = ax.twinx()
+        h = history.dropna(subset=["quality.step_dev_macro_f1"])
+        ax2.plot(h.step, h["quality.step_dev_macro_f1"], "s--", color="tab:green", label="dev macro-F1")
+        ax2.plot(h.step, h["quality.step_dev_accuracy"], "^:", color="tab:purple", label="dev accuracy")
+        ax2.set_ylabel("dev score (raw)")
+        ax2.set_ylim(0, 1)
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    if best_step is not None:
+        ax.axvline(best_step, color="grey", lw=0.8, ls="--")
+        labels = labels + [f"restored: step {best_step}"]
+        handles = handles + [ax.lines[-1]]
+    ax.legend(handles, labels, fontsize=8, loc="upper right")
     fig.tight_layout()
     return fig
 
@@ -280,8 +297,30 @@ def _callback(on_step, history: list, step_s: list):
     return Track()
 
 
+def _dev_score_callback(tok, dev_rows, batch_size: int, on_step, history: list):
+    """TrainerCallback: at every evaluation, score the dev rows by label log-probs (as the final
+    evaluation does) and add `eval_dev_macro_f1` / `eval_dev_accuracy` to the eval metrics, where
+    `metric_for_best_model` and early stopping read them. Must run before EarlyStoppingCallback."""
+    from transformers import TrainerCallback
+
+    class DevScore(TrainerCallback):
+        def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
+            df = score(model, tok, dev_rows, batch_size, "dev scoring")
+            model.train()
+            m = classification_metrics(df.gold, df.pred)
+            if metrics is not None:
+                metrics.update({f"eval_dev_{k}": v for k, v in m.items()})
+            row = {"quality.step_dev_macro_f1": m["macro_f1"], "quality.step_dev_accuracy": m["accuracy"]}
+            history.append({"step": state.global_step, **row})
+            if on_step is not None:
+                on_step(row, state.global_step)
+
+    return DevScore()
+
+
 def train(p: FinetuneParams, model, tok, train_rows, dev_rows, workdir: Path, on_step=None):
-    """Fine-tune with TRL SFTTrainer + PEFT; returns (peft model, history rows, tokens, train seconds)."""
+    """Fine-tune with TRL SFTTrainer + PEFT; returns (peft model, history rows, tokens, train
+    seconds, step of the restored best checkpoint or None)."""
     from datasets import Dataset
     from peft import LoraConfig, prepare_model_for_kbit_training
     from transformers import EarlyStoppingCallback
@@ -296,7 +335,8 @@ def train(p: FinetuneParams, model, tok, train_rows, dev_rows, workdir: Path, on
     keep = ("prompt", "completion")
     train_ds = Dataset.from_list([{k: r[k] for k in keep} for r in train_rows])
     dev_ds = Dataset.from_list([{k: r[k] for k in keep} for r in dev_rows])
-    stop = p.early_stopping_patience > 0
+    evals = p.max_steps == 0 or p.eval_every <= p.max_steps  # else no checkpoint to restore
+    select = "dev_macro_f1" if p.select_on == "dev_macro_f1" else "eval_loss"
     cfg = SFTConfig(
         output_dir=str(workdir / "checkpoints"), max_steps=p.max_steps or -1, num_train_epochs=p.epochs,
         learning_rate=p.lr, warmup_steps=p.warmup_steps, lr_scheduler_type="linear",
@@ -304,19 +344,23 @@ def train(p: FinetuneParams, model, tok, train_rows, dev_rows, workdir: Path, on
         gradient_accumulation_steps=p.grad_accum, gradient_checkpointing=p.gradient_checkpointing,
         max_length=p.max_length, completion_only_loss=True, seed=p.seed, data_seed=p.seed,
         logging_steps=p.log_every, eval_strategy="steps", eval_steps=p.eval_every,
-        save_strategy="steps" if stop else "no", save_steps=p.eval_every, save_total_limit=1,
-        load_best_model_at_end=stop, metric_for_best_model="eval_loss", greater_is_better=False,
+        save_strategy="steps" if evals else "no", save_steps=p.eval_every, save_total_limit=1,
+        load_best_model_at_end=evals, metric_for_best_model=select, greater_is_better=select != "eval_loss",
         include_num_input_tokens_seen="non_padding", report_to="none", use_cpu=device == "cpu",
         bf16=p.dtype == "bfloat16", fp16=p.dtype == "float16", dataloader_num_workers=0,
     )
     history, step_s = [], []
     callbacks = [_callback(on_step, history, step_s)]
-    if stop:
+    if p.select_on == "dev_macro_f1":
+        callbacks.append(_dev_score_callback(tok, dev_rows, p.eval_batch_size, on_step, history))
+    if p.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=p.early_stopping_patience))
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=train_ds, eval_dataset=dev_ds,
                          processing_class=tok, peft_config=lora, callbacks=callbacks)
     trainer.train()
-    return trainer.model, history, int(trainer.state.num_input_tokens_seen), sum(step_s)
+    best = trainer.state.best_model_checkpoint
+    best_step = int(Path(best).name.rsplit("-", 1)[1]) if best else None
+    return trainer.model, history, int(trainer.state.num_input_tokens_seen), sum(step_s), best_step
 
 
 def export(p: FinetuneParams, peft_model, tok, out: Path) -> dict[str, str]:
@@ -380,19 +424,21 @@ def run(p: FinetuneParams, on_step: Callable[[dict, int], None] | None = None) -
         dev_preds["zero_shot"] = score(model, tok, rows["dev"], p.eval_batch_size, "zero-shot dev")
 
     with tempfile.TemporaryDirectory() as tmp, PeakRSS() as rss:
-        peft_model, history, n_tok, train_s = train(p, model, tok, rows["train"], rows["dev"], Path(tmp), on_step)
+        peft_model, history, n_tok, train_s, best_step = train(p, model, tok, rows["train"], rows["dev"], Path(tmp), on_step)
     res.add("memory.peak_rss_mb", rss.mb)
     res.add("latency.train_s", train_s)
     res.add("throughput.train_tok_per_s", n_tok / max(train_s, 1e-9))
     hist = pd.DataFrame(history).groupby("step", as_index=False).first() if history else pd.DataFrame()
     res.tables["train_log"] = hist
     if len(hist):
-        res.figures["loss_curve"] = loss_plot(hist)
+        res.figures["loss_curve"] = loss_plot(hist, best_step)
         if "quality.train_loss" in hist:
             res.add("quality.final_train_loss", hist["quality.train_loss"].dropna().iloc[-1])
         if "quality.eval_loss" in hist:
             res.add("quality.best_eval_loss", hist["quality.eval_loss"].min())
     res.tags["steps_done"] = str(int(hist.step.max()) if len(hist) else 0)
+    if best_step is not None:  # the checkpoint the tuned model was restored to (select_on)
+        res.add("quality.best_step", best_step)
 
     preds["tuned"] = score(peft_model, tok, rows["test"], p.eval_batch_size, "tuned test")
     dev_preds["tuned"] = score(peft_model, tok, rows["dev"], p.eval_batch_size, "tuned dev")

@@ -157,13 +157,27 @@ def test_training_loss_falls(trained):
 def test_losses_stream_on_the_schema_with_steps(trained):
     _, result, steps, _ = trained
     names = {k for _, m in steps for k in m}
-    assert names == {"quality.train_loss", "quality.eval_loss"}
+    # step_dev_* = raw dev scores of each checkpoint (a curve; the final quality.dev_* are separate)
+    assert names == {"quality.train_loss", "quality.eval_loss", "quality.step_dev_macro_f1", "quality.step_dev_accuracy"}
     for _, m in steps:
         for k, v in m.items():
             check_metric(k, v)
-    eval_steps = [s for s, m in steps if "quality.eval_loss" in m]
-    assert eval_steps == [3, 6]
+    assert [s for s, m in steps if "quality.eval_loss" in m] == [3, 6]
+    assert [s for s, m in steps if "quality.step_dev_macro_f1" in m] == [3, 6]  # dev scored at each eval
     assert len(result.tables["train_log"]) == 6
+
+
+def test_best_dev_checkpoint_is_the_one_restored(trained):
+    # select_on=dev_macro_f1 (default): the tuned model evaluated at the end is the checkpoint with
+    # the best dev macro-F1 seen during training (first one on ties), not simply the last step.
+    _, result, steps, _ = trained
+    curve = [(s, m["quality.step_dev_macro_f1"], m["quality.step_dev_accuracy"]) for s, m in steps
+             if "quality.step_dev_macro_f1" in m]
+    best = max(curve, key=lambda c: (c[1], -c[0]))
+    assert result.metrics["quality.best_step"] == best[0]
+    # The final dev scoring of the restored model reproduces that checkpoint's numbers.
+    assert result.metrics["quality.dev_raw_macro_f1"] == pytest.approx(best[1], abs=1e-9)
+    assert result.metrics["quality.dev_raw_accuracy"] == pytest.approx(best[2], abs=1e-9)
 
 
 def test_adapter_changes_predictions(trained):
