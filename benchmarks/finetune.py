@@ -22,6 +22,9 @@ COLUMNS = {  # table column -> metric (headline = the run's `calibrate` choice; 
     "dev_f1": "quality.dev_macro_f1", "raw_acc": "quality.raw_accuracy", "raw_f1": "quality.raw_macro_f1",
     "tuned_acc": "quality.accuracy", "tuned_f1": "quality.macro_f1",
     "dev_raw_f1": "quality.dev_raw_macro_f1", "best_step": "quality.best_step",
+    # lower end of the paired-bootstrap 95% interval of tuned minus baseline (> 0: a clear gain)
+    "acc_gain_vs_majority_lo": "quality.accuracy_gain_vs_majority_ci95_low",
+    "f1_gain_vs_zero_shot_lo": "quality.macro_f1_gain_vs_zero_shot_ci95_low",
     "best_eval_loss": "quality.best_eval_loss", "train_s": "latency.train_s",
     "train_tok_per_s": "throughput.train_tok_per_s", "peak_rss_mb": "memory.peak_rss_mb",
 }

@@ -297,3 +297,21 @@ def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
     serving lab's per-level `*.sweep.*` metrics."""
     c = client(paths.tracking_uri())
     return sorted((m.step, m.value) for m in c.get_metric_history(run_id, key))
+
+
+def load_table(run_id: str, name: str):
+    """A table a run logged with `log_table` (tables/<name>.csv), as a DataFrame."""
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    c = client(paths.tracking_uri())
+    try:
+        c.get_run(run_id)
+    except MlflowException:
+        raise LabError(f"run {run_id!r}: not found in the tracking store {paths.tracking_uri()}") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = c.download_artifacts(run_id, f"tables/{name}.csv", tmp)
+        except (MlflowException, OSError):
+            raise LabError(f"run {run_id!r} has no table {name!r} (artifact tables/{name}.csv)") from None
+        return pd.read_csv(path)

@@ -3,6 +3,8 @@
 The trained fixture runs the whole lab once (gate, zero-shot, 6 LoRA steps, scoring, merged
 export; a few minutes on 2 cores); the other tests read its result."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -120,6 +122,63 @@ def test_params_validation():
         FinetuneParams(context_tokens=512, max_length=384)
     with pytest.raises(ValueError):
         FinetuneParams(method="full")
+
+
+def test_vectorised_metrics_match_sklearn():
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rng = np.random.default_rng(0)
+    for n, k in ((50, 3), (40, 2), (7, 1)):  # k = labels in use: missing classes count as F1 0
+        gold, pred = rng.integers(0, k, n), rng.integers(0, 3, n)
+        acc, f1 = finetune._acc_f1(gold, pred)
+        assert acc == pytest.approx(accuracy_score(gold, pred))
+        assert f1 == pytest.approx(f1_score(gold, pred, labels=[0, 1, 2], average="macro", zero_division=0))
+    batch = rng.integers(0, 3, (4, 30))  # vectorised over a leading resample axis
+    assert finetune._acc_f1(batch, batch)[0].tolist() == [1.0] * 4
+
+
+def test_paired_bootstrap_separates_a_real_gain_from_none():
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    gold = rng.choice(fd.LABELS, 300, p=[0.55, 0.34, 0.11])
+    good = np.where(rng.random(300) < 0.8, gold, rng.choice(fd.LABELS, 300))  # ~85% right
+    table = pd.DataFrame({"gold": gold, "majority_pred": "yes", "zero_shot_pred": "yes",
+                          "tuned_pred": good, "tuned_raw_pred": "yes"})
+    sig = finetune.paired_bootstrap(table, n_resamples=500).set_index(["comparison", "kind", "metric"])
+    real = sig.loc[("tuned - majority", "headline", "accuracy")]
+    assert real.delta == pytest.approx((good == gold).mean() - (gold == "yes").mean(), abs=1e-4)
+    assert real.clear and 0 < real.ci95_low < real.delta < real.ci95_high
+    none = sig.loc[("tuned - majority", "raw", "accuracy")]  # identical predictions: no difference
+    assert none.delta == none.ci95_low == none.ci95_high == 0 and not none.clear
+
+
+def test_significance_script_reads_a_logged_table_and_names_a_missing_one(store, capsys):
+    import pandas as pd
+
+    from labtest import ProbeParams
+    from llmarch_lab import tracking
+
+    sys_path = Path(__file__).resolve().parents[1] / "benchmarks"
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("finetune_significance", sys_path / "finetune_significance.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rng = np.random.default_rng(2)
+    gold = rng.choice(fd.LABELS, 60)
+    table = pd.DataFrame({"gold": gold, "majority_pred": "yes", "zero_shot_pred": rng.choice(fd.LABELS, 60),
+                          "tuned_pred": gold, "tuned_raw_pred": gold})
+    with tracking.start(ProbeParams(value=1), notebook="probe") as lab_run:
+        lab_run.log_table("predictions", table)
+        run_id = lab_run.run_id
+    assert tracking.load_table(run_id, "predictions").equals(table)
+    assert script.main([run_id, "--resamples", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "tuned - zero_shot" in out and "True" in out
+    with pytest.raises(LabError, match="has no table 'nope'"):
+        tracking.load_table(run_id, "nope")
+    assert script.main(["0" * 32]) == 2
+    assert "not found in the tracking store" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------- one real training run
