@@ -75,7 +75,7 @@ list: setup ## Suites, notebooks and their parameters
 bench-quant: setup ## Quantization sweep: every mode on CPU, comparison table + plots logged to MLflow
 	$(BIN)/python benchmarks/quantization.py
 
-bench-finetune: setup ## Fine-tuning sweep: LoRA vs QLoRA x lr x balance on PubMedQA (~5 h on 2 cores)
+bench-finetune: setup ## Fine-tuning sweep: LoRA vs QLoRA x lr x balance on PubMedQA (~6 h on 2 cores)
 	$(BIN)/python benchmarks/finetune.py
 
 ANN_N ?= 1000000

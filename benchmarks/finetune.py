@@ -2,7 +2,7 @@
 table (majority / zero-shot / tuned accuracy and macro-F1 on test, raw and calibrated, dev macro-F1, train time,
 tokens/s, peak RSS for LoRA vs QLoRA), and log it on the suite's parent run in MLflow.
 
-    python benchmarks/finetune.py                       # CPU sweep, 8 runs, ~5 h on 2 cores (resumes finished runs)
+    python benchmarks/finetune.py                       # CPU sweep, 8 runs, ~6 h on 2 cores (resumes finished runs)
     python benchmarks/finetune.py --only sweep --force  # re-run everything
     python benchmarks/finetune.py --suite experiments/gpu/finetune.yaml
     python benchmarks/finetune.py --report-only         # table from the runs already in the store

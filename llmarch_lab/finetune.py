@@ -24,8 +24,8 @@ tail (the results) when cut to `context_tokens` (`context_side`).
 Export: the adapter folder and the merged model (`merge_and_unload`, safetensors).
 
 Cost on 2 quiet CPU cores (SmolLM2-135M, fp32, the defaults: all-linear r=16, 4 x ~210 tokens):
-~6.5 s per LoRA step, ~0.3 s per scored question; one epoch of the 400 train questions at batch 4
-is 100 steps; a default run (200 steps, 1200 scored questions + 100 per checkpoint) ~35 min.
+~6 s per LoRA step, ~0.3 s per scored question; one epoch of the 400 train questions at batch 4
+is 100 steps; a default run (200 steps, 1200 scored questions + 100 per checkpoint) ~45 min.
 """
 
 from __future__ import annotations
