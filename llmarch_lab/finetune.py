@@ -10,9 +10,10 @@ PEFT `LoraConfig` on a prompt-completion dataset (loss on the completion only). 
 on a base loaded in bitsandbytes nf4. Train loss and dev eval loss go to `on_step` every few
 steps (the notebook passes `lab_run.log_metrics`: a live curve in MLflow). At every evaluation the
 dev questions are also scored by their label log-probs, and the checkpoint with the best dev
-macro-F1 is restored at the end (`select_on`; optional early stopping). Evaluation scores yes/no/maybe by the next-token log-probabilities of the three label
-words after the prompt, for the majority label of train, the base model zero-shot and the tuned
-model: accuracy and macro-F1 on the test set, dev metrics for choosing hyperparameters.
+macro-F1 is restored at the end (`select_on`; optional early stopping). Evaluation scores
+yes/no/maybe by the next-token log-probabilities of the three label words after the prompt,
+for the majority label of train, the base model zero-shot and the tuned model: accuracy and
+macro-F1 on the test set, dev metrics for choosing hyperparameters.
 The three label log-probs carry a prior (a base model that says "yes" to everything, an adapter
 that learned the 55% 'yes' share), so each model also gets a per-label bias fitted on dev to
 maximise macro-F1 (`calibrate=dev_bias`, the default; test rows never enter the fit). Raw
@@ -387,7 +388,6 @@ def train(p: FinetuneParams, model, tok, train_rows, dev_rows, workdir: Path, on
     train_ds = Dataset.from_list([{k: r[k] for k in keep} for r in train_rows])
     dev_ds = Dataset.from_list([{k: r[k] for k in keep} for r in dev_rows])
     evals = p.max_steps == 0 or p.eval_every <= p.max_steps  # else no checkpoint to restore
-    select = "dev_macro_f1" if p.select_on == "dev_macro_f1" else "eval_loss"
     cfg = SFTConfig(
         output_dir=str(workdir / "checkpoints"), max_steps=p.max_steps or -1, num_train_epochs=p.epochs,
         learning_rate=p.lr, warmup_steps=p.warmup_steps, lr_scheduler_type="linear",
@@ -396,7 +396,7 @@ def train(p: FinetuneParams, model, tok, train_rows, dev_rows, workdir: Path, on
         max_length=p.max_length, completion_only_loss=True, seed=p.seed, data_seed=p.seed,
         logging_steps=p.log_every, eval_strategy="steps", eval_steps=p.eval_every,
         save_strategy="steps" if evals else "no", save_steps=p.eval_every, save_total_limit=1,
-        load_best_model_at_end=evals, metric_for_best_model=select, greater_is_better=select != "eval_loss",
+        load_best_model_at_end=evals, metric_for_best_model=p.select_on, greater_is_better=p.select_on != "eval_loss",
         include_num_input_tokens_seen="non_padding", report_to="none", use_cpu=device == "cpu",
         bf16=p.dtype == "bfloat16", fp16=p.dtype == "float16", dataloader_num_workers=0,
     )
