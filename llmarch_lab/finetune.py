@@ -173,13 +173,7 @@ def fit_bias(dev, step: float = 0.1, span: float = 8.0) -> tuple[float, float, f
     for b1 in grid:  # vectorised over the 'maybe' offset
         shifted = lp[None, :, :] + np.stack([np.zeros_like(grid), np.full_like(grid, b1), grid], 1)[:, None, :]
         pred = shifted.argmax(2)  # G x n
-        hit = pred == gold[None, :]
-        f1 = np.zeros(len(grid))
-        for c in range(3):
-            tp = (hit & (gold[None, :] == c)).sum(1)
-            denom = (pred == c).sum(1) + (gold == c).sum()
-            f1 += np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0) / 3
-        acc = hit.mean(1)
+        acc, f1 = _acc_f1(gold[None, :], pred)
         for k in range(len(grid)):
             key = (round(f1[k], 9), round(acc[k], 9), -(abs(b1) + abs(grid[k])))
             if best_key is None or key > best_key:
