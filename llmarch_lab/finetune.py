@@ -315,7 +315,30 @@ def load_base(p: FinetuneParams):
         qconf = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                    bnb_4bit_use_double_quant=p.double_quant,
                                    bnb_4bit_compute_dtype=models.resolve_dtype(p.dtype, device))
-    return models.load_causal_lm(p.model, device=p.device, dtype=p.dtype, quantization_config=qconf)
+    model, tok = models.load_causal_lm(p.model, device=p.device, dtype=p.dtype, quantization_config=qconf)
+    if qconf is not None:
+        keep_cpu_4bit_layout(model)
+    return model, tok
+
+
+def keep_cpu_4bit_layout(model) -> int:
+    """Stop bitsandbytes from repacking 4-bit weights for its AVX512-BF16 CPU kernel; returns
+    how many Linear4bit layers were switched. Needed for training, not a speed tweak.
+
+    bitsandbytes 0.50.2 repacks a Linear4bit weight on its first no-grad forward in eval mode
+    on an AVX512-BF16 CPU (absmax moved to bf16, a new nibble layout), and `state_dict()`
+    (every checkpoint or adapter save) converts it back with a "best-effort inverse" that does
+    not restore the base weights: without double quantization the absmax keeps the packed
+    layout and the dequantized weights come back wrong by up to their own size; with it, they
+    drift a little on every cycle. A QLoRA run scores dev, saves a checkpoint and trains on,
+    so it trained on a corrupted base from the first save (loss spikes) and scored the restored
+    adapter on yet another one. tests/test_finetune.py checks the round trip."""
+    n = 0
+    for m in model.modules():
+        if hasattr(m, "support_avx512bf16_for_cpu"):
+            m.support_avx512bf16_for_cpu = False
+            n += 1
+    return n
 
 
 def _callback(on_step, history: list, step_s: list):

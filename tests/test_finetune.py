@@ -291,3 +291,49 @@ def test_merged_export_reloads_with_the_adapter_predictions(trained, pq, tok):
     assert list(a.pred) == list(m.pred)
     cols = [f"logp_{w}" for w in fd.LABELS]
     np.testing.assert_allclose(a[cols].to_numpy(), m[cols].to_numpy(), atol=2e-3)
+
+
+# ------------------------------------------------------------------------------------ QLoRA (nf4)
+
+def test_qlora_base_survives_scoring_then_saving(pq, tok):
+    # bitsandbytes 0.50.2 repacks 4-bit weights for its AVX512-BF16 CPU kernel on a no-grad
+    # eval forward and state_dict() unpacks them lossily (see finetune.keep_cpu_4bit_layout).
+    # The QLoRA loop scores dev, then saves a checkpoint: the base must come out unchanged.
+    import bitsandbytes as bnb
+    import torch
+
+    model, mtok = finetune.load_base(FinetuneParams(method="qlora"))
+    lin = next(m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit))
+    deq = lambda: bnb.functional.dequantize_4bit(lin.weight.data, lin.weight.quant_state).clone()  # noqa: E731
+    w0 = deq()
+    rows = fd.to_rows(fd.sample(fd.split(pq).dev, 6, seed=1), mtok, 32)
+    cols = [f"logp_{w}" for w in fd.LABELS]
+    before = score(model, mtok, rows)[cols].to_numpy()
+    model.state_dict()  # what every checkpoint / adapter save calls
+    after = score(model, mtok, rows)[cols].to_numpy()
+    assert torch.equal(deq(), w0)
+    np.testing.assert_array_equal(before, after)
+
+
+def test_qlora_restored_checkpoint_reproduces_its_dev_scores(monkeypatch):
+    # The restored best-dev QLoRA adapter, scored at the end, gives the dev log-probs that
+    # checkpoint had during training (before keep_cpu_4bit_layout they were off by more than 10).
+    scored = []
+    real_score = finetune.score
+
+    def spy(model, tok, rows, batch_size=8, desc="scoring"):
+        df = real_score(model, tok, rows, batch_size, desc)
+        scored.append((desc, df))
+        return df
+
+    monkeypatch.setattr(finetune, "score", spy)
+    p = FinetuneParams(method="qlora", max_steps=4, batch_size=2, lr=1e-3, warmup_steps=0, context_tokens=32,
+                       max_length=160, log_every=2, eval_every=2, test_items=6, dev_items=9, eval_batch_size=9,
+                       zero_shot=False, export="none")
+    result = run(p)
+    during = [df for desc, df in scored if desc == "dev scoring"]  # one per evaluation: steps 2, 4
+    final = next(df for desc, df in scored if desc == "tuned dev")
+    assert len(during) == 2 and result.metrics["quality.best_step"] in (2, 4)
+    restored = during[int(result.metrics["quality.best_step"]) // 2 - 1]
+    cols = [f"logp_{w}" for w in fd.LABELS]
+    np.testing.assert_allclose(final[cols].to_numpy(), restored[cols].to_numpy(), atol=2e-4)
