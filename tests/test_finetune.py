@@ -295,7 +295,7 @@ def test_merged_export_reloads_with_the_adapter_predictions(trained, pq, tok):
 
 # ------------------------------------------------------------------------------------ QLoRA (nf4)
 
-def test_qlora_base_survives_scoring_then_saving(pq, tok):
+def test_qlora_base_survives_scoring_then_saving(pq):
     # bitsandbytes 0.50.2 repacks 4-bit weights for its AVX512-BF16 CPU kernel on a no-grad
     # eval forward and state_dict() unpacks them lossily (see finetune.keep_cpu_4bit_layout).
     # The QLoRA loop scores dev, then saves a checkpoint: the base must come out unchanged.
