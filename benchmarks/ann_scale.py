@@ -112,7 +112,10 @@ def measure(table, queries, truth, k: int = 10, warmup: int = 5, **opts):
         ids = one(q)
         lat.append((time.perf_counter() - t0) * 1000)
         hits.append(len(set(ids.tolist()) & set(t[:k].tolist())) / k)
-    return float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), float(np.mean(hits))
+    from llmarch_lab.common import stats
+
+    pct = stats.percentiles(lat, "ms")
+    return pct["ms_p50"], pct["ms_p99"], float(np.mean(hits))
 
 
 def main(argv=None):
@@ -135,7 +138,7 @@ def main(argv=None):
     import pandas as pd
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from llmarch_lab.rag import store
+    from llmarch_lab.labs.rag import store
 
     t0 = time.perf_counter()
     data = np.empty((args.n, DIM), dtype=np.float32)

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     from llmarch_lab import LabError, tracking
-    from llmarch_lab.finetune import paired_bootstrap
+    from llmarch_lab.labs.finetune.scoring import paired_bootstrap
 
     try:
         for run_id in args.run_ids:

@@ -15,16 +15,10 @@ from __future__ import annotations
 import sys
 
 
-def skipped(table) -> None:
-    for _, r in table[table.skipped != ""].iterrows():
-        print(f"skipped {r.target}/{r.quant}: {r.skipped}")
-
-
 def main(argv: list[str] | None = None) -> int:
-    from llmarch_lab import bench, quant_report
+    from llmarch_lab import bench
 
-    return bench.sweep_main(__doc__, "experiments/quantization.yaml", "quantization", quant_report.compare,
-                            markdown=quant_report.markdown, plots=quant_report.plots, notes=skipped, argv=argv)
+    return bench.sweep_main(__doc__, "experiments/quantization.yaml", "quantization", argv=argv)
 
 
 if __name__ == "__main__":

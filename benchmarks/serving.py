@@ -11,8 +11,6 @@ the aggregate speedup over the same run's single-stream level.
 import sys
 
 from llmarch_lab import bench
-from llmarch_lab.serving import suite_report
 
 if __name__ == "__main__":
-    sys.exit(bench.sweep_main(__doc__, "experiments/serving.yaml", "serving",
-                              compare=suite_report.compare, markdown=suite_report.markdown))
+    sys.exit(bench.sweep_main(__doc__, "experiments/serving.yaml", "serving"))

@@ -31,7 +31,7 @@ def main(argv=None) -> int:
 
     import pandas as pd
 
-    from llmarch_lab.serving import load, loopback, metrics
+    from llmarch_lab.labs.serving import load, loopback, metrics
 
     proc, base = loopback.start(tokens=a.tokens)
     rows = []
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
         for level in [int(x) for x in a.levels.split(",")]:
             recs, wall = load.run_level(target, reqs, "concurrent", level, a.requests, a.seconds)
             m = metrics.summarize(recs, wall)
-            rows.append({"concurrency": level, "requests": len(recs), "errors": int(m["quality.error_rate"] * len(recs)),
+            rows.append({"concurrency": level, "requests": len(recs), "errors": int(m["errors.error_rate"] * len(recs)),
                          "req_per_s": m["throughput.req_per_s"], "chunks_per_s": m["throughput.output_tok_per_s"],
                          "e2e_p50_ms": m.get("latency.e2e_ms_p50"), "e2e_p99_ms": m.get("latency.e2e_ms_p99")})
             print(rows[-1], flush=True)
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
         from llmarch_lab import bench
         from llmarch_lab.results import Result
 
-        res = Result(tables={"ceiling": df}, tags={"server": "llmarch_lab.serving.loopback"})
+        res = Result(tables={"ceiling": df}, tags={"server": "llmarch_lab.llm.loopback"})
         res.add("throughput.client_ceiling_req_per_s", best)
         bench.log_standalone("serving_ceiling", "benchmarks/serving_ceiling",
                              {"tokens": a.tokens, "requests": a.requests}, res)

@@ -78,7 +78,7 @@ def parse_guidellm(report: dict) -> dict:
 
 def run_lab(base_url: str, model: str, tok, prompt_tokens: int, output_tokens: int, streams: int,
             requests: int, extra_body: dict) -> dict:
-    from llmarch_lab.serving import load, metrics, workload
+    from llmarch_lab.labs.serving import load, metrics, workload
 
     reqs = workload.build("synthetic", tok, requests, prompt_tokens, output_tokens, seed=streams)
     target = load.Target(base_url, model, extra_body=extra_body, timeout_s=600)
@@ -88,7 +88,7 @@ def run_lab(base_url: str, model: str, tok, prompt_tokens: int, output_tokens: i
     m = metrics.summarize(recs, wall)
     return {"output_tok_per_s": m["throughput.output_tok_per_s"], "ttft_p50_ms": m.get("latency.ttft_ms_p50"),
             "tpot_p50_ms": m.get("latency.tpot_ms_p50"), "requests": len(recs),
-            "errors": int(round(m["quality.error_rate"] * len(recs))),
+            "errors": int(round(m["errors.error_rate"] * len(recs))),
             "cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)}
 
 
@@ -107,8 +107,8 @@ def main(argv=None) -> int:
     import pandas as pd
 
     from llmarch_lab import LabError, models, paths
-    from llmarch_lab.serving import engines
-    from llmarch_lab.serving.lab import ServingParams, _extra_body
+    from llmarch_lab.labs.serving import engines
+    from llmarch_lab.labs.serving.lab import ServingParams, _extra_body
 
     try:
         guidellm_bin()
@@ -155,8 +155,8 @@ def main(argv=None) -> int:
         from llmarch_lab.results import Result
 
         res = Result(tables={"guidellm_crosscheck": df}, tags={"guidellm": "0.8.1"})
-        res.add("quality.max_abs_tok_per_s_diff_pct", df.tok_per_s_diff_pct.abs().max())
-        res.add("quality.max_abs_ttft_diff_pct", df.ttft_diff_pct.abs().max())
+        res.add("errors.max_abs_tok_per_s_diff_pct", df.tok_per_s_diff_pct.abs().max())
+        res.add("errors.max_abs_ttft_diff_pct", df.ttft_diff_pct.abs().max())
         bench.log_standalone("serving_guidellm", "benchmarks/serving_guidellm",
                              {"engine": a.engine, "streams": a.streams, "requests": a.requests}, res)
     return 0 if df.within_10pct.all() else 1

@@ -1,11 +1,9 @@
 """The driver that benchmark scripts share: run a suite, print a comparison table, log it.
 
-    sys.exit(bench.sweep_main(__doc__, "experiments/quantization.yaml", "quantization",
-                              compare=quant_report.compare, markdown=quant_report.markdown,
-                              plots=quant_report.plots))
+    sys.exit(bench.sweep_main(__doc__, "experiments/quantization.yaml", "quantization"))
 
-`compare(suite_name) -> DataFrame` builds the table from the suite's FINISHED runs (tracking
-search), so `--report-only` prints it again without running anything. The table, its markdown
+The table is the lab's own report (registry.report(lab, suite) -> common.report.Report), built
+from the suite's FINISHED runs, so `--report-only` prints it again without running anything. The table, its markdown
 and the plots go on the newest parent run of the suite: they describe the sweep, not one run.
 """
 
@@ -15,15 +13,13 @@ import argparse
 import os
 import sys
 import time
-from typing import Callable
 
 for _k, _v in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false"),
                ("MPLBACKEND", "Agg")):
     os.environ.setdefault(_k, _v)
 
 
-def sweep_main(doc: str, default_suite: str, name: str, compare: Callable, markdown: Callable | None = None,
-               plots: Callable | None = None, notes: Callable | None = None, argv: list[str] | None = None) -> int:
+def sweep_main(doc: str, default_suite: str, lab: str, argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=doc.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc)
     parser.add_argument("--suite", default=default_suite, help="Suite file.")
@@ -33,7 +29,7 @@ def sweep_main(doc: str, default_suite: str, name: str, compare: Callable, markd
     parser.add_argument("--report-only", action="store_true", help="Do not run; report the suite's runs.")
     args = parser.parse_args(argv)
 
-    from llmarch_lab import LabError, config, runner, tracking
+    from llmarch_lab import LabError, config, registry, runner, tracking
 
     outcomes = []
     try:
@@ -45,29 +41,27 @@ def sweep_main(doc: str, default_suite: str, name: str, compare: Callable, markd
                 if o.status == "FAILED":
                     print(f"FAILED {o.spec.name}: {o.error}", file=sys.stderr)
         wall = time.perf_counter() - t0
-        table = compare(suite.name)
+        rep = registry.report(lab, suite.name)
     except LabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if table.empty:
-        print(f"no finished {name} runs in experiment {suite.name!r}")
+    if rep.empty:
+        print(f"no finished {lab} runs in experiment {suite.name!r}")
         return 1
-    md = markdown(table) if markdown else table.to_markdown(index=False, floatfmt=".4g")
+    md = rep.markdown()
     print(md)
-    if notes:
-        notes(table)
     if not args.report_only:
         print(f"\nsweep wall time: {wall:.0f} s ({len(suite.runs)} runs, workers={args.workers})")
     parents = tracking.search(suite.name, tags={"llmarch.parent": "true"}, status="")
     if parents:
         parent = tracking.LabRun(parents[0]["run_id"], owned=False)
-        parent.log_table(f"{name}_comparison", table)
-        parent.log_text(f"{name}_comparison.md", md)
-        for fig_name, fig in (plots(table) if plots else {}).items():
+        parent.log_table(f"{lab}_comparison", rep.table)
+        parent.log_text(f"{lab}_comparison.md", md)
+        for fig_name, fig in rep.figures.items():
             parent.log_figure(fig_name, fig)
         if not args.report_only:
             parent.log_metrics({"latency.sweep_wall_s": wall})
-        print(f"logged the table{' and plots' if plots else ''} on parent run {parents[0]['run_id']} "
+        print(f"logged the table{' and plots' if rep.figures else ''} on parent run {parents[0]['run_id']} "
               f"of experiment {suite.name!r}")
     return 1 if any(o.status == "FAILED" for o in outcomes) else 0
 

@@ -99,25 +99,40 @@ def list_(params: bool = typer.Option(True, help="Show each notebook's parameter
 
 @app.command()
 def report(suite: str = typer.Argument(..., help="Suite name (its MLflow experiment)."),
-           all_runs: bool = typer.Option(False, "--all", help="Every run, not only the latest per name.")):
-    """Table of a suite's runs from the MLflow store: status, wall time, key metrics."""
-    from llmarch_lab import paths, tracking
+           fmt: str = typer.Option("rich", "--format", "-f", help="rich (console) | md | csv."),
+           out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the table here instead of printing."),
+           lab: Optional[str] = typer.Option(None, "--lab", help="Only this lab's table.")):
+    """Each lab's own table of a suite's finished runs, read from the MLflow store."""
+    from llmarch_lab import paths, registry, tracking
+    from llmarch_lab.common.report import write_atomic
 
-    c = tracking.client(paths.tracking_uri())
-    exp = c.get_experiment_by_name(suite)
-    if exp is None:
-        _fail(LabError(f"no experiment {suite!r} in {paths.tracking_uri()}"))
-    runs = c.search_runs([exp.experiment_id], "", order_by=["attributes.start_time DESC"], max_results=5000)
-    rows, seen = [], set()
-    for r in runs:
-        name = r.data.tags.get("llmarch.name") or r.info.run_name
-        if r.data.tags.get("llmarch.parent") == "true" or (name in seen and not all_runs):
-            continue
-        seen.add(name)
-        metrics = "  ".join(f"{k}={v:.4g}" for k, v in sorted(r.data.metrics.items()) if k != "latency.run_wall_s")
-        rows.append({"run": name, "notebook": r.data.tags.get("notebook", ""), "status": r.info.status,
-                     "wall_s": f"{r.data.metrics.get('latency.run_wall_s', 0):.1f}", "metrics": metrics[:400]})
-    _table(rows[::-1], f"suite {suite} (from {paths.tracking_uri()})")
+    if fmt not in ("rich", "md", "csv"):
+        _fail(LabError(f"--format: {fmt!r} is not one of rich, md, csv"))
+    try:
+        tracking.require_reachable()
+        labs = tracking.labs_in(suite)
+        if lab is not None:
+            registry.get(lab)
+            labs = [x for x in labs if x == lab]
+        unknown = [x for x in labs if x not in registry.LABS]
+        reports = [registry.report(x, suite) for x in labs if x in registry.LABS]
+    except LabError as e:
+        _fail(e)
+    if not reports:
+        _fail(LabError(f"suite {suite!r}: no finished runs{' of lab ' + lab if lab else ''} in {paths.tracking_uri()}"))
+    if fmt == "rich" and out is None:
+        for rep in reports:
+            rep.print()
+    else:
+        text = "\n".join(rep.markdown() if fmt == "md" else rep.csv() for rep in reports) if fmt != "rich" else \
+            "\n".join(rep.markdown() for rep in reports)
+        if out is None:
+            typer.echo(text, nl=False)
+        else:
+            write_atomic(out, text)
+            typer.echo(f"wrote {out}")
+    for x in unknown:
+        typer.echo(f"note: runs of lab {x!r} have no registered report", err=True)
 
 
 @app.command()

@@ -4,7 +4,7 @@ One pydantic model per notebook (a subclass of `LabParams`) is the single source
 lab's parameters: the notebook's `parameters` cell, `experiments/*.yaml` and the CLI are all
 validated against it, and unknown keys are errors. A notebook names its model in its metadata:
 
-    {"metadata": {"llmarch_lab": {"params": "llmarch_lab.quickstart:QuickstartParams"}}}
+    {"metadata": {"llmarch_lab": {"params": "llmarch_lab.labs.quickstart.lab:QuickstartParams"}}}
 
 A suite (`experiments/NAME.yaml`) lists runs; a `grid` expands to the cartesian product:
 
@@ -23,18 +23,17 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import importlib
 import itertools
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from llmarch_lab import LabError, paths
+from llmarch_lab import LabError, models, paths
 
 SUITE_KEYS = {"suite", "description", "runs"}
 ENTRY_KEYS = {"name", "notebook", "params", "grid"}
@@ -55,6 +54,40 @@ class LabParams(BaseModel):
         """Build the model from a notebook's globals (the values the parameters cell assigned)."""
         values = {k: namespace[k] for k in cls.model_fields if k in namespace}
         return validate_params(cls, values, where)
+
+
+# ------------------------------------------------------------------ shared parameter fields
+# One meaning of model, embedder, device, dtype and endpoint fields in every lab: a lab declares
+# `device: Device = "cpu"` (or inherits a mixin) instead of its own str with its own help text.
+
+ModelSpec = Annotated[str, Field(min_length=1, description="LLM spec: alias, Hugging Face id or local path.")]
+EmbedderSpec = Annotated[str, Field(min_length=1, description="sentence-transformers spec: alias, Hugging Face id or local path.")]
+Device = Annotated[str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$",
+                              description="cpu, cuda, cuda:N, mps or auto (cuda when available).")]
+Dtype = Annotated[Literal["auto", "float32", "bfloat16", "float16"],
+                  Field(description="Weights / compute dtype: float32, bfloat16, float16 or auto (bf16 on CUDA, else fp32).")]
+
+
+class LLMFields(LabParams):
+    """Mixin: a local causal LM (model, device, dtype)."""
+
+    model: ModelSpec = models.SMOLLM2
+    device: Device = "cpu"
+    dtype: Dtype = "float32"
+
+
+class EmbedderFields(LabParams):
+    """Mixin: a local sentence embedder (embedder, device)."""
+
+    embedder: EmbedderSpec = models.MINILM
+    device: Device = "cpu"
+
+
+class EndpointFields(LabParams):
+    """Mixin: an OpenAI-compatible endpoint (llm.endpoint.Endpoint); the key stays in the environment."""
+
+    base_url: str = Field("", description="OpenAI-compatible base URL ending in /v1, e.g. http://gpu-box:8000/v1.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key (the key itself is never a parameter, never logged).")
 
 
 def format_validation_error(err: ValidationError, where: str, lines: dict | None = None,
@@ -121,25 +154,26 @@ def resolve_notebook(ref: str | Path, base: Path | None = None) -> Path:
 
 
 def notebook_params_class(nb_path: Path) -> type[LabParams]:
-    """The parameters model named in the notebook's metadata (`llmarch_lab.params`)."""
+    """The parameters model of the lab the notebook names in its metadata (`llmarch_lab.lab`,
+    looked up in the registry; `llmarch_lab.params` = "module:Class" for labs outside it)."""
+    from llmarch_lab import registry
+
     try:
         nb = json.loads(Path(nb_path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise LabError(f"{nb_path}: not a readable notebook ({e})") from None
-    ref = nb.get("metadata", {}).get("llmarch_lab", {}).get("params")
+    meta = nb.get("metadata", {}).get("llmarch_lab", {})
+    if meta.get("lab") in registry.LABS:
+        return registry.params_class(meta["lab"])
+    ref = meta.get("params")
     if not ref:
-        raise LabError(f"{nb_path}: metadata.llmarch_lab.params is missing "
-                       "(it names the parameters model, e.g. 'llmarch_lab.quickstart:QuickstartParams')")
-    return import_object(ref, where=str(nb_path))
-
-
-def import_object(ref: str, where: str):
-    module_name, _, attr = ref.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-        return getattr(module, attr)
-    except (ImportError, AttributeError) as e:
-        raise LabError(f"{where}: cannot import {ref!r} ({e})") from None
+        raise LabError(f"{nb_path}: metadata.llmarch_lab.lab is missing or unknown (got {meta.get('lab')!r}; "
+                       f"valid: {', '.join(registry.names())}), and there is no metadata.llmarch_lab.params")
+    module = ref.partition(":")[0]
+    if module.startswith("llmarch_lab.") and not module.startswith("llmarch_lab.labs."):
+        raise LabError(f"{nb_path}: metadata.llmarch_lab.params {ref!r} names a module that moved in House v2; "
+                       f"set metadata.llmarch_lab.lab to the lab's name instead (one of {', '.join(registry.names())})")
+    return registry.load(ref, where=str(nb_path))
 
 
 def notebook_fingerprint(nb_path: Path) -> str:

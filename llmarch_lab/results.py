@@ -2,38 +2,32 @@
 
 Labs never call MLflow; they return a `Result`, and `tracking.LabRun.log_result` records it.
 Metric names carry a prefix that says what they measure, so comparison code needs no per-lab
-knowledge (see DESIGN.md, "One results schema"):
+knowledge; every metric's direction, unit and meaning is declared in `schema.SPECS`:
 
     quality.*      higher or lower is better per metric (perplexity, ndcg_at_10, accuracy, f1)
     latency.*      `_ms` (optionally `_p50/_p90/_p95/_p99`) or `_s` for whole phases (load_s)
     throughput.*   per second (output_tok_per_s, req_per_s, docs_per_s)
     memory.*_mb    megabytes (weights_mb, peak_rss_mb)
     cost.*         dollars (usd_per_1m_output_tokens)
+    errors.*       failure rates and disagreements, lower is better (error_rate)
+    count.*        counters and chosen settings, never ranked (judge_failures, best_step)
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmarch_lab import LabError
+from llmarch_lab import LabError, schema
 
-METRIC_RE = re.compile(
-    r"^(quality\.[a-z0-9_.]+"
-    r"|latency\.[a-z0-9_.]+_(ms(_p\d{1,2}(\.\d+)?|_mean|_max|_min)?|s)"
-    r"|throughput\.[a-z0-9_.]+"
-    r"|memory\.[a-z0-9_.]+_mb"
-    r"|cost\.[a-z0-9_.]+)$"
-)
+METRIC_RE = schema.NAME_RE
 
 
 def check_metric(name: str, value: Any) -> float:
-    """Validate a metric name against the schema and its value as a finite number."""
-    if not METRIC_RE.match(name):
-        raise LabError(f"metric {name!r} is outside the results schema: use quality.*, "
-                       "latency.*_ms[_pNN] or latency.*_s, throughput.*, memory.*_mb, cost.*")
+    """Validate a metric name against the schema (declared in schema.SPECS) and its value as a
+    finite number."""
+    schema.check(name)
     try:
         v = float(value)
     except (TypeError, ValueError):

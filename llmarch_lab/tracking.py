@@ -235,7 +235,7 @@ def params_identity(resolved: dict[str, Any], notebook: str = "") -> str:
 
 
 def schema_tags(params, notebook: str, suite: str, identity: str) -> dict[str, str]:
-    """The results-schema tags every run carries (DESIGN.md)."""
+    """The results-schema tags every run carries (README, "One results schema")."""
     device = getattr(params, "device", "cpu")
     return {"lab": type(params).lab, "suite": suite, "notebook": notebook, "identity": identity,
             "seed": str(params.seed), "device": str(device), "user": getpass.getuser()}
@@ -290,6 +290,39 @@ def search(experiment: str, tags: dict[str, str] | None = None, params: dict[str
     return [{"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,
              "tags": dict(r.data.tags), "params": dict(r.data.params), "metrics": dict(r.data.metrics)}
             for r in runs]
+
+
+def search_many(experiments: list[str] | None = None, tags: dict[str, str] | None = None,
+                status: str = "FINISHED", max_results: int = 5000) -> list[dict[str, Any]]:
+    """Runs across several experiments (None = every experiment in the store), newest first,
+    as search() returns them plus `experiment`: what a cross-lab system report reads."""
+    c = client(paths.tracking_uri())
+    exps = c.search_experiments(max_results=10000) if experiments is None else \
+        [e for e in (c.get_experiment_by_name(n) for n in experiments) if e is not None]
+    if not exps:
+        return []
+    names = {e.experiment_id: e.name for e in exps}
+    clauses = [f"attributes.status = '{status}'"] if status else []
+    clauses += [f"tags.`{k}` = '{v}'" for k, v in (tags or {}).items()]
+    runs = c.search_runs(list(names), " and ".join(clauses), max_results=max_results,
+                         order_by=["attributes.start_time DESC"])
+    return [{"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,
+             "experiment": names[r.info.experiment_id], "tags": dict(r.data.tags),
+             "params": dict(r.data.params), "metrics": dict(r.data.metrics)} for r in runs]
+
+
+def labs_in(experiment: str) -> list[str]:
+    """The labs (tag `lab`) with finished runs in an experiment, in first-run order; a LabError
+    when the experiment does not exist."""
+    c = client(paths.tracking_uri())
+    if c.get_experiment_by_name(experiment) is None:
+        raise LabError(f"no experiment {experiment!r} in {paths.tracking_uri()}")
+    seen: list[str] = []
+    for r in reversed(search(experiment)):
+        lab = r["tags"].get("lab")
+        if lab and r["tags"].get("llmarch.parent") != "true" and lab not in seen:
+            seen.append(lab)
+    return seen
 
 
 def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:

@@ -2,7 +2,11 @@
 
 from pydantic import Field
 
+from llmarch_lab import schema
 from llmarch_lab.config import LabParams
+
+# The probe lab lives outside the package, so it declares its one metric itself.
+schema.declare(schema.MetricSpec("quality.value", "higher", "", "the probe notebook's value, logged back"))
 
 
 class ProbeParams(LabParams):

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from llmarch_lab import LabError, datasets, models
-from llmarch_lab import finetune_data as fd
-from llmarch_lab import finetune
-from llmarch_lab.finetune import FinetuneParams, apply_bias, cross_fitted, fit_bias, load_adapter_model, run, score
+from llmarch_lab.labs.finetune import data as fd
+from llmarch_lab.labs.finetune import scoring, train
+from llmarch_lab.labs.finetune.lab import FinetuneParams, run
+from llmarch_lab.labs.finetune.scoring import apply_bias, cross_fitted, fit_bias, score
+from llmarch_lab.labs.finetune.train import load_adapter_model
 from llmarch_lab.results import check_metric
 
 
@@ -109,8 +111,8 @@ def test_dev_bias_undoes_a_label_prior_and_changes_predictions():
     bias = fit_bias(dev)
     assert bias[0] == 0 and bias[1] > 2 and bias[2] > 2
     cal = apply_bias(test, bias)
-    raw_f1 = finetune.classification_metrics(test.gold, test.pred)["macro_f1"]
-    cal_f1 = finetune.classification_metrics(cal.gold, cal.pred)["macro_f1"]
+    raw_f1 = scoring.classification_metrics(test.gold, test.pred)["macro_f1"]
+    cal_f1 = scoring.classification_metrics(cal.gold, cal.pred)["macro_f1"]
     assert cal_f1 > raw_f1 + 0.2 and (cal.pred != cal.raw_pred).any()
     assert (cal.raw_pred == test.pred).all()
     cv = cross_fitted(dev)
@@ -130,11 +132,11 @@ def test_vectorised_metrics_match_sklearn():
     rng = np.random.default_rng(0)
     for n, k in ((50, 3), (40, 2), (7, 1)):  # k = labels in use: missing classes count as F1 0
         gold, pred = rng.integers(0, k, n), rng.integers(0, 3, n)
-        acc, f1 = finetune._acc_f1(gold, pred)
+        acc, f1 = scoring._acc_f1(gold, pred)
         assert acc == pytest.approx(accuracy_score(gold, pred))
         assert f1 == pytest.approx(f1_score(gold, pred, labels=[0, 1, 2], average="macro", zero_division=0))
     batch = rng.integers(0, 3, (4, 30))  # vectorised over a leading resample axis
-    assert finetune._acc_f1(batch, batch)[0].tolist() == [1.0] * 4
+    assert scoring._acc_f1(batch, batch)[0].tolist() == [1.0] * 4
 
 
 def test_paired_bootstrap_separates_a_real_gain_from_none():
@@ -145,7 +147,7 @@ def test_paired_bootstrap_separates_a_real_gain_from_none():
     good = np.where(rng.random(300) < 0.8, gold, rng.choice(fd.LABELS, 300))  # ~85% right
     table = pd.DataFrame({"gold": gold, "majority_pred": "yes", "zero_shot_pred": "yes",
                           "tuned_pred": good, "tuned_raw_pred": "yes"})
-    sig = finetune.paired_bootstrap(table, n_resamples=500).set_index(["comparison", "kind", "metric"])
+    sig = scoring.paired_bootstrap(table, n_resamples=500).set_index(["comparison", "kind", "metric"])
     real = sig.loc[("tuned - majority", "headline", "accuracy")]
     assert real.delta == pytest.approx((good == gold).mean() - (gold == "yes").mean(), abs=1e-4)
     assert real.clear and 0 < real.ci95_low < real.delta < real.ci95_high
@@ -190,14 +192,14 @@ def trained(tmp_path_factory):
     p = FinetuneParams(max_steps=6, batch_size=2, lr=2e-3, warmup_steps=0, context_tokens=32,
                        max_length=160, log_every=1, eval_every=3, early_stopping_patience=0,
                        test_items=9, dev_items=9, eval_batch_size=9, export="merged", output_dir=str(out))
-    real_fit = finetune.fit_bias
+    real_fit = scoring.fit_bias
 
     def spy(df, *a, **kw):  # records which rows every calibration fit saw
         fitted_on.append(set(df.id))
         return real_fit(df, *a, **kw)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(finetune, "fit_bias", spy)
+        mp.setattr(scoring, "fit_bias", spy)
         result = run(p, on_step=lambda m, s: steps.append((s, m)))
     return p, result, steps, fitted_on
 
@@ -233,7 +235,7 @@ def test_best_dev_checkpoint_is_the_one_restored(trained):
     curve = [(s, m["quality.step_dev_macro_f1"], m["quality.step_dev_accuracy"]) for s, m in steps
              if "quality.step_dev_macro_f1" in m]
     best = max(curve, key=lambda c: (c[1], -c[0]))
-    assert result.metrics["quality.best_step"] == best[0]
+    assert result.metrics["count.best_step"] == best[0]
     # The final dev scoring of the restored model reproduces that checkpoint's numbers.
     assert result.metrics["quality.dev_raw_macro_f1"] == pytest.approx(best[1], abs=1e-9)
     assert result.metrics["quality.dev_raw_accuracy"] == pytest.approx(best[2], abs=1e-9)
@@ -251,7 +253,7 @@ def test_adapter_changes_predictions(trained):
 def test_result_carries_metrics_tables_and_figures(trained):
     _, result, _, _ = trained
     for k in ("quality.accuracy", "quality.macro_f1", "quality.zero_shot_accuracy", "quality.majority_macro_f1",
-              "quality.dev_macro_f1", "throughput.train_tok_per_s", "memory.peak_rss_mb", "quality.gate_leaked_questions"):
+              "quality.dev_macro_f1", "throughput.train_tok_per_s", "memory.peak_rss_mb", "count.gate_leaked_questions"):
         assert k in result.metrics
     assert 0 <= result.metrics["quality.accuracy"] <= 1 and result.metrics["throughput.train_tok_per_s"] > 0
     assert len(result.tables["predictions"]) == 9
@@ -266,7 +268,7 @@ def test_calibration_is_fitted_on_dev_only_and_both_numbers_are_logged(trained):
     calib = result.tables["calibration"].set_index("model")
     pred = result.tables["predictions"]
     for who in ("zero_shot", "tuned"):
-        bias = finetune.fit_bias(dev[dev.model == who])
+        bias = scoring.fit_bias(dev[dev.model == who])
         assert tuple(calib.loc[who, [f"bias_{w}" for w in fd.LABELS]]) == pytest.approx(bias)
         rows = pred.rename(columns={f"{who}_logp_{w}": f"logp_{w}" for w in fd.LABELS})
         expect = apply_bias(rows.assign(pred=pred[f"{who}_raw_pred"]), bias).pred
@@ -297,12 +299,12 @@ def test_merged_export_reloads_with_the_adapter_predictions(trained, pq, tok):
 
 def test_qlora_base_survives_scoring_then_saving(pq):
     # bitsandbytes 0.50.2 repacks 4-bit weights for its AVX512-BF16 CPU kernel on a no-grad
-    # eval forward and state_dict() unpacks them lossily (see finetune.keep_cpu_4bit_layout).
+    # eval forward and state_dict() unpacks them lossily (see train.keep_cpu_4bit_layout).
     # The QLoRA loop scores dev, then saves a checkpoint: the base must come out unchanged.
     import bitsandbytes as bnb
     import torch
 
-    model, mtok = finetune.load_base(FinetuneParams(method="qlora"))
+    model, mtok = train.load_base(FinetuneParams(method="qlora"))
     lin = next(m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit))
     deq = lambda: bnb.functional.dequantize_4bit(lin.weight.data, lin.weight.quant_state).clone()  # noqa: E731
     w0 = deq()
@@ -319,21 +321,21 @@ def test_qlora_restored_checkpoint_reproduces_its_dev_scores(monkeypatch):
     # The restored best-dev QLoRA adapter, scored at the end, gives the dev log-probs that
     # checkpoint had during training (before keep_cpu_4bit_layout they were off by more than 10).
     scored = []
-    real_score = finetune.score
+    real_score = scoring.score
 
     def spy(model, tok, rows, batch_size=8, desc="scoring"):
         df = real_score(model, tok, rows, batch_size, desc)
         scored.append((desc, df))
         return df
 
-    monkeypatch.setattr(finetune, "score", spy)
+    monkeypatch.setattr(scoring, "score", spy)
     p = FinetuneParams(method="qlora", max_steps=4, batch_size=2, lr=1e-3, warmup_steps=0, context_tokens=32,
                        max_length=160, log_every=2, eval_every=2, test_items=6, dev_items=9, eval_batch_size=9,
                        zero_shot=False, export="none")
     result = run(p)
     during = [df for desc, df in scored if desc == "dev scoring"]  # one per evaluation: steps 2, 4
     final = next(df for desc, df in scored if desc == "tuned dev")
-    assert len(during) == 2 and result.metrics["quality.best_step"] in (2, 4)
-    restored = during[int(result.metrics["quality.best_step"]) // 2 - 1]
+    assert len(during) == 2 and result.metrics["count.best_step"] in (2, 4)
+    restored = during[int(result.metrics["count.best_step"]) // 2 - 1]
     cols = [f"logp_{w}" for w in fd.LABELS]
     np.testing.assert_allclose(final[cols].to_numpy(), restored[cols].to_numpy(), atol=2e-4)

@@ -19,7 +19,7 @@ def test_smollm2_alias_converts_once_and_answers():
     assert models.resolve(models.SMOLLM2) == str(folder)
     model, tok = models.load_causal_lm(models.SMOLLM2, device="cpu", dtype="float32")
     assert model.num_parameters() > 100_000_000
-    from llmarch_lab.quickstart import answer
+    from llmarch_lab.labs.quickstart.lab import answer
 
     text, n, _ = answer(model, tok, "What is the capital of France? Answer in one word.", 8)
     assert "paris" in text.lower() and n >= 1

@@ -7,9 +7,11 @@ import pytest
 
 from llmarch_lab import LabError, datasets, models
 from llmarch_lab.config import parameters_cell, validate_params
-from llmarch_lab.rag import chunking, corpora, metrics, retrieval, store
-from llmarch_lab.rag.embeddings import CachedEmbedder
-from llmarch_lab.rag.lab import RagParams
+from llmarch_lab import corpora
+from llmarch_lab.common import ir, stats
+from llmarch_lab.labs.rag import chunking, retrieval, store
+from llmarch_lab.labs.rag.embeddings import CachedEmbedder
+from llmarch_lab.labs.rag.lab import RagParams
 
 N_DOCS = 40
 
@@ -98,7 +100,7 @@ def test_embedding_cache_hits_on_second_call(tmp_path):
 @pytest.fixture(scope="module")
 def onnx_export(slice_, tmp_path_factory):
     """A fresh ONNX export of MiniLM into tmp (the real exporter, not the machine's cached file)."""
-    from llmarch_lab.rag.onnx_encoder import OnnxQueryEncoder
+    from llmarch_lab.labs.rag.onnx_encoder import OnnxQueryEncoder
 
     _, emb, *_ = slice_
     root = tmp_path_factory.mktemp("onnx")
@@ -136,7 +138,7 @@ def test_query_encoder_errors_are_clear(slice_, onnx_export, monkeypatch):
 
     import torch
 
-    from llmarch_lab.rag.onnx_encoder import OnnxQueryEncoder, weights_hash
+    from llmarch_lab.labs.rag.onnx_encoder import OnnxQueryEncoder, weights_hash
 
     _, emb, *_ = slice_
     root, enc = onnx_export
@@ -236,7 +238,7 @@ def test_metrics_match_hand_checked_example():
     # q2: relevant d9, nothing retrieved -> all zeros, and it still counts in the means.
     qrels = {"q1": {"d1": 2, "d2": 1}, "q2": {"d9": 1}}
     run = {"q1": {"d3": 0.9, "d1": 0.8, "d2": 0.7}, "q2": {}}
-    means, per = metrics.ir_metrics(qrels, run, k=2)
+    means, per = ir.ir_metrics(qrels, run, k=2)
     row = per.set_index("qid").loc["q1"]
     assert row["quality.ndcg_at_10"] == pytest.approx(1.76186 / 2.63093, abs=1e-5)
     assert row["quality.mrr_at_10"] == pytest.approx(0.5)
@@ -244,11 +246,11 @@ def test_metrics_match_hand_checked_example():
     assert row["quality.recall_at_10"] == pytest.approx(1.0)
     assert means["quality.ndcg_at_10"] == pytest.approx(1.76186 / 2.63093 / 2, abs=1e-5)
     assert means["quality.mrr_at_10"] == pytest.approx(0.25)
-    lat = metrics.latency_stats(range(1, 101), "latency.query_ms")
+    lat = stats.percentiles(range(1, 101), "latency.query_ms")
     assert lat["latency.query_ms_p50"] == pytest.approx(50.5)
     assert lat["latency.query_ms_p99"] == pytest.approx(99.01)
     with pytest.raises(LabError, match="no entry for 1 judged"):
-        metrics.ir_metrics(qrels, {"q1": {}}, k=2)
+        ir.ir_metrics(qrels, {"q1": {}}, k=2)
 
 
 def test_cranfield_grades_map_so_grade_one_counts_most():

@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from llmarch_lab.rag import ragas_eval
-from llmarch_lab.rag.lab import RagParams, run
+from llmarch_lab.labs.rag import ragas_eval
+from llmarch_lab.labs.rag.lab import RagParams, run
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_small_run_scores_retrieval_answers_and_counts_judge_failures(garbage_ju
         assert 0.0 <= m[f"quality.ragas.{name}"] <= 1.0, name
     # the judge: every judgement failed, was counted, and no judged metric was invented
     assert calls and set(calls) == {"judge-under-test"}
-    assert m["quality.judge_failures"] == m["quality.judge_judgements"] == 2 * len(ragas_eval.JUDGE_METRICS)
+    assert m["count.judge_failures"] == m["count.judge_judgements"] == 2 * len(ragas_eval.JUDGE_METRICS)
     for name in ragas_eval.JUDGE_METRICS:
         assert f"quality.ragas.{name}" not in m
         assert answers[name].map(math.isnan).all()

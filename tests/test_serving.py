@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from llmarch_lab import LabError, models
-from llmarch_lab.serving import deploy, engines, load, loopback, metrics, workload
-from llmarch_lab.serving.lab import ServingParams, run
+from llmarch_lab.labs.serving import deploy, engines, load, loopback, metrics, workload
+from llmarch_lab.labs.serving.lab import ServingParams, run
 
 
 def _reqs(max_tokens=8):
@@ -43,7 +43,7 @@ def server(request):
 # ------------------------------------------------------------------ the real engine
 
 def test_llamacpp_streams_fixed_length_with_real_timings(llamacpp, tok):
-    from llmarch_lab.serving.lab import _extra_body
+    from llmarch_lab.labs.serving.lab import _extra_body
 
     p = ServingParams(engine="llamacpp", output_tokens=12)
     target = load.Target(llamacpp.base_url, llamacpp.model_name, extra_body=_extra_body(p, tok))
@@ -59,7 +59,7 @@ def test_llamacpp_streams_fixed_length_with_real_timings(llamacpp, tok):
     # llama.cpp serves one request at a time: with 2 in flight the second waits, so TTFT grows.
     m = metrics.summarize(recs, wall)
     assert m["throughput.output_tok_per_s"] == pytest.approx(48 / wall)
-    assert m["quality.error_rate"] == 0
+    assert m["errors.error_rate"] == 0
 
 
 def test_engine_crash_mid_run_counts_remaining_requests(tmp_path):
@@ -79,7 +79,7 @@ def test_engine_crash_mid_run_counts_remaining_requests(tmp_path):
     ok, bad = [r for r in recs if r.ok], [r for r in recs if not r.ok]
     assert [r.id for r in ok] == [0, 1, 2]
     assert all("Connect" in r.error for r in bad), bad[0].error
-    assert metrics.summarize(recs, 1.0)["quality.error_rate"] == len(bad) / 40
+    assert metrics.summarize(recs, 1.0)["errors.error_rate"] == len(bad) / 40
     assert not eng.alive()
 
 
@@ -100,7 +100,7 @@ def test_lab_run_against_external_engine_gives_sweep_and_artifacts(llamacpp, sto
     assert list(sweep.level) == [1.0, 2.0] and list(sweep.requests) == [3, 3]
     assert len(res.tables["requests"]) == 6
     m = res.metrics
-    assert m["quality.error_rate"] == 0
+    assert m["errors.error_rate"] == 0
     assert m["latency.ttft_ms_p50"] <= m["latency.ttft_ms_p99"] <= m["latency.e2e_ms_p99"]
     # cost = $/h / (tok/s * 3600) * 1e6, at the operating point
     assert m["cost.usd_per_1m_output_tokens"] == pytest.approx(1.0 / 3600 / m["throughput.output_tok_per_s"] * 1e6)
@@ -118,7 +118,7 @@ def test_malformed_chunks_are_counted_not_fatal(server):
     assert all(r.ok for r in recs), [r.error for r in recs]
     assert all(r.malformed_chunks == 3 for r in recs)  # chunks 3, 6, 9 are preceded by garbage
     assert all(r.output_tokens == 10 and r.usage_reported for r in recs)
-    assert metrics.summarize(recs, 1.0)["quality.malformed_chunks"] == 18
+    assert metrics.summarize(recs, 1.0)["count.malformed_chunks"] == 18
 
 
 @pytest.mark.parametrize("server", [{"die_after": 5}], indirect=True)
@@ -139,13 +139,13 @@ def test_lab_run_keeps_partial_results_when_the_server_dies(server, store):
     res = run(p, progress=False)  # warm-up takes request 1; requests 2-3 succeed, the rest fail
     sweep = res.tables["sweep"]
     assert list(sweep.errors) == [2, 4]
-    assert res.metrics["quality.error_rate_all_levels"] == 6 / 8
+    assert res.metrics["errors.error_rate_all_levels"] == 6 / 8
     assert (res.tables["requests"].error != "").sum() == 6
     lab_run = tracking.start(p, notebook="40_serving")
     lab_run.log_result(res)
     lab_run.close()
     logged = tracking.search("interactive")[0]["metrics"]
-    assert logged["quality.error_rate_all_levels"] == 0.75
+    assert logged["errors.error_rate_all_levels"] == 0.75
 
 
 def test_unreachable_url_fails_fast_with_the_url():
@@ -195,9 +195,9 @@ def test_summary_matches_hand_computation():
     assert m["latency.ttft_ms_p90"] == pytest.approx(150 + 0.8 * 150)  # numpy linear interpolation
     assert m["throughput.output_tok_per_s"] == 33 / 2.0
     assert m["throughput.req_per_s"] == 1.5
-    assert m["quality.goodput_req_per_s"] == 0.5  # only request 0 meets both limits
+    assert m["throughput.goodput_req_per_s"] == 0.5  # only request 0 meets both limits
     assert m["quality.slo_attainment"] == 0.25
-    assert m["quality.error_rate"] == 0.25
+    assert m["errors.error_rate"] == 0.25
     assert m["cost.usd_per_1m_output_tokens"] == pytest.approx(3.6 / 3600 / 16.5 * 1e6)
     assert m["latency.itl_ms_p50"] == 40
 
@@ -205,7 +205,7 @@ def test_summary_matches_hand_computation():
 def test_roofline_arithmetic():
     r = metrics.roofline(single_stream_tok_per_s=50, weights_bytes=500_000_000, bandwidth_gbs=10)
     assert r["throughput.roofline_decode_tok_per_s"] == 20 * 1
-    assert r["quality.roofline_efficiency"] == 2.5  # above 1 means the weights did not all come from RAM
+    assert r["throughput.roofline_efficiency"] == 2.5  # above 1 means the weights did not all come from RAM
     assert metrics.copy_bandwidth_gbs(mb=64, repeats=2) > 0.5
 
 
@@ -260,7 +260,7 @@ def test_bad_parameters_name_the_field(kw, msg):
 def test_suite_report_tabulates_every_level_of_every_run(server, store, write):
     """Two notebook runs through the real runner (against the loopback server), then the table."""
     from llmarch_lab import config, runner
-    from llmarch_lab.serving import suite_report
+    from llmarch_lab.labs.serving import suite_report
 
     suite = write("sv.yaml", f"""
 suite: sv
@@ -294,7 +294,7 @@ def test_api_key_comes_from_the_environment_and_is_never_logged(server, store, m
     p = ServingParams(engine="external", base_url=server, model="loopback", api_key_env="MY_ENDPOINT_KEY",
                       tokenizer="none", levels=[2], max_requests=4, output_tokens=4, warmup_requests=0)
     res = run(p, progress=False)
-    assert res.metrics["quality.error_rate"] == 0
+    assert res.metrics["errors.error_rate"] == 0
     lab_run = tracking.start(p, notebook="40_serving")
     lab_run.log_result(res)
     lab_run.close()

@@ -22,7 +22,7 @@ def test_schema_rejects(name):
 
 def test_nan_metric_is_rejected():
     with pytest.raises(LabError, match="not finite"):
-        Result(metrics={"quality.f1": float("nan")})
+        Result(metrics={"quality.macro_f1": float("nan")})
 
 
 def test_secrets_never_flattened():

@@ -1,0 +1,152 @@
+"""One report path: a lab's suite table as one object, rendered for the console, Markdown or CSV.
+
+    from llmarch_lab.common.report import Report, runs_table
+    rep = Report("quantization", table, directions={"perplexity": "lower"}, figures=figs)
+    rep.print()                 # rich table (the CLI's `llmarch-lab report SUITE`)
+    rep.markdown(); rep.csv()   # --format md / csv; benchmarks log the same text on the parent run
+    runs_table("mysuite", "rag", settings=["mode"], metrics={"ndcg_at_10": "quality.ndcg_at_10"})
+
+Every lab's `report(suite) -> Report` builds its table from tracked runs only (never notebook
+outputs), so the CLI, benchmarks/*.py and the notebooks' "suite so far" cells show the same thing.
+Column directions come from the metric specs (schema.SPECS); the best value of each ranked
+column is marked with a star in the console and in Markdown.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmarch_lab import schema
+
+
+@dataclass
+class Report:
+    title: str
+    table: Any  # pandas.DataFrame, one row per run (or run x level)
+    directions: dict[str, str] = field(default_factory=dict)  # column -> higher | lower
+    figures: dict[str, Any] = field(default_factory=dict)  # name -> matplotlib Figure
+    notes: list[str] = field(default_factory=list)  # lines printed under the table
+    hidden: tuple[str, ...] = ("run_id",)  # columns kept in CSV, left out of the console/Markdown view
+
+    @property
+    def empty(self) -> bool:
+        return self.table is None or self.table.empty
+
+    def view(self):
+        return self.table.drop(columns=[c for c in self.hidden if c in self.table], errors="ignore")
+
+    def best(self) -> dict[str, Any]:
+        """{column: best value} for ranked numeric columns."""
+        out = {}
+        for col, d in self.directions.items():
+            if col in self.table and d in ("higher", "lower"):
+                vals = self.table[col].dropna()
+                if len(vals) > 1 and vals.dtype.kind in "fi":
+                    out[col] = vals.max() if d == "higher" else vals.min()
+        return out
+
+    def _cells(self) -> tuple[list[str], list[list[str]]]:
+        df, best = self.view(), self.best()
+        cols = list(df.columns)
+        rows = []
+        for _, r in df.iterrows():
+            rows.append([_fmt(r[c]) + (" *" if c in best and r[c] == best[c] else "") for c in cols])
+        header = [c + {"higher": " ↑", "lower": " ↓"}.get(self.directions.get(c, ""), "") for c in cols]
+        return header, rows
+
+    def markdown(self) -> str:
+        if self.empty:
+            return f"**{self.title}**: no finished runs\n"
+        header, rows = self._cells()
+        lines = [f"**{self.title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+        lines += [""] + self._legend() + self.notes
+        return "\n".join(lines).rstrip() + "\n"
+
+    def csv(self) -> str:
+        buf = io.StringIO()
+        self.table.to_csv(buf, index=False)
+        return buf.getvalue()
+
+    def _legend(self) -> list[str]:
+        return ["↑ higher is better, ↓ lower is better, * best in the column"] if self.directions else []
+
+    def print(self, console=None) -> None:
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.table import Table
+
+        console = console or Console(width=max(120, int(os.environ.get("COLUMNS", "0") or 0)))
+        if self.empty:
+            console.print(f"{escape(self.title)}: no finished runs")
+            return
+        header, rows = self._cells()
+        t = Table(title=self.title, show_lines=False)
+        for h in header:
+            t.add_column(escape(h), overflow="fold")
+        for r in rows:
+            t.add_row(*[escape(c) for c in r])  # run names like p[x=1] are not markup
+        console.print(t)
+        for line in self._legend() + self.notes:
+            console.print(escape(line))
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if v != v:  # NaN
+            return "-"
+        return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.3e}"
+    return str(v)
+
+
+def directions_for(columns: dict[str, str]) -> dict[str, str]:
+    """{table column: direction} from {table column: metric name} via the metric specs."""
+    out = {}
+    for col, metric in columns.items():
+        s = schema.spec(metric)
+        if s is not None and s.direction != "none":
+            out[col] = s.direction
+    return out
+
+
+def runs_table(suite: str, lab: str, settings: list[str], metrics: dict[str, str],
+               newest_per: list[str] | None = None):
+    """One row per finished run of `lab` in `suite` (newest first, one per `newest_per` key,
+    default the run name): its name, the `settings` params and the `metrics` columns."""
+    import pandas as pd
+
+    from llmarch_lab import tracking
+
+    rows = []
+    for r in tracking.search(suite, tags={"lab": lab}):
+        row = {"run": r["tags"].get("llmarch.name", r["name"]), **{s: r["params"].get(s) for s in settings}}
+        row.update({col: r["metrics"].get(m) for col, m in metrics.items()})
+        row["run_id"] = r["run_id"]
+        rows.append(row)
+    if not rows:
+        return pd.DataFrame(columns=["run", *settings, *metrics])
+    df = pd.DataFrame(rows).drop_duplicates(newest_per or ["run"], keep="first")
+    return df.iloc[::-1].reset_index(drop=True)  # oldest first: the order the suite ran
+
+
+def write_atomic(path, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder, so a killed process
+    never leaves half a report."""
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

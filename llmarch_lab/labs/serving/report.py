@@ -1,0 +1,134 @@
+"""The serving lab's tables and plots: one run's sweep table, saturation point and plots, and
+the suite table (one row per run x load level) read from MLflow.
+
+    from llmarch_lab.labs.serving.report import report
+    report("serving").print()                       # every level of every run of the suite
+
+Per-level values come from the runs' `*.sweep.*` metric series (step = level), so the table
+works for any suite, CPU or GPU, and for runs made on other machines against a shared store.
+"""
+
+from __future__ import annotations
+
+import json
+
+from llmarch_lab import tracking
+from llmarch_lab.common.report import Report, directions_for
+
+SWEEP_COLUMNS = ["level", "requests", "errors", "error_rate", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms",
+                 "itl_p50_ms", "e2e_p99_ms", "output_tok_per_s", "req_per_s", "goodput_req_per_s", "slo_attainment"]
+
+
+def sweep_row(level: float, n: int, m: dict) -> dict:
+    g = lambda k: m.get(k, float("nan"))  # noqa: E731 - a level with no successful request has no latencies
+    return {"level": level, "requests": n, "errors": int(round(m["errors.error_rate"] * n)),
+            "error_rate": m["errors.error_rate"], "ttft_p50_ms": g("latency.ttft_ms_p50"),
+            "ttft_p99_ms": g("latency.ttft_ms_p99"), "tpot_p50_ms": g("latency.tpot_ms_p50"),
+            "itl_p50_ms": g("latency.itl_ms_p50"), "e2e_p99_ms": g("latency.e2e_ms_p99"),
+            "output_tok_per_s": m["throughput.output_tok_per_s"], "req_per_s": m["throughput.req_per_s"],
+            "goodput_req_per_s": m["throughput.goodput_req_per_s"], "slo_attainment": m["quality.slo_attainment"]}
+
+
+def saturation_level(sweep) -> float | None:
+    """The first level whose output throughput is within 10% of the sweep's best: past it, more
+    load mostly buys latency."""
+    if sweep.empty or sweep.output_tok_per_s.max() <= 0:
+        return None
+    best = sweep.output_tok_per_s.max()
+    return float(sweep[sweep.output_tok_per_s >= 0.9 * best].level.iloc[0])
+
+
+def latency_vs_throughput(sweep, title: str, level_name: str = "concurrency"):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    sat = saturation_level(sweep)
+    for ax, cols, ylabel in ((axes[0], ("ttft_p50_ms", "ttft_p99_ms"), "TTFT (ms)"),
+                             (axes[1], ("tpot_p50_ms", "e2e_p99_ms"), "ms")):
+        for col, style in zip(cols, ("o-", "s--")):
+            ax.plot(sweep.output_tok_per_s, sweep[col], style, label=col.replace("_", " "))
+        for _, r in sweep.iterrows():
+            ax.annotate(f"{r.level:g}", (r.output_tok_per_s, r[cols[0]]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=8)
+        if sat is not None:
+            r = sweep[sweep.level == sat].iloc[0]
+            ax.axvline(r.output_tok_per_s, color="red", alpha=0.4, lw=1)
+            ax.plot([r.output_tok_per_s], [r[cols[0]]], "o", ms=14, mfc="none", mec="red",
+                    label=f"saturation ({level_name} {sat:g})")
+        ax.set_xlabel("output tokens/s (aggregate)")
+        ax.set_ylabel(ylabel)
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_title(f"{title}: TTFT vs throughput (labels: {level_name})", fontsize=10)
+    axes[1].set_title("time per output token and tail end-to-end", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def ttft_cdf(requests, title: str, slo_ttft_ms: float | None = None):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ok = requests[requests.error == ""]
+    for level, g in ok.groupby("level"):
+        x = np.sort(g.ttft_ms.to_numpy(dtype=float))
+        ax.step(x, np.arange(1, len(x) + 1) / len(x), where="post", label=f"{level:g}")
+    if slo_ttft_ms:
+        ax.axvline(slo_ttft_ms, color="red", ls="--", lw=1, label=f"SLO {slo_ttft_ms:g} ms")
+    ax.set_xscale("log")
+    ax.set_xlabel("time to first token (ms)")
+    ax.set_ylabel("fraction of requests")
+    ax.set_title(f"{title}: TTFT CDF per load level")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="level")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------- suite table
+
+COLUMNS = {  # table column -> sweep metric
+    "ttft_p50_ms": "latency.sweep.ttft_ms_p50", "ttft_p99_ms": "latency.sweep.ttft_ms_p99",
+    "tpot_p50_ms": "latency.sweep.tpot_ms_p50", "e2e_p99_ms": "latency.sweep.e2e_ms_p99",
+    "output_tok_per_s": "throughput.sweep.output_tok_per_s", "goodput_req_per_s": "throughput.sweep.goodput_req_per_s",
+    "error_rate": "errors.sweep.error_rate",
+}
+
+
+def compare(suite: str | None = None):
+    """One row per (run, load level): the newest finished run per run name, levels from its
+    `*.sweep.*` metric series (step = level), so it works for any suite and any store."""
+    import pandas as pd
+
+    suite = suite or tracking.current_suite()
+    rows, seen = [], set()
+    for r in tracking.search(suite, tags={"lab": "serving"}):  # newest first
+        name = r["tags"].get("llmarch.name", r["name"])
+        if name in seen:
+            continue
+        seen.add(name)
+        p = r["params"]
+        series = {col: dict(tracking.metric_history(r["run_id"], key)) for col, key in COLUMNS.items()}
+        steps = sorted(series["output_tok_per_s"])
+        for i, step in enumerate(steps):
+            level = json.loads(p["levels"])[i] if p.get("profile") in ("constant", "poisson") else step
+            rows.append({"run": name, "engine": p.get("engine"), "dtype": p.get("dtype") if p.get("engine") == "vllm" else "gguf",
+                         "profile": p.get("profile"), "level": float(level),
+                         **{col: series[col].get(step, float("nan")) for col in COLUMNS},
+                         "roofline_efficiency": r["metrics"].get("throughput.roofline_efficiency") if i == 0 else None})
+    if not rows:
+        return pd.DataFrame(columns=["run", "engine", "level", *COLUMNS])
+    df = pd.DataFrame(rows)
+    base = df[df.level == 1.0].set_index("run").output_tok_per_s
+    df["speedup_vs_level1"] = [row.output_tok_per_s / base[row.run] if row.run in base and row.profile == "concurrent"
+                               else float("nan") for row in df.itertuples()]
+    return df
+
+
+def report(suite: str) -> Report:
+    df = compare(suite)
+    dirs = directions_for({**COLUMNS, "roofline_efficiency": "throughput.roofline_efficiency",
+                           "speedup_vs_level1": "throughput.max_speedup_vs_level1"})
+    return Report(f"serving sweeps of suite {suite} (one row per run x level)", df, dirs)

@@ -1,0 +1,152 @@
+"""Metric specs as data: every metric any lab logs, with its direction, unit and meaning.
+
+    from llmarch_lab import schema
+    schema.spec("latency.ttft_ms_p99")       # MetricSpec(direction='lower', unit='ms', ...)
+    schema.direction("quality.ndcg_at_10")   # 'higher'
+    schema.check("quality.colour")           # LabError: not declared in llmarch_lab/schema.py
+
+A name's prefix says what it measures (the results schema); SPECS says, per metric or family,
+whether higher or lower is better, so ranking, Pareto fronts and deltas across labs need no
+per-lab code. A lab that logs a metric missing here fails (Result.add and LabRun.log_metrics
+call `check`), so the table cannot drift from the code.
+
+Patterns: `{n}` is a number (a k, a batch size), `{w}` one lower-case word with underscores.
+`{pct}` expands to the shared percentile set (common.stats.PCTS: p50/p90/p95/p99) plus _mean.
+A per-level series metric (serving: `latency.sweep.ttft_ms_p99`, step = level) has the spec of
+the same name without `.sweep`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+from llmarch_lab import LabError
+
+PREFIXES = ("quality", "latency", "throughput", "memory", "cost", "errors", "count")
+
+NAME_RE = re.compile(
+    r"^(quality\.[a-z0-9_.]+"
+    r"|latency\.[a-z0-9_.]+_(ms(_p\d{1,2}(\.\d+)?|_mean|_max|_min)?|s)"
+    r"|throughput\.[a-z0-9_.]+"
+    r"|memory\.[a-z0-9_.]+_mb"
+    r"|cost\.[a-z0-9_.]+"
+    r"|errors\.[a-z0-9_.]+"
+    r"|count\.[a-z0-9_.]+)$"
+)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    pattern: str
+    direction: str  # "higher" | "lower" (is better) | "none" (a count or setting, not ranked)
+    unit: str
+    meaning: str
+
+
+def _s(pattern: str, direction: str, unit: str, meaning: str) -> MetricSpec:
+    return MetricSpec(pattern, direction, unit, meaning)
+
+
+H, L, N = "higher", "lower", "none"
+SPECS: tuple[MetricSpec, ...] = (
+    # quality: how good the answers, rankings or predictions are
+    _s("quality.perplexity", L, "", "WikiText-2 test perplexity (strided sliding window)"),
+    _s("quality.ppl_delta_pct", L, "%", "perplexity change vs the fp32 run of the same settings"),
+    _s("quality.ndcg_at_{n}", H, "", "nDCG@k, graded relevance, linear gain (ranx, as trec_eval)"),
+    _s("quality.ndcg_delta_pct", H, "%", "nDCG@10 change vs the fp32 embedder (negative = loss)"),
+    _s("quality.mrr_at_{n}", H, "", "mean reciprocal rank of the first relevant document within k"),
+    _s("quality.recall_at_{n}", H, "", "share of relevant documents within the top k"),
+    _s("quality.retrieval_hit_at_{n}", H, "", "share of queries whose own document is in the top k"),
+    _s("quality.ragas.{w}", H, "", "ragas answer/context score in [0, 1] (non-LLM or LLM-judged)"),
+    _s("quality.accuracy", H, "", "test accuracy of the headline predictions (calibrate choice)"),
+    _s("quality.macro_f1", H, "", "test macro-F1 over yes/no/maybe (headline predictions)"),
+    _s("quality.{w}_accuracy", H, "", "accuracy of one model or variant (raw, calibrated, zero-shot, majority, dev)"),
+    _s("quality.{w}_macro_f1", H, "", "macro-F1 of one model or variant (raw, calibrated, zero-shot, majority, dev)"),
+    _s("quality.{w}_gain_vs_{w}_ci95_low", H, "", "lower end of the paired-bootstrap 95% interval of a gain"),
+    _s("quality.{w}_gain_vs_{w}_ci95_high", H, "", "upper end of the paired-bootstrap 95% interval of a gain"),
+    _s("quality.train_loss", L, "nats/token", "training loss on completion tokens"),
+    _s("quality.eval_loss", L, "nats/token", "dev loss on completion tokens"),
+    _s("quality.final_train_loss", L, "nats/token", "last logged training loss"),
+    _s("quality.best_eval_loss", L, "nats/token", "lowest dev loss during training"),
+    _s("quality.slo_attainment", H, "fraction", "share of requests meeting the TTFT and TPOT SLOs"),
+    # latency: whole phases in seconds, per-item times in ms with the shared percentile set
+    _s("latency.{w}_s", L, "s", "wall time of one phase (load, build, train, run)"),
+    _s("latency.{w}_ms{pct}", L, "ms", "per-item time (request, token, query, generate call)"),
+    # throughput: per second, higher is better
+    _s("throughput.{w}_per_s", H, "1/s", "items (tokens, requests, documents, chunks) per second"),
+    _s("throughput.decode_tok_per_s_b{n}", H, "tok/s", "greedy decode tokens per second at batch size n"),
+    _s("throughput.copy_bandwidth_gb_per_s", H, "GB/s", "STREAM-copy memory bandwidth of the machine"),
+    _s("throughput.roofline_efficiency", H, "fraction", "single-stream decode rate / bandwidth roofline"),
+    _s("throughput.max_speedup_vs_level1", H, "x", "best throughput over the single-stream level"),
+    # memory, cost
+    _s("memory.{w}_mb", L, "MB", "memory: weights, peak RSS, peak GPU, index on disk"),
+    _s("cost.usd_per_1m_output_tokens", L, "USD", "machine $/hour spread over measured output tokens"),
+    # errors: rates and disagreements, lower is better
+    _s("errors.error_rate", L, "fraction", "share of requests that failed (operating level)"),
+    _s("errors.error_rate_all_levels", L, "fraction", "share of requests that failed over the sweep"),
+    _s("errors.max_abs_{w}_diff_pct", L, "%", "largest disagreement with a reference tool"),
+    # count: counters and chosen settings; logged for the record, never ranked
+    _s("count.malformed_chunks", N, "chunks", "stream chunks that were not valid JSON (skipped)"),
+    _s("count.judge_failures", N, "judgements", "LLM-judge calls that failed or gave no score"),
+    _s("count.judge_judgements", N, "judgements", "LLM-judge calls attempted"),
+    _s("count.best_step", N, "step", "optimizer step of the restored checkpoint"),
+    _s("count.gate_{w}", N, "rows", "data quality gate findings (duplicates, leaks, over-length)"),
+)
+
+_PCT = r"(_p(50|90|95|99)|_mean)"
+
+
+def _compile(pattern: str) -> re.Pattern:
+    rx = re.escape(pattern).replace(r"\{n\}", r"\d+").replace(r"\{w\}", r"[a-z0-9_]+?")
+    rx = rx.replace(r"\{pct\}", _PCT + "?")
+    return re.compile(f"^{rx}$")
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled() -> tuple[tuple[re.Pattern, MetricSpec], ...]:
+    return tuple((_compile(s.pattern), s) for s in SPECS)
+
+
+@functools.lru_cache(maxsize=4096)
+def spec(name: str) -> MetricSpec | None:
+    """The spec of a metric name (exact entries win over families), or None if undeclared."""
+    base = name.replace(".sweep.", ".", 1)
+    matches = [s for rx, s in _compiled() if rx.match(base)]
+    if not matches:
+        return None
+    exact = [s for s in matches if "{" not in s.pattern]
+    return (exact or matches)[0]
+
+
+def check(name: str) -> MetricSpec:
+    """The spec of `name`; a LabError naming the metric when it is off-schema or undeclared."""
+    if not NAME_RE.match(name):
+        raise LabError(f"metric {name!r} is outside the results schema: use quality.*, "
+                       "latency.*_ms[_pNN] or latency.*_s, throughput.*, memory.*_mb, cost.*, errors.*, count.*")
+    s = spec(name)
+    if s is None:
+        raise LabError(f"metric {name!r} is not declared in llmarch_lab/schema.py SPECS "
+                       "(add its direction, unit and meaning there)")
+    return s
+
+
+def direction(name: str) -> str:
+    """'higher', 'lower' or 'none' for a declared metric (LabError otherwise)."""
+    return check(name).direction
+
+
+def table():
+    """SPECS as a DataFrame (pattern, direction, unit, meaning), for docs and `llmarch-lab list`."""
+    import pandas as pd
+
+    return pd.DataFrame([s.__dict__ for s in SPECS])
+
+
+def declare(*specs: MetricSpec) -> None:
+    """Add specs for a lab that lives outside this package (e.g. a test or plugin lab)."""
+    global SPECS
+    SPECS = SPECS + tuple(specs)
+    _compiled.cache_clear()
+    spec.cache_clear()
