@@ -27,19 +27,18 @@ class LabEntry:
     notebook: str  # the notebook in notebooks/ that runs it
 
 
-def _entry(name: str, notebook: str) -> LabEntry:
+def _lab(name: str, params_class: str, notebook: str) -> LabEntry:
+    """The standard layout: llmarch_lab/labs/<name>/lab.py (params, run) and report.py (report)."""
     mod = f"llmarch_lab.labs.{name}"
-    cls = {"quickstart": "QuickstartParams", "quantization": "QuantParams", "finetune": "FinetuneParams",
-           "rag": "RagParams", "serving": "ServingParams"}[name]
-    return LabEntry(name, f"{mod}.lab:{cls}", f"{mod}.lab:run", f"{mod}.report:report", notebook)
+    return LabEntry(name, f"{mod}.lab:{params_class}", f"{mod}.lab:run", f"{mod}.report:report", notebook)
 
 
 LABS: dict[str, LabEntry] = {e.name: e for e in (
-    _entry("quickstart", "00_quickstart"),
-    _entry("quantization", "10_quantization"),
-    _entry("finetune", "20_finetune"),
-    _entry("rag", "30_rag"),
-    _entry("serving", "40_serving"),
+    _lab("quickstart", "QuickstartParams", "00_quickstart"),
+    _lab("quantization", "QuantParams", "10_quantization"),
+    _lab("finetune", "FinetuneParams", "20_finetune"),
+    _lab("rag", "RagParams", "30_rag"),
+    _lab("serving", "ServingParams", "40_serving"),
 )}
 
 
