@@ -74,9 +74,17 @@ def run(suite: Path = typer.Argument(..., help="Suite file (experiments/NAME.yam
 
 
 @app.command("list")
-def list_(params: bool = typer.Option(True, help="Show each notebook's parameters.")):
+def list_(params: bool = typer.Option(True, help="Show each notebook's parameters."),
+          metrics: bool = typer.Option(False, "--metrics", help="List the declared metrics instead (schema.SPECS).")):
     """Suites in experiments/ and notebooks with their parameters (name, type, default, help)."""
     from llmarch_lab import config
+
+    if metrics:
+        from llmarch_lab import schema
+
+        for s in schema.SPECS:
+            typer.echo(f"{s.pattern:<44} {s.direction:<7} {s.unit:<11} {s.meaning}")
+        return
 
     for f in config.suite_files():
         try:

@@ -32,3 +32,16 @@ def test_quickstart_suite_runs_every_notebook(store):
     qs = next(o for o in out if o.spec.notebook.stem == "00_quickstart")
     assert qs.metrics["quality.retrieval_hit_at_1"] >= 0.5  # questions find their own abstracts
     assert qs.metrics["throughput.decode_tok_per_s"] > 0
+    # One report path: `llmarch-lab report` prints each lab's own table from the same store.
+    import subprocess
+    import sys
+
+    md = subprocess.run([sys.executable, "-m", "llmarch_lab.cli", "report", "quickstart", "--format", "md"],
+                        capture_output=True, text=True, timeout=300)
+    assert md.returncode == 0, md.stderr
+    for title in ("quickstart runs", "quantization modes", "fine-tuning runs", "retrieval runs", "serving sweeps"):
+        assert f"**{title} of suite quickstart" in md.stdout, (title, md.stdout[:2000])
+    assert "| nf4 |" in md.stdout and "decode_tok_per_s ↑" in md.stdout
+    csv = subprocess.run([sys.executable, "-m", "llmarch_lab.cli", "report", "quickstart", "--lab", "rag",
+                          "--format", "csv"], capture_output=True, text=True, timeout=300)
+    assert csv.returncode == 0 and csv.stdout.startswith("run,corpus,mode"), csv.stdout[:500]
