@@ -339,3 +339,41 @@ def test_qlora_restored_checkpoint_reproduces_its_dev_scores(monkeypatch):
     restored = during[int(result.metrics["count.best_step"]) // 2 - 1]
     cols = [f"logp_{w}" for w in fd.LABELS]
     np.testing.assert_allclose(final[cols].to_numpy(), restored[cols].to_numpy(), atol=2e-4)
+
+
+@pytest.mark.slow
+def test_endpoint_scoring_matches_local_scoring_of_the_same_model(pq, tok, tmp_path, store, monkeypatch):
+    """The PubMedQA evaluation through a served model (llama.cpp's server, the same SmolLM2 GGUF
+    the local model is converted from) gives the local label log-probs: within 0.5 nats where the
+    server reports the label, an upper bound where it is outside the top 100, and the same
+    predictions on most questions (the server computes in Q4_1 with quantized activations)."""
+    from llmarch_lab.labs.serving import engines
+    from llmarch_lab.llm.endpoint import Endpoint
+
+    rows = fd.to_rows(fd.sample(fd.split(pq, 0.2, 0).test, 8, 0), tok, 64, False, "tail")
+    model, _ = models.load_causal_lm(models.SMOLLM2)
+    local = score(model, tok, rows)
+    with engines.launch("llamacpp", models.SMOLLM2, log_path=tmp_path / "llamacpp.log") as eng:
+        served = scoring.score_endpoint(Endpoint(eng.base_url, eng.model_name), tok, rows, top_logprobs=100)
+        # the command line: the lab's evaluation of the served model, logged as an interactive run
+        from llmarch_lab import tracking
+        from llmarch_lab.labs.finetune.lab import main
+
+        monkeypatch.delenv(tracking.RUN_ID_ENV, raising=False)
+        assert main(["score-endpoint", f"base_url={eng.base_url}", f"served_model={eng.model_name}",
+                     "test_items=6", "dev_items=6", "context_tokens=64"]) == 0
+        logged = tracking.search("interactive", tags={"lab": "finetune"})[0]
+        assert 0 <= logged["metrics"]["quality.endpoint_raw_accuracy"] <= 1
+        assert logged["tags"]["endpoint.base_url"] == eng.base_url
+    assert main(["score-endpoint", "served_model=x"]) == 2  # base_url missing: one clear line
+    assert list(served.id) == list(local.id)
+    reported = 0
+    for (_, s), (_, lo) in zip(served.iterrows(), local.iterrows()):
+        for w in fd.LABELS:
+            if w in s.bounded.split(","):
+                assert s[f"logp_{w}"] >= lo[f"logp_{w}"] - 0.5  # an upper bound of the label's log-prob
+            else:
+                reported += 1
+                assert abs(s[f"logp_{w}"] - lo[f"logp_{w}"]) < 0.5, (w, s[f"logp_{w}"], lo[f"logp_{w}"])
+    assert reported >= len(rows) * 2  # yes and no at least are in the server's top 100
+    assert (served.pred == local.pred).mean() >= 0.75

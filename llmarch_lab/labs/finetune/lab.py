@@ -253,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     from llmarch_lab import config, tracking
 
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["score-endpoint"]:
+        return _score_endpoint_main(args[1:])
     try:
         bad = [a for a in args if "=" not in a]
         if bad:
@@ -270,6 +272,37 @@ def main(argv: list[str] | None = None) -> int:
                 lab_run.log_artifact(folder, name)
             lab_run.close()
             print({k: round(v, 4) for k, v in result.metrics.items()})
+    except LabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _score_endpoint_main(args: list[str]) -> int:
+    """`score-endpoint base_url=... served_model=... [api_key_env=...] [model=...] [test_items=...]`."""
+    import sys
+
+    import yaml
+
+    from llmarch_lab import config, tracking
+    from llmarch_lab.labs.finetune import endpoint_eval
+    from llmarch_lab.llm.endpoint import Endpoint
+
+    try:
+        bad = [a for a in args if "=" not in a]
+        if bad:
+            raise LabError(f"arguments are key=value, got {bad[0]!r}")
+        values = {k: yaml.safe_load(v) for k, v in (a.split("=", 1) for a in args)}
+        ep_fields = {k: values.pop(k) for k in ("base_url", "served_model", "api_key_env") if k in values}
+        if "base_url" not in ep_fields:
+            raise LabError("score-endpoint: base_url=... is required (an OpenAI-compatible URL ending in /v1)")
+        p = config.validate_params(FinetuneParams, values, "command line")
+        ep = Endpoint(str(ep_fields["base_url"]), str(ep_fields.get("served_model", p.model)),
+                      str(ep_fields.get("api_key_env", "")))
+        result = endpoint_eval.evaluate(ep, p)
+        with tracking.start(p, notebook="finetune-score-endpoint") as lab_run:
+            lab_run.log_result(result)
+        print({k: round(v, 4) for k, v in result.metrics.items()})
     except LabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

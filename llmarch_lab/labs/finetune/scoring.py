@@ -139,3 +139,24 @@ def confusion_plot(preds: dict[str, object]):
         ax.set_title(f"{name}\nacc {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def score_endpoint(endpoint, tok, rows: list[dict], top_logprobs: int = 20, desc: str = "endpoint scoring"):
+    """`score` for a served model: the same prompts (rendered with the model's chat template by
+    `tok`), the label log-probs from the server's /completions top-N list (llm.endpoint).
+
+    A label outside the server's top-N gets the N-th log-prob, an upper bound of its own
+    (`bounded` names the labels of that row that are such bounds)."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    firsts = [tok.decode([i]) for i in local.label_token_ids(tok, fd.LABELS)]
+    out = []
+    for r in tqdm(rows, desc=desc, leave=False):
+        top = endpoint.completion_logprobs(fd.prompt_text(tok, r), max_tokens=1, top_logprobs=top_logprobs).top_logprobs[0]
+        floor = min(top.values())
+        lp = [top.get(t, floor) for t in firsts]
+        out.append({"id": r["id"], "gold": r["decision"], "pred": fd.LABELS[max(range(len(lp)), key=lp.__getitem__)],
+                    **{f"logp_{w}": round(float(v), 4) for w, v in zip(fd.LABELS, lp)},
+                    "bounded": ",".join(w for w, t in zip(fd.LABELS, firsts) if t not in top)})
+    return pd.DataFrame(out)
