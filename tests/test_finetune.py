@@ -157,8 +157,8 @@ def test_paired_bootstrap_separates_a_real_gain_from_none():
 
 def test_significance_script_reads_a_logged_table_and_names_a_missing_one(store, capsys):
     import pandas as pd
-
     from labtest import ProbeParams
+
     from llmarch_lab import tracking
 
     sys_path = Path(__file__).resolve().parents[1] / "benchmarks"

@@ -5,10 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmarch_lab import LabError, datasets, models
-from llmarch_lab.config import parameters_cell, validate_params
-from llmarch_lab import corpora
+from llmarch_lab import LabError, corpora, datasets, models
 from llmarch_lab.common import ir, stats
+from llmarch_lab.config import parameters_cell, validate_params
 from llmarch_lab.labs.rag import chunking, retrieval, store
 from llmarch_lab.labs.rag.embeddings import CachedEmbedder
 from llmarch_lab.labs.rag.lab import RagParams

@@ -7,8 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from llmarch_lab import config, paths, runner, tracking
 
 PROBE = Path(__file__).resolve().parent / "notebooks" / "probe.ipynb"

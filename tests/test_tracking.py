@@ -1,10 +1,10 @@
 """Tracking against a real sqlite MLflow store: schema, secrets, interactive runs."""
 
 import pytest
+from labtest import ProbeParams
 
 from llmarch_lab import LabError, paths, tracking
 from llmarch_lab.results import Result, check_metric
-from labtest import ProbeParams
 
 
 @pytest.mark.parametrize("name", ["quality.perplexity", "latency.ttft_ms_p99", "latency.load_s",

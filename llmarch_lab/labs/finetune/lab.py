@@ -40,9 +40,9 @@ from typing import Callable, Literal
 from pydantic import Field, model_validator
 
 from llmarch_lab import LabError, datasets, models, paths
+from llmarch_lab.config import LLMFields
 from llmarch_lab.labs.finetune import data as fd
 from llmarch_lab.labs.finetune import scoring, train
-from llmarch_lab.config import LLMFields
 from llmarch_lab.results import Result
 
 

@@ -27,9 +27,9 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from llmarch_lab import datasets, models, tracking
-from llmarch_lab.llm import local, perplexity, quant
 from llmarch_lab.common.memory import PeakRSS, weights_mb
 from llmarch_lab.config import EmbedderFields, ModelSpec
+from llmarch_lab.llm import local, perplexity, quant
 from llmarch_lab.results import Result
 
 Quant = Literal["fp32", "bf16", "fp16", "int8", "nf4", "fp4", "torchao-int8-wo", "torchao-int4-wo"]

@@ -14,8 +14,8 @@ from pydantic import Field
 
 from llmarch_lab import datasets, models
 from llmarch_lab.common import stats
-from llmarch_lab.llm import local
 from llmarch_lab.config import EmbedderFields, LLMFields
+from llmarch_lab.llm import local
 from llmarch_lab.results import Result
 
 

@@ -23,7 +23,6 @@ import time
 
 from llmarch_lab import LabError, models, paths
 
-
 QUERY_ENCODERS = ("auto", "onnx", "torch")
 
 

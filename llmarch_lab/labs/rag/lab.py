@@ -21,10 +21,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from llmarch_lab import models
-from llmarch_lab.config import Dtype, EmbedderFields, ModelSpec
-from llmarch_lab import corpora
+from llmarch_lab import corpora, models
 from llmarch_lab.common import ir, stats
+from llmarch_lab.config import Dtype, EmbedderFields, ModelSpec
 from llmarch_lab.labs.rag import chunking, generate, ragas_eval, retrieval, store
 from llmarch_lab.llm import local
 from llmarch_lab.results import Result

@@ -43,7 +43,7 @@ def make_reranker(fusion: str = "rrf", rrf_k: int = 60, linear_weight: float = 0
         rr = CrossEncoderReranker(model_name=models.resolve(cross_encoder), column="text",
                                   device=models.resolve_device(device), trust_remote_code=False)
         try:
-            rr.model  # load now, so a bad spec fails before any query is timed
+            _ = rr.model  # load now (a lazy property), so a bad spec fails before any query is timed
         except OSError as e:
             raise models._unknown(cross_encoder, e) from None
         return rr

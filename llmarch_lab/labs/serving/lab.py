@@ -24,8 +24,8 @@ from pydantic import Field, model_validator
 
 from llmarch_lab import LabError, models, paths
 from llmarch_lab.config import EndpointFields
-from llmarch_lab.results import Result
 from llmarch_lab.labs.serving import deploy, engines, load, metrics, report, workload
+from llmarch_lab.results import Result
 
 
 class ServingParams(EndpointFields):

@@ -11,6 +11,7 @@ import time
 from llmarch_lab.common import stats
 from llmarch_lab.labs.serving.load import Record
 
+
 def _pcts(name: str, values, out: dict) -> None:
     out.update(stats.percentiles(values, f"latency.{name}_ms", required=False))
 
