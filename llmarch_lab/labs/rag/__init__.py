@@ -9,8 +9,11 @@ Modules, one role each (heavy libraries are imported inside the functions that n
     store.py       a real LanceDB table: vectors, full-text index, vector index choice
     retrieval.py   dense | bm25 (LanceDB FTS) | hybrid (RRF / linear) | cross-encoder rerank,
                    plus the independent BM25 peer from bm25s
-    metrics.py     recall@k, MRR@10, nDCG@10 (ranx) and latency percentiles
     generate.py    answers from the top-k contexts with any causal LM spec
     ragas_eval.py  ragas 0.4 scores: non-LLM by default, LLM-judged with an OpenAI-compatible judge
     lab.py         RagParams and run(): the notebook's entry point
+    report.py      the suite table, with each run's nDCG@10 gap to the best and its 95% interval
+
+Shared pieces live outside the lab: corpora (llmarch_lab.corpora), IR metrics (common.ir),
+percentiles (common.stats), greedy generation and thread pinning (llm.local).
 """
