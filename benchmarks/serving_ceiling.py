@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/serving_ceiling.py --tokens 64 --no-log
 
 Question: can the client ever be the bottleneck of a serving benchmark on this machine? The
-server (llmarch_lab/serving/loopback.py, its own process) streams `--tokens` chunks per request
+server (llmarch_lab/llm/loopback.py, its own process) streams `--tokens` chunks per request
 at once, so everything measured is the client's cost (plus the loopback server's). Goal from the
 serving issue: at least 500 requests/s. Engines on this machine peak well below 20 requests/s.
 """
@@ -31,7 +31,8 @@ def main(argv=None) -> int:
 
     import pandas as pd
 
-    from llmarch_lab.labs.serving import load, loopback, metrics
+    from llmarch_lab.labs.serving import load, metrics
+    from llmarch_lab.llm import loopback
 
     proc, base = loopback.start(tokens=a.tokens)
     rows = []

@@ -108,7 +108,7 @@ def main(argv=None) -> int:
 
     from llmarch_lab import LabError, models, paths
     from llmarch_lab.labs.serving import engines
-    from llmarch_lab.labs.serving.lab import ServingParams, _extra_body
+    from llmarch_lab.labs.serving.lab import ServingParams, fixed_output_body
 
     try:
         guidellm_bin()
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     except LabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    extra = _extra_body(ServingParams(engine=a.engine), tok)
+    extra = fixed_output_body(ServingParams(engine=a.engine), tok)
     rows = []
     with eng, tempfile.TemporaryDirectory() as tmp:
         print(f"{a.engine} ready in {eng.start_s:.0f} s at {eng.base_url}", flush=True)

@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from llmarch_lab import LabError, models
-from llmarch_lab.labs.serving import deploy, engines, load, loopback, metrics, workload
+from llmarch_lab.labs.serving import deploy, engines, load, metrics, workload
 from llmarch_lab.labs.serving.lab import ServingParams, run
+from llmarch_lab.llm import loopback
 
 
 def _reqs(max_tokens=8):
@@ -43,10 +44,10 @@ def server(request):
 # ------------------------------------------------------------------ the real engine
 
 def test_llamacpp_streams_fixed_length_with_real_timings(llamacpp, tok):
-    from llmarch_lab.labs.serving.lab import _extra_body
+    from llmarch_lab.labs.serving.lab import fixed_output_body
 
     p = ServingParams(engine="llamacpp", output_tokens=12)
-    target = load.Target(llamacpp.base_url, llamacpp.model_name, extra_body=_extra_body(p, tok))
+    target = load.Target(llamacpp.base_url, llamacpp.model_name, extra_body=fixed_output_body(p, tok))
     assert load.preflight(target) == [llamacpp.model_name]
     recs, wall = load.run_level(target, _reqs(12), "concurrent", 2, max_requests=4, max_seconds=60)
     assert len(recs) == 4 and all(r.ok for r in recs), [r.error for r in recs]
@@ -78,7 +79,11 @@ def test_engine_crash_mid_run_counts_remaining_requests(tmp_path):
     assert len(recs) == 40  # every request is accounted for
     ok, bad = [r for r in recs if r.ok], [r for r in recs if not r.ok]
     assert [r.id for r in ok] == [0, 1, 2]
-    assert all("Connect" in r.error for r in bad), bad[0].error
+    # A request sent on a kept-alive connection at the moment of the kill fails writing its body
+    # (ClientOSError / ServerDisconnected); every later one fails to connect.
+    lost = ("Connect", "ClientOSError", "ServerDisconnected")
+    assert all(any(x in r.error for x in lost) for r in bad), [r.error for r in bad][:3]
+    assert sum("Connect" in r.error for r in bad) >= len(bad) - 1
     assert metrics.summarize(recs, 1.0)["errors.error_rate"] == len(bad) / 40
     assert not eng.alive()
 
@@ -260,7 +265,7 @@ def test_bad_parameters_name_the_field(kw, msg):
 def test_suite_report_tabulates_every_level_of_every_run(server, store, write):
     """Two notebook runs through the real runner (against the loopback server), then the table."""
     from llmarch_lab import config, runner
-    from llmarch_lab.labs.serving import suite_report
+    from llmarch_lab.labs.serving import report as suite_report
 
     suite = write("sv.yaml", f"""
 suite: sv
@@ -281,7 +286,7 @@ runs:
     closed = df[df.run == "closed"].set_index("level")
     assert closed.speedup_vs_level1[1.0] == 1.0 and closed.speedup_vs_level1[4.0] > 1.0
     assert (df.error_rate == 0).all() and (df.output_tok_per_s > 0).all()
-    assert "| closed" in suite_report.markdown(df)
+    assert "| closed" in suite_report.report("sv").markdown()
 
 
 @pytest.mark.parametrize("server", [{"api_key": "sk-loopback-secret-123"}], indirect=True)

@@ -1,10 +1,19 @@
-"""A trivial OpenAI-compatible streaming server on 127.0.0.1 (Starlette + uvicorn): no model, it
-streams `tokens` fixed chunks at once. Two uses:
+"""A trivial OpenAI-compatible server on 127.0.0.1 (Starlette + uvicorn): no model, it streams
+`tokens` fixed chunks (" t0", " t1", ...), at once unless told to wait between them. Uses:
 
 - the load generator's own ceiling (benchmarks/serving_ceiling.py): how many requests/s the
   client sustains when the server costs nothing, so the client is never the bottleneck;
 - fault injection for the robustness tests: `--malformed-every K` sends an unparseable chunk
-  every K chunks, `--die-after N` kills the server process after N requests (an engine crash).
+  every K chunks, `--die-after N` kills the server process after N requests (an engine crash),
+  `--chunk-delay-ms D` waits D ms between chunks (a known inter-token latency);
+- the endpoint client's tests (tests/test_endpoint.py), deterministically:
+  /v1/chat/completions   streaming or not (stream=false: one message " t0 t1 ...", with usage)
+  /v1/completions        greedy text + OpenAI-format logprobs: the next-token logits over VOCAB
+                         are how often each token string occurs in the text so far (str.count),
+                         log-softmaxed; top_logprobs = the `logprobs` best (ties in VOCAB order)
+  /v1/embeddings         per text, 26 counts of the letters a..z (lower-cased); the data list
+                         comes back in reverse order, so only its `index` fields give the order
+  An `api_key` (LOOPBACK_API_KEY for the process) makes every /v1 route demand it (HTTP 401).
 
     python -m llmarch_lab.llm.loopback --port 8123 --tokens 16
 """
@@ -12,13 +21,50 @@ streams `tokens` fixed chunks at once. Two uses:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import math
 import os
+import socket
 import time
+
+VOCAB = ("yes", "no", "maybe", " yes", " no", " the", ".", "\n")
+
+
+def next_token_logprobs(text: str) -> dict:
+    """{token: log-prob} over VOCAB after `text` (the rule in the module docstring)."""
+    logits = [float(text.count(t)) for t in VOCAB]
+    z = max(logits) + math.log(sum(math.exp(x - max(logits)) for x in logits))
+    return {t: x - z for t, x in zip(VOCAB, logits)}
+
+
+def _complete(prompt: str, n: int, top_n: int) -> tuple[str, dict]:
+    text, tokens, token_lps, tops = "", [], [], []
+    for _ in range(n):
+        lps = next_token_logprobs(prompt + text)
+        ranked = sorted(VOCAB, key=lambda t: (-lps[t], VOCAB.index(t)))
+        tok = ranked[0]
+        tokens.append(tok)
+        token_lps.append(lps[tok])
+        tops.append({t: lps[t] for t in ranked[:top_n]})
+        text += tok
+    offsets = [len(prompt) + sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
+    return text, {"tokens": tokens, "token_logprobs": token_lps, "top_logprobs": tops, "text_offset": offsets}
+
+
+def _letters(text: str) -> list[float]:
+    low = text.lower()
+    return [float(low.count(chr(ord("a") + i))) for i in range(26)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def make_app(tokens: int = 16, malformed_every: int = 0, die_after: int = 0, model: str = "loopback",
-             api_key: str = ""):
+             api_key: str = "", chunk_delay_ms: float = 0.0):
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse, StreamingResponse
     from starlette.routing import Route
@@ -47,22 +93,54 @@ def make_app(tokens: int = 16, malformed_every: int = 0, die_after: int = 0, mod
             os._exit(3)  # a crash, not a clean shutdown: connections drop mid-flight
         n = int(body.get("max_tokens") or tokens)
         created = int(time.time())
+        usage = {"prompt_tokens": 8, "completion_tokens": n, "total_tokens": 8 + n}
+        if not body.get("stream"):
+            msg = {"role": "assistant", "content": "".join(f" t{i}" for i in range(n))}
+            return JSONResponse({"id": "x", "object": "chat.completion", "created": created, "model": model,
+                                 "choices": [{"index": 0, "message": msg, "finish_reason": "length"}],
+                                 "usage": usage})
 
         async def events():
             for i in range(n):
+                if chunk_delay_ms and i:
+                    await asyncio.sleep(chunk_delay_ms / 1000)
                 if malformed_every and i and i % malformed_every == 0:
                     yield b"data: {not json\n\n"
                 chunk = {"id": "x", "object": "chat.completion.chunk", "created": created, "model": model,
                          "choices": [{"index": 0, "delta": {"content": f" t{i}"}, "finish_reason": None}]}
                 yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
-            usage = {"id": "x", "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
-                     "usage": {"prompt_tokens": 8, "completion_tokens": n, "total_tokens": 8 + n}}
-            yield b"data: " + json.dumps(usage).encode() + b"\n\n"
+            last = {"id": "x", "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
+                    "usage": usage}
+            yield b"data: " + json.dumps(last).encode() + b"\n\n"
             yield b"data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
-    return Starlette(routes=[Route("/health", health), Route("/v1/models", models), Route("/v1/chat/completions", chat, methods=["POST"])])
+    async def completions(request):
+        if (d := denied(request)) is not None:
+            return d
+        body = await request.json()
+        prompt, n = str(body.get("prompt", "")), int(body.get("max_tokens") or 16)
+        text, lp = _complete(prompt, n, int(body.get("logprobs") or 0))
+        choice = {"index": 0, "text": text, "finish_reason": "length",
+                  "logprobs": lp if body.get("logprobs") is not None else None}
+        return JSONResponse({"id": "x", "object": "text_completion", "created": int(time.time()), "model": model,
+                             "choices": [choice], "usage": {"prompt_tokens": len(prompt.split()),
+                                                            "completion_tokens": n}})
+
+    async def embeddings(request):
+        if (d := denied(request)) is not None:
+            return d
+        inputs = (await request.json()).get("input", [])
+        inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+        data = [{"object": "embedding", "index": i, "embedding": _letters(t)} for i, t in enumerate(inputs)]
+        return JSONResponse({"object": "list", "model": model, "data": data[::-1],
+                             "usage": {"prompt_tokens": sum(len(t.split()) for t in inputs), "total_tokens": 0}})
+
+    return Starlette(routes=[Route("/health", health), Route("/v1/models", models),
+                             Route("/v1/chat/completions", chat, methods=["POST"]),
+                             Route("/v1/completions", completions, methods=["POST"]),
+                             Route("/v1/embeddings", embeddings, methods=["POST"])])
 
 
 def main(argv=None):
@@ -73,14 +151,16 @@ def main(argv=None):
     ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--malformed-every", type=int, default=0)
     ap.add_argument("--die-after", type=int, default=0)
+    ap.add_argument("--chunk-delay-ms", type=float, default=0.0)
     a = ap.parse_args(argv)
     # The key comes from the environment, never the command line (ps would show it).
-    app = make_app(a.tokens, a.malformed_every, a.die_after, api_key=os.environ.get("LOOPBACK_API_KEY", ""))
+    app = make_app(a.tokens, a.malformed_every, a.die_after, api_key=os.environ.get("LOOPBACK_API_KEY", ""),
+                   chunk_delay_ms=a.chunk_delay_ms)
     uvicorn.run(app, host="127.0.0.1", port=a.port, log_level="warning", access_log=False, backlog=4096)
 
 
 def start(port: int = 0, tokens: int = 16, malformed_every: int = 0, die_after: int = 0, log_path=None,
-          api_key: str = ""):
+          api_key: str = "", chunk_delay_ms: float = 0.0):
     """Start the server in its own process (own core, own GIL) and wait for it; returns (proc, base_url)."""
     import subprocess
     import sys
@@ -88,13 +168,12 @@ def start(port: int = 0, tokens: int = 16, malformed_every: int = 0, die_after: 
     import httpx
 
     from llmarch_lab import LabError
-    from llmarch_lab.labs.serving.engines import free_port
 
     port = port or free_port()
     out = open(log_path, "wb") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen([sys.executable, "-m", "llmarch_lab.llm.loopback", "--port", str(port),
                              "--tokens", str(tokens), "--malformed-every", str(malformed_every),
-                             "--die-after", str(die_after)], stdout=out, stderr=subprocess.STDOUT,
+                             "--die-after", str(die_after), "--chunk-delay-ms", str(chunk_delay_ms)], stdout=out, stderr=subprocess.STDOUT,
                             env={**os.environ, "LOOPBACK_API_KEY": api_key})
     base = f"http://127.0.0.1:{port}/v1"
     for _ in range(200):

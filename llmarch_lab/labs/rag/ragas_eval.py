@@ -13,7 +13,8 @@ Non-LLM (no model needed; current `ragas.metrics.collections` API where it exist
                        weighted (legacy NonLLMContextPrecisionWithReference, same reason)
     rouge_l, bleu, string_similarity   answer vs reference answer (collections RougeScore,
                        BleuScore, NonLLMStringSimilarity)
-LLM-judged (when a judge is configured: any OpenAI-compatible base URL + model, e.g. vLLM):
+LLM-judged (when a judge is configured: any OpenAI-compatible base URL + model, e.g. vLLM; the
+client is llm.endpoint.Endpoint(...).openai_client(), the key read from `api_key_env`):
     faithfulness, answer_relevancy (judge + the local embedder), context_precision_llm
 Judge replies are cached on disk (ragas DiskCacheBackend under paths.cache_dir()/ragas-judge),
 each judgement is time-limited, and a failed one (timeout, HTTP error, unparsable reply,
@@ -25,10 +26,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import math
-import os
 import warnings
 
 from llmarch_lab import LabError, models, paths
+from llmarch_lab.llm.endpoint import Endpoint
 
 NONLLM_METRICS = ("context_recall", "context_precision", "rouge_l", "bleu", "string_similarity")
 JUDGE_METRICS = ("faithfulness", "answer_relevancy", "context_precision_llm")
@@ -80,15 +81,14 @@ def nonllm_scores(rows: list[dict]):
     return pd.DataFrame(run_async(score_all()))
 
 
-def _judge_components(base_url: str, model: str, api_key: str, timeout_s: float, embedder: str):
-    from openai import AsyncOpenAI
+def _judge_components(judge: Endpoint, embedder: str):
     from ragas.cache import DiskCacheBackend
     from ragas.embeddings import HuggingFaceEmbeddings
     from ragas.llms import llm_factory
 
-    client = AsyncOpenAI(base_url=base_url, api_key=api_key or "none", timeout=timeout_s, max_retries=0)
+    client = judge.openai_client(async_=True)  # base URL, key from judge.api_key_env, timeout, no retries
     cache = DiskCacheBackend(cache_dir=str(paths.cache_dir() / "ragas-judge"))
-    llm = llm_factory(model, client=client, cache=cache, temperature=0.0, max_tokens=1024)
+    llm = llm_factory(judge.model, client=client, cache=cache, temperature=0.0, max_tokens=1024)
     emb = HuggingFaceEmbeddings(model=models.resolve(embedder), device="cpu")
     return llm, emb
 
@@ -101,7 +101,8 @@ def judge_scores(rows: list[dict], base_url: str, model: str, api_key_env: str =
 
     if not base_url or not model:
         raise LabError("judge needs both judge_base_url and judge_model")
-    llm, emb = _judge_components(base_url, model, os.environ.get(api_key_env, ""), timeout_s, embedder)
+    judge = Endpoint(base_url, model, api_key_env=api_key_env, timeout_s=timeout_s)
+    llm, emb = _judge_components(judge, embedder)
     metrics = {"faithfulness": Faithfulness(llm=llm),
                "answer_relevancy": AnswerRelevancy(llm=llm, embeddings=emb),
                "context_precision_llm": ContextPrecision(llm=llm)}

@@ -68,6 +68,13 @@ class Engine:
     start_s: float = 0.0
     env: dict = field(default_factory=dict)
 
+    def endpoint(self, **kw):
+        """The one client for this engine (llm.endpoint.Endpoint on base_url and model_name); kw:
+        api_key_env, extra_body, timeout_s. The health checks here stay plain httpx calls."""
+        from llmarch_lab.llm.endpoint import Endpoint
+
+        return Endpoint(self.base_url, self.model_name, **kw)
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 

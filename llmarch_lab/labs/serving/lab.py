@@ -147,16 +147,15 @@ def run(p: ServingParams, on_level: Callable[[dict, int], None] | None = None, p
 
 def _target(p: ServingParams, tok, res: Result, log_path: Path):
     """(load target, engine or None): the external URL, or an engine the lab starts now."""
-    api_key = os.environ.get(p.api_key_env, "") if p.api_key_env else ""
     if p.engine == "external":
-        target = load.Target(p.base_url, p.model, api_key, fixed_output_body(p, tok), p.request_timeout_s)
+        target = load.Target(p.base_url, p.model, p.api_key_env, fixed_output_body(p, tok), p.request_timeout_s)
         load.preflight(target)
         return target, None
     eng = engines.launch(p.engine, p.model, log_path=log_path, dtype=p.dtype, max_model_len=p.max_model_len,
                          threads=p.engine_threads, extra_args=p.engine_args, ready_timeout_s=p.ready_timeout_s)
     res.add("latency.engine_start_s", eng.start_s)
     res.tags["serving.engine_command"] = " ".join(eng.command[1:])
-    return load.Target(eng.base_url, eng.model_name, api_key, fixed_output_body(p, tok), p.request_timeout_s), eng
+    return load.Target(eng.base_url, eng.model_name, p.api_key_env, fixed_output_body(p, tok), p.request_timeout_s), eng
 
 
 def _sweep(p: ServingParams, target, eng, pool, count, on_level, progress: bool, res: Result):
@@ -171,7 +170,7 @@ def _sweep(p: ServingParams, target, eng, pool, count, on_level, progress: bool,
                                  count_tokens=count)
         bad = [r.error for r in warm if not r.ok]
         if len(bad) == len(warm):
-            raise LabError(f"serving target {target.base_url}: every warm-up request failed: {bad[0]}")
+            raise LabError(f"endpoint {target.base_url}: every warm-up request failed: {bad[0]}")
     levels = p.run_levels()
     bar = tqdm(total=len(levels) * p.max_requests, desc=f"{p.engine} {p.profile}", disable=not progress)
     try:

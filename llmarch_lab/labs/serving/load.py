@@ -1,6 +1,7 @@
-"""The load generator: an async streaming client for any OpenAI-compatible chat endpoint, and the
-load profiles that drive it.
+"""The load generator: load profiles driving an OpenAI-compatible chat endpoint through the one
+client, `llm.endpoint.Endpoint` (its aiohttp streaming call times every chunk).
 
+    target = Endpoint(base_url, model, api_key_env="MY_KEY", extra_body={...}, timeout_s=60)
     records, wall_s = run_level(target, requests, profile="concurrent", level=8,
                                 max_requests=64, max_seconds=60)
 
@@ -15,9 +16,9 @@ prompt and output tokens (from the usage field when the engine sends it, else th
 tokenizer), and the error text. A request that errors or times out is recorded, never dropped;
 an unparseable stream chunk is counted and skipped.
 
-Streaming is aiohttp. httpx (+ httpx-sse) sustained 135 requests/s against the loopback server
-where aiohttp sustained 456 on the same loaded machine; the openai client sits on httpx and adds
-per-chunk object building. The client shares two cores with the engine, so its cost matters.
+Streaming is aiohttp (Endpoint.astream_chat). httpx (+ httpx-sse) sustained 135 requests/s against
+the loopback server where aiohttp sustained 456 on the same loaded machine; the openai client sits
+on httpx and adds per-chunk object building. The client shares two cores with the engine, so its cost matters.
 """
 
 from __future__ import annotations
@@ -30,22 +31,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator
 
 from llmarch_lab import LabError
+from llmarch_lab.llm.endpoint import Endpoint
 
 PROFILES = ("synchronous", "concurrent", "constant", "poisson")
 
 
-@dataclass
-class Target:
-    """Where to send requests: an OpenAI-compatible base URL (ending in /v1) and a model name."""
-
-    base_url: str
-    model: str
-    api_key: str = ""  # taken from an environment variable by the caller; never logged
-    extra_body: dict = field(default_factory=dict)  # engine-specific fields (ignore_eos, logit_bias, ...)
-    timeout_s: float = 60.0
-
-    def headers(self) -> dict:
-        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+# The load generator's target is the one OpenAI-compatible client (llm/endpoint.py). Its third
+# field is the NAME of the API key's environment variable (the key is read at request time).
+Target = Endpoint
 
 
 @dataclass
@@ -85,114 +78,35 @@ class Record:
         return d
 
 
-def preflight(target: Target, timeout_s: float = 5.0) -> list[str]:
+def preflight(target: Endpoint, timeout_s: float = 5.0) -> list[str]:
     """GET /models: a clear one-line error within seconds for an unreachable or wrong URL or model."""
-    import httpx
-
-    url = target.base_url.rstrip("/") + "/models"
-    try:
-        r = httpx.get(url, headers=target.headers(), timeout=timeout_s)
-    except httpx.HTTPError as e:
-        raise LabError(f"serving target {target.base_url} unreachable: {type(e).__name__}: {e}") from None
-    if r.status_code in (401, 403):
-        raise LabError(f"serving target {target.base_url}: HTTP {r.status_code} (check the API key environment variable)")
-    if r.status_code != 200:
-        raise LabError(f"serving target {target.base_url}: GET /models gave HTTP {r.status_code}; "
-                       "is this an OpenAI-compatible base URL ending in /v1?")
-    try:
-        names = [m["id"] for m in r.json().get("data", [])]
-    except (ValueError, AttributeError, KeyError, TypeError):
-        raise LabError(f"serving target {target.base_url}: /models is not an OpenAI model list") from None
-    if names and target.model not in names:
-        raise LabError(f"serving target {target.base_url} does not serve model {target.model!r}; it serves {names}")
-    return names
+    return target.preflight(timeout_s)
 
 
-async def stream_one(session, target: Target, req: Request, t_level: float,
+async def stream_one(session, target: Endpoint, req: Request, t_level: float,
                      count_tokens: Callable[[str], int] | None = None) -> Record:
     """Send one streaming chat completion and time every chunk; errors become the record's `error`."""
-    import aiohttp
-
-    rec = Record(id=req.id, prompt_tokens=req.prompt_tokens)
-    body = {"model": target.model, "messages": req.messages, "max_tokens": req.max_tokens,
-            "stream": True, "stream_options": {"include_usage": True}, "temperature": 0.0, **target.extra_body}
-    t0 = time.perf_counter()
-    rec.start_ms = (t0 - t_level) * 1000
-    last = None
-    parts: list[str] = []
-    try:
-        async with asyncio.timeout(target.timeout_s):
-            async with session.post(target.base_url.rstrip("/") + "/chat/completions", json=body,
-                                    headers=target.headers()) as resp:
-                if resp.status != 200:
-                    text = (await resp.read()).decode(errors="replace")
-                    raise RuntimeError(f"HTTP {resp.status}: {text[:300]}")
-                # SSE framing by hand: OpenAI-compatible engines send one `data:` line per event,
-                # and this loop is the client's hot path (see the module docstring).
-                async for raw in resp.content:
-                    if not raw.startswith(b"data:"):
-                        continue  # blank separators, comments, `event:` lines
-                    data = raw[5:].strip()
-                    if data == b"[DONE]":
-                        break
-                    now = time.perf_counter()
-                    try:
-                        chunk = json.loads(data)
-                        if not isinstance(chunk, dict):
-                            raise ValueError
-                    except ValueError:
-                        rec.malformed_chunks += 1
-                        continue
-                    if chunk.get("error"):
-                        raise RuntimeError(f"engine error: {str(chunk['error'])[:300]}")
-                    usage = chunk.get("usage")
-                    if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
-                        rec.output_tokens = int(usage["completion_tokens"])
-                        rec.prompt_tokens = int(usage.get("prompt_tokens") or rec.prompt_tokens)
-                        rec.usage_reported = True
-                    try:
-                        content = (chunk.get("choices") or [{}])[0].get("delta", {}).get("content") or ""
-                    except (AttributeError, IndexError, TypeError):
-                        rec.malformed_chunks += 1
-                        continue
-                    if not content:
-                        continue
-                    rec.chunks += 1
-                    parts.append(content)
-                    if last is None:
-                        rec.ttft_ms = (now - t0) * 1000
-                    else:
-                        rec.itl_ms.append((now - last) * 1000)
-                    last = now
-    except TimeoutError:
-        rec.error = f"timeout after {target.timeout_s:g} s"
-    except (aiohttp.ClientError, RuntimeError, OSError) as e:
-        rec.error = (f"{type(e).__name__}: {e}"[:400]).rstrip(": ")
-    end = time.perf_counter()
-    rec.text = "".join(parts)
-    if not rec.usage_reported:
+    st = await target.astream_chat(req.messages, req.max_tokens, session=session)
+    rec = Record(id=req.id, start_ms=(st.t0 - t_level) * 1000, ttft_ms=st.ttft_ms, e2e_ms=st.e2e_ms,
+                 itl_ms=st.itl_ms, prompt_tokens=st.prompt_tokens or req.prompt_tokens, chunks=st.chunks,
+                 malformed_chunks=st.malformed_chunks, error=st.error, text=st.text)
+    if st.output_tokens is not None:
+        rec.output_tokens, rec.usage_reported = st.output_tokens, True
+    else:
         rec.output_tokens = count_tokens(rec.text) if (count_tokens and rec.text) else rec.chunks
-    if not rec.error and rec.ttft_ms is None:
-        rec.error = "no content in the stream"
-    if not rec.error:
-        rec.e2e_ms = (end - t0) * 1000
-        if rec.output_tokens > 1:
-            rec.tpot_ms = (rec.e2e_ms - rec.ttft_ms) / (rec.output_tokens - 1)
+    if not rec.error and rec.output_tokens > 1:
+        rec.tpot_ms = (rec.e2e_ms - rec.ttft_ms) / (rec.output_tokens - 1)
     return rec
 
 
-async def _run_level(target: Target, requests: Iterator[Request], profile: str, level: float,
+async def _run_level(target: Endpoint, requests: Iterator[Request], profile: str, level: float,
                      max_requests: int, max_seconds: float, seed: int,
                      count_tokens: Callable[[str], int] | None, progress) -> list[Record]:
-    import aiohttp
-
     records: list[Record] = []
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(10.0, target.timeout_s), sock_read=target.timeout_s)
-    connector = aiohttp.TCPConnector(limit=0)  # no client-side cap: the profile sets concurrency
     t_level = time.perf_counter()
     deadline = t_level + max_seconds
 
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    async with target.session(limit=0) as session:  # no client-side cap: the profile sets concurrency
         async def one(req: Request):
             rec = await stream_one(session, target, req, t_level, count_tokens)
             rec.level = level
@@ -262,7 +176,7 @@ def _run(make_coro):
         return pool.submit(go).result()
 
 
-def run_level(target: Target, requests: Iterator[Request], profile: str = "concurrent", level: float = 1,
+def run_level(target: Endpoint, requests: Iterator[Request], profile: str = "concurrent", level: float = 1,
               max_requests: int = 64, max_seconds: float = 60.0, seed: int = 0,
               count_tokens: Callable[[str], int] | None = None, progress=None) -> tuple[list[Record], float]:
     """Drive one load level to its request or time bound; returns (records, wall seconds)."""

@@ -1,0 +1,356 @@
+"""The served side of the one LLM interface: any OpenAI-compatible endpoint (vLLM, llama.cpp's
+server, SGLang, TGI, a hosted API).
+
+    from llmarch_lab.llm.endpoint import Endpoint
+    ep = Endpoint("http://127.0.0.1:8000/v1", "smollm2-135m-instruct", api_key_env="MY_KEY")
+    ep.preflight()                                   # GET /models: one-line LabError within seconds
+    r = ep.chat([{"role": "user", "content": "Hi"}], max_tokens=32)   # r.text, r.output_tokens, ...
+    s = await ep.astream_chat(messages, 64, session=sess)  # streaming, every chunk timed (aiohttp)
+    lp = ep.completion_logprobs(prompt, top_logprobs=20)   # /completions log-probs (llama.cpp, vLLM)
+    ep.label_logprobs(prompt, ["yes", "no"])         # {label: log-prob of its first token | None}
+    ep.embeddings(["a text", "another"])             # one vector per text, in input order
+    ep.openai_client()                               # AsyncOpenAI on the same fields (for ragas)
+
+The API key lives in an environment variable whose NAME is `api_key_env`; the key is read at
+call time, never stored in the object, never logged. Streaming is aiohttp (the load generator's
+hot path: it sustained 456 requests/s against the loopback server where httpx sustained 135);
+every other call goes through one sync httpx client. Heavy imports stay inside functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+
+from llmarch_lab import LabError
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _one_line(x, n: int = 200) -> str:
+    return " ".join(str(x).split())[:n]
+
+
+@dataclass
+class Reply:
+    """A non-streaming chat completion. Token counts are the server's usage (None: not reported)."""
+
+    text: str
+    output_tokens: int | None
+    prompt_tokens: int | None
+    seconds: float
+    finish_reason: str | None = None
+
+
+@dataclass
+class Stream:
+    """A streamed chat completion, timed chunk by chunk (perf_counter clock; durations in ms)."""
+
+    t0: float = 0.0  # perf_counter() when the request was sent
+    text: str = ""
+    chunks: int = 0  # chunks that carried content
+    malformed_chunks: int = 0  # unparseable chunks, counted and skipped
+    ttft_ms: float | None = None
+    itl_ms: list = field(default_factory=list)  # gaps between content chunks
+    e2e_ms: float | None = None
+    prompt_tokens: int | None = None  # from the usage chunk, when the server sends one
+    output_tokens: int | None = None
+    error: str = ""
+
+
+@dataclass
+class Logprobs:
+    """A /completions answer with log-probs, in the OpenAI completions format (one entry per
+    generated token; top_logprobs maps token text -> log-prob for the top N at that position)."""
+
+    text: str
+    tokens: list
+    token_logprobs: list
+    top_logprobs: list
+
+
+@dataclass
+class Endpoint:
+    """An OpenAI-compatible base URL (ending in /v1) and the model name it serves.
+
+    The field order matches the load generator's former `Target(base_url, model, api_key,
+    extra_body, timeout_s)`, but the third field is now the NAME of the key's environment variable."""
+
+    base_url: str
+    model: str
+    api_key_env: str = ""  # e.g. "OPENAI_API_KEY"; "" = send no key
+    extra_body: dict = field(default_factory=dict)  # engine-specific fields merged into chat/completions bodies
+    timeout_s: float = 60.0
+    key_required: bool = False  # True: an unset variable is an error before any request
+    _client: object = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        if not isinstance(self.api_key_env, str) or (self.api_key_env and not _ENV_NAME.match(self.api_key_env)):
+            # never echo the value: it may be the key itself, passed where its variable's name belongs
+            raise LabError("api_key_env must be the name of an environment variable (letters, digits, _), "
+                           "not the API key itself")
+        if not isinstance(self.extra_body, dict):
+            raise LabError(f"extra_body must be a dict of JSON fields, got {type(self.extra_body).__name__}")
+        if not isinstance(self.timeout_s, (int, float)) or self.timeout_s <= 0:
+            raise LabError(f"timeout_s must be a positive number of seconds, got {self.timeout_s!r}")
+
+    # ------------------------------------------------------------------ key, headers, URLs
+
+    @property
+    def api_key(self) -> str:
+        """The key, read from the environment now ('' when no variable is named or it is unset)."""
+        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+        if not key and self.key_required:
+            what = f"environment variable {self.api_key_env} is not set" if self.api_key_env else "no api_key_env is named"
+            raise LabError(f"endpoint {self.base_url}: an API key is required but {what}")
+        return key
+
+    def headers(self) -> dict:
+        key = self.api_key
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def key_hint(self) -> str:
+        """Where the key came from, for an error message (never the key)."""
+        if not self.api_key_env:
+            return "no API key was sent (api_key_env is empty)"
+        state = "set" if os.environ.get(self.api_key_env) else "NOT set"
+        return f"the API key comes from environment variable {self.api_key_env}, which is {state}"
+
+    def url(self, path: str) -> str:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise LabError(f"endpoint base_url {self.base_url!r}: must start with http:// or https:// "
+                           "(an OpenAI-compatible base URL ending in /v1)")
+        return self.base_url.rstrip("/") + path
+
+    # ------------------------------------------------------------------ the sync client (httpx)
+
+    def _http(self):
+        import httpx
+
+        if self._client is None:
+            self._client = httpx.Client(timeout=self.timeout_s)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _call(self, method: str, path: str, body: dict | None = None, timeout_s: float | None = None) -> dict:
+        """One request; any failure becomes a one-line LabError naming the URL (never the key)."""
+        import httpx
+
+        what, t = f"{method} {path}", timeout_s or self.timeout_s
+        try:
+            r = self._http().request(method, self.url(path), json=body, headers=self.headers(), timeout=t)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+            raise LabError(f"endpoint {self.base_url} unreachable: {type(e).__name__}: {_one_line(e)}") from None
+        except httpx.TimeoutException:
+            raise LabError(f"endpoint {self.base_url}: {what} timed out after {t:g} s") from None
+        except httpx.HTTPError as e:
+            raise LabError(f"endpoint {self.base_url}: {what} failed: {type(e).__name__}: {_one_line(e)}") from None
+        if r.status_code in (401, 403):
+            raise LabError(f"endpoint {self.base_url}: {what} gave HTTP {r.status_code}; {self.key_hint()}")
+        if r.status_code == 404 and path == "/models":
+            raise LabError(f"endpoint {self.base_url}: GET /models gave HTTP 404; "
+                           "is this an OpenAI-compatible base URL ending in /v1?")
+        if r.status_code != 200:
+            raise LabError(f"endpoint {self.base_url}: {what} gave HTTP {r.status_code}: {_one_line(r.text)}")
+        try:
+            data = r.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise LabError(f"endpoint {self.base_url}: {what} answered something that is not an OpenAI JSON "
+                           f"object ({_one_line(r.text, 80)!r}); is this an OpenAI-compatible server?")
+        return data
+
+    def preflight(self, timeout_s: float = 5.0) -> list[str]:
+        """GET /models: the served model names, or a one-line LabError within seconds for an
+        unreachable URL, a wrong scheme or path, a rejected key, a non-OpenAI answer, a wrong model."""
+        self.headers()  # a required but unset key fails here, before the network
+        data = self._call("GET", "/models", timeout_s=timeout_s)
+        try:
+            names = [m["id"] for m in data["data"]]
+        except (KeyError, TypeError):
+            raise LabError(f"endpoint {self.base_url}: GET /models is not an OpenAI model list "
+                           "(no data[].id); is this an OpenAI-compatible server?") from None
+        if names and self.model not in names:
+            raise LabError(f"endpoint {self.base_url} does not serve model {self.model!r}; it serves {names}")
+        return names
+
+    # ------------------------------------------------------------------ chat
+
+    def chat(self, messages: list[dict] | str, max_tokens: int, temperature: float = 0.0, **kw) -> Reply:
+        """One non-streaming chat completion (greedy by default); `kw` are extra body fields."""
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        body = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
+                "temperature": temperature, **self.extra_body, **kw}
+        t0 = time.perf_counter()
+        data = self._call("POST", "/chat/completions", body)
+        seconds = time.perf_counter() - t0
+        try:
+            choice = data["choices"][0]
+            text = choice["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError):
+            raise LabError(f"endpoint {self.base_url}: /chat/completions answer has no "
+                           "choices[0].message.content") from None
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        return Reply(text, _int_or_none(usage.get("completion_tokens")), _int_or_none(usage.get("prompt_tokens")),
+                     seconds, choice.get("finish_reason"))
+
+    def session(self, limit: int = 0):
+        """An aiohttp session for astream_chat (create it inside the running loop). limit=0: no
+        client-side connection cap, the caller sets the concurrency."""
+        import aiohttp
+
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(10.0, self.timeout_s), sock_read=self.timeout_s)
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit), timeout=timeout)
+
+    async def astream_chat(self, messages: list[dict], max_tokens: int, temperature: float = 0.0,
+                           session=None, **kw) -> Stream:
+        """Stream one chat completion and time every chunk. Failures (HTTP status, timeout after
+        timeout_s, dropped connection, an error event) become `error`, never an exception."""
+        import aiohttp
+
+        if session is None:
+            async with self.session() as s:
+                return await self.astream_chat(messages, max_tokens, temperature, session=s, **kw)
+        body = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "stream": True,
+                "stream_options": {"include_usage": True}, "temperature": temperature, **self.extra_body, **kw}
+        url, headers = self.url("/chat/completions"), self.headers()
+        st, parts = Stream(t0=time.perf_counter()), []
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                async with session.post(url, json=body, headers=headers) as resp:
+                    if resp.status != 200:
+                        text = (await resp.read()).decode(errors="replace")
+                        raise RuntimeError(f"HTTP {resp.status}: {text[:300]}")
+                    await _read_sse(resp, st, parts)
+        except TimeoutError:
+            st.error = f"timeout after {self.timeout_s:g} s"
+        except (aiohttp.ClientError, RuntimeError, OSError) as e:
+            st.error = (f"{type(e).__name__}: {e}"[:400]).rstrip(": ")
+        end = time.perf_counter()
+        st.text = "".join(parts)
+        if not st.error and st.ttft_ms is None:
+            st.error = "no content in the stream"
+        if not st.error:
+            st.e2e_ms = (end - st.t0) * 1000
+        return st
+
+    # ------------------------------------------------------------------ log-probs
+
+    def completion_logprobs(self, prompt: str, max_tokens: int = 1, top_logprobs: int = 20, **kw) -> Logprobs:
+        """POST /completions with `logprobs=top_logprobs` (greedy). The prompt is sent as it is:
+        apply the chat template yourself. A LabError when the server gives no log-probs."""
+        body = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0,
+                "logprobs": top_logprobs, **self.extra_body, **kw}
+        data = self._call("POST", "/completions", body)
+        try:
+            choice = data["choices"][0]
+            lp = choice.get("logprobs")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise LabError(f"endpoint {self.base_url}: /completions answer has no choices[0]") from None
+        if not isinstance(lp, dict) or not isinstance(lp.get("top_logprobs"), list) or not lp["top_logprobs"]:
+            raise LabError(f"endpoint {self.base_url}: /completions gave no logprobs.top_logprobs for model "
+                           f"{self.model!r}; this server does not return completion log-probs")
+        top = [{str(k): float(v) for k, v in (d or {}).items()} for d in lp["top_logprobs"]]
+        return Logprobs(choice.get("text") or "", list(lp.get("tokens") or []),
+                        [None if x is None else float(x) for x in lp.get("token_logprobs") or []], top)
+
+    def label_logprobs(self, prompt: str, labels, first_tokens=None, top_logprobs: int = 20,
+                       strict: bool = False) -> dict:
+        """{label: log-prob of the label's first token as the next token after `prompt`}, from
+        the server's top-`top_logprobs` list; None for a label not in that list (strict=True
+        raises instead). The server reports tokens as text, so each label is looked up as
+        `first_tokens[i]` (default: the label itself; pass the tokenizer's first-token text
+        when a label is several tokens, e.g. tok.decode(local.label_token_ids(tok, labels)[i]))."""
+        labels = list(labels)
+        keys = list(first_tokens) if first_tokens is not None else labels
+        if len(keys) != len(labels):
+            raise LabError(f"label_logprobs: {len(labels)} labels but {len(keys)} first tokens")
+        top = self.completion_logprobs(prompt, max_tokens=1, top_logprobs=top_logprobs).top_logprobs[0]
+        out = {lab: top.get(k) for lab, k in zip(labels, keys)}
+        missing = [lab for lab, v in out.items() if v is None]
+        if missing and strict:
+            shown = sorted(top, key=top.get, reverse=True)[:8]
+            raise LabError(f"label(s) {missing} not among the top {top_logprobs} next tokens from "
+                           f"{self.base_url} (top: {shown}); raise top_logprobs or check first_tokens")
+        return out
+
+    # ------------------------------------------------------------------ embeddings, openai
+
+    def embeddings(self, texts: list[str] | str) -> list[list[float]]:
+        """POST /embeddings: one vector per text, in the order given (the answer's `index` decides)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        data = self._call("POST", "/embeddings", {"model": self.model, "input": texts})
+        try:
+            items = sorted(enumerate(data["data"]), key=lambda p: p[1].get("index", p[0]))
+            vecs = [[float(x) for x in d["embedding"]] for _, d in items]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise LabError(f"endpoint {self.base_url}: /embeddings is not an OpenAI embedding list "
+                           "(data[].embedding)") from None
+        if len(vecs) != len(texts):
+            raise LabError(f"endpoint {self.base_url}: /embeddings gave {len(vecs)} vectors for {len(texts)} texts")
+        return vecs
+
+    def openai_client(self, async_: bool = True):
+        """An (Async)OpenAI client on the same base URL, key, timeout (no retries). extra_body is
+        not attached: the openai client has no default body; pass it per call where needed."""
+        from openai import AsyncOpenAI, OpenAI
+
+        cls = AsyncOpenAI if async_ else OpenAI
+        return cls(base_url=self.base_url, api_key=self.api_key or "none", timeout=self.timeout_s, max_retries=0)
+
+
+def _int_or_none(x) -> int | None:
+    try:
+        return None if x is None else int(x)
+    except (TypeError, ValueError):
+        return None
+
+
+async def _read_sse(resp, st: Stream, parts: list) -> None:
+    """SSE framing by hand: OpenAI-compatible engines send one `data:` line per event, and this
+    loop is the load generator's hot path (see the module docstring)."""
+    last = None
+    async for raw in resp.content:
+        if not raw.startswith(b"data:"):
+            continue  # blank separators, comments, `event:` lines
+        data = raw[5:].strip()
+        if data == b"[DONE]":
+            break
+        now = time.perf_counter()
+        try:
+            chunk = json.loads(data)
+            if not isinstance(chunk, dict):
+                raise ValueError
+        except ValueError:
+            st.malformed_chunks += 1
+            continue
+        if chunk.get("error"):
+            raise RuntimeError(f"engine error: {str(chunk['error'])[:300]}")
+        usage = chunk.get("usage")
+        if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
+            st.output_tokens = int(usage["completion_tokens"])
+            st.prompt_tokens = _int_or_none(usage.get("prompt_tokens"))
+        try:
+            content = (chunk.get("choices") or [{}])[0].get("delta", {}).get("content") or ""
+        except (AttributeError, IndexError, TypeError):
+            st.malformed_chunks += 1
+            continue
+        if not content:
+            continue
+        st.chunks += 1
+        parts.append(content)
+        if last is None:
+            st.ttft_ms = (now - st.t0) * 1000
+        else:
+            st.itl_ms.append((now - last) * 1000)
+        last = now
