@@ -31,7 +31,8 @@ def newest_runs(uri: str, suite: str) -> dict[str, dict[str, float]]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("before"), ap.add_argument("after"), ap.add_argument("suite")
+    for name in ("before", "after", "suite"):
+        ap.add_argument(name)
     ap.add_argument("--renamed", action="append", default=[], help="old=new metric name (repeatable)")
     ap.add_argument("--prefixes", default="quality.,count.,errors.,memory.weights",
                     help="compare only metrics starting with one of these (comma-separated); speed varies with load")
@@ -41,7 +42,7 @@ def main(argv=None) -> int:
     prefixes = tuple(a.prefixes.split(","))
     before, after = newest_runs(a.before, a.suite), newest_runs(a.after, a.suite)
     bad = False
-    print(f"| run | identical | differing | only before | only after |\n|---|---|---|---|---|")
+    print("| run | identical | differing | only before | only after |\n|---|---|---|---|---|")
     diffs = []
     for run in sorted(set(before) | set(after)):
         b = {ren.get(k, k): v for k, v in before.get(run, {}).items() if ren.get(k, k).startswith(prefixes)}
