@@ -38,3 +38,16 @@ def write(tmp_path):
         p.write_text(text)
         return p
     return _write
+
+
+@pytest.fixture
+def server(request):
+    """The loopback OpenAI-compatible server (llm.loopback) on 127.0.0.1; returns its base URL.
+    Parametrize with indirect=True: request.param = dict(tokens=..., api_key=..., malformed_every=...,
+    die_after=...)."""
+    from llmarch_lab.llm import loopback
+
+    proc, base = loopback.start(**getattr(request, "param", {}))
+    yield base
+    proc.kill()
+    proc.wait()

@@ -21,15 +21,6 @@ MSGS = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture
-def server(request):
-    """The loopback server; parametrize via request.param = dict(tokens=..., api_key=..., ...)."""
-    proc, base = loopback.start(**getattr(request, "param", {}))
-    yield base
-    proc.kill()
-    proc.wait()
-
-
-@pytest.fixture
 def odd_server():
     """A stdlib HTTP server answering every GET and POST with HTTP 200 and the body in `answer`."""
     answer = {"body": b""}

@@ -10,7 +10,6 @@ import yaml
 from llmarch_lab import LabError, models
 from llmarch_lab.labs.serving import deploy, engines, load, metrics, workload
 from llmarch_lab.labs.serving.lab import ServingParams, run
-from llmarch_lab.llm import loopback
 
 
 def _reqs(max_tokens=8):
@@ -30,15 +29,6 @@ def llamacpp(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tok():
     return models.load_tokenizer(models.SMOLLM2)
-
-
-@pytest.fixture
-def server(request):
-    """A trivial streaming server; parametrize via request.param = dict(tokens=..., malformed_every=..., die_after=...)."""
-    proc, base = loopback.start(**getattr(request, "param", {}))
-    yield base
-    proc.kill()
-    proc.wait()
 
 
 # ------------------------------------------------------------------ the real engine
@@ -131,7 +121,9 @@ def test_server_death_turns_the_rest_into_errors(server):
     recs, _ = load.run_level(load.Target(server, "loopback", timeout_s=10), _reqs(4), "concurrent", 2,
                              max_requests=12, max_seconds=30)
     assert len(recs) == 12
-    assert sum(r.ok for r in recs) == 5
+    # The server exits when the 6th request arrives; with two in flight, the 5th may still be
+    # streaming then and be cut off with the rest.
+    assert sum(r.ok for r in recs) in (4, 5)
     assert all("Error" in r.error or "refused" in r.error.lower() or r.error for r in recs if not r.ok)
 
 
