@@ -14,7 +14,7 @@ One run = one precision mode (`quant`) of one model (`target`):
   docs/s encoding Cranfield and dense-retrieval nDCG@10 (the RAG lab's ranx metrics).
 
 A mode the device cannot run finishes as a run tagged `skipped` with `skip_reason`, and no
-metrics. `quant_report.compare(suite)` turns a suite's runs into the comparison table and plots.
+metrics. `report.report(suite)` turns a suite's runs into the comparison table, delta intervals and plots.
 """
 
 from __future__ import annotations
