@@ -114,6 +114,12 @@ runs:
     assert table.set_index("quant").loc["fp16", "skipped"].startswith("fp16 is a GPU mode")
     assert table.pareto.any() and not table.set_index("quant").loc["fp16", "pareto"]
     assert set(quant_report.plots(table)) == {"ppl_vs_decode", "memory_per_mode"}
+    # the lab's report: the same table plus paired-bootstrap intervals of the deltas (3 windows each)
+    rep = quant_report.report("quant-test").table.set_index("quant")
+    for q in ("int8", "nf4"):
+        lo, hi = rep.loc[q, "delta_ci95_low"], rep.loc[q, "delta_ci95_high"]
+        assert math.isfinite(lo) and math.isfinite(hi) and lo <= hi, (q, lo, hi)
+    assert math.isnan(rep.loc["fp32", "delta_ci95_low"])  # the reference itself has no interval
 
 
 @pytest.mark.slow
