@@ -58,6 +58,8 @@ class Report:
         return header, rows
 
     def markdown(self) -> str:
+        # Joined by hand rather than DataFrame.to_markdown: the cells carry the direction arrows and
+        # best-value stars, and unpadded pipe rows stay greppable in logs and diffs.
         if self.empty:
             return f"**{self.title}**: no finished runs\n"
         header, rows = self._cells()

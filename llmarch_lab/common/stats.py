@@ -11,7 +11,7 @@ every lab reports the same set, PCTS, so a p90 means the same thing in every tab
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping
 
 from llmarch_lab import LabError
 
@@ -96,16 +96,3 @@ def pareto_front(df, objectives: Mapping[str, str], tol: float = 0.02) -> list:
         if not dominated:
             front.append(i)
     return front
-
-
-def directions(columns: Sequence[str], prefix_of: Mapping[str, str]) -> dict[str, str]:
-    """{column: "higher"|"lower"} for table columns named by their metric without its prefix
-    (`perplexity` for quality.perplexity), looked up in the metric specs (schema.direction)."""
-    from llmarch_lab import schema
-
-    out = {}
-    for c in columns:
-        full = prefix_of.get(c)
-        if full:
-            out[c] = schema.direction(full)
-    return out

@@ -65,8 +65,7 @@ class Generator:
         passages = list(passages)
         while True:
             msgs = [{"role": "user", "content": self.prompt(question, passages)}]
-            enc = self.tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt",
-                                               return_dict=True)
+            enc = local.chat_ids(self.tok, msgs)
             if enc["input_ids"].shape[1] <= self.max_prompt_tokens:
                 return enc, len(passages)
             if len(passages) <= 1:

