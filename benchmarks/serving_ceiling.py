@@ -31,8 +31,8 @@ def main(argv=None) -> int:
 
     import pandas as pd
 
-    from llmarch_lab.labs.serving import load, metrics
-    from llmarch_lab.llm import loopback
+    from llmarch_lab.labs.serving import metrics
+    from llmarch_lab.llm import load, loopback
 
     proc, base = loopback.start(tokens=a.tokens)
     rows = []

@@ -78,7 +78,8 @@ def parse_guidellm(report: dict) -> dict:
 
 def run_lab(base_url: str, model: str, tok, prompt_tokens: int, output_tokens: int, streams: int,
             requests: int, extra_body: dict) -> dict:
-    from llmarch_lab.labs.serving import load, metrics, workload
+    from llmarch_lab.labs.serving import metrics, workload
+    from llmarch_lab.llm import load
 
     reqs = workload.build("synthetic", tok, requests, prompt_tokens, output_tokens, seed=streams)
     target = load.Target(base_url, model, extra_body=extra_body, timeout_s=600)
@@ -107,8 +108,8 @@ def main(argv=None) -> int:
     import pandas as pd
 
     from llmarch_lab import LabError, models, paths
-    from llmarch_lab.labs.serving import engines
     from llmarch_lab.labs.serving.lab import ServingParams, fixed_output_body
+    from llmarch_lab.llm import engines
 
     try:
         guidellm_bin()

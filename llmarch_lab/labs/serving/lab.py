@@ -24,7 +24,8 @@ from pydantic import Field, model_validator
 
 from llmarch_lab import LabError, models, paths
 from llmarch_lab.config import EndpointFields
-from llmarch_lab.labs.serving import deploy, engines, load, metrics, report, workload
+from llmarch_lab.labs.serving import deploy, metrics, report, workload
+from llmarch_lab.llm import engines, load
 from llmarch_lab.results import Result
 
 
@@ -69,11 +70,9 @@ class ServingParams(EndpointFields):
     @model_validator(mode="after")
     def _consistent(self):
         if self.engine == "external" and not self.base_url:
-            raise ValueError("engine=external needs base_url (an OpenAI-compatible URL ending in /v1)")
+            raise ValueError("base_url: engine=external needs one (an OpenAI-compatible URL ending in /v1)")
         if self.engine != "external" and self.base_url:
-            raise ValueError(f"base_url is only for engine=external; engine={self.engine} is started by the lab")
-        if self.base_url and not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url {self.base_url!r}: must start with http:// or https://")
+            raise ValueError(f"base_url: only for engine=external; engine={self.engine} is started by the lab")
         if any(v <= 0 for v in self.levels):
             raise ValueError("levels: every level must be > 0")
         if self.profile == "concurrent" and any(v != int(v) for v in self.levels):

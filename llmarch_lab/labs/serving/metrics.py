@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from llmarch_lab.common import stats
-from llmarch_lab.labs.serving.load import Record
+from llmarch_lab.llm.load import Record
 
 
 def _pcts(name: str, values, out: dict) -> None:

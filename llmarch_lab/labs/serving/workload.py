@@ -12,7 +12,7 @@ import random
 from typing import Iterator
 
 from llmarch_lab import LabError, datasets
-from llmarch_lab.labs.serving.load import Request
+from llmarch_lab.llm.load import Request
 
 WORKLOADS = ("synthetic", "pubmedqa")
 

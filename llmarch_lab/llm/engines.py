@@ -189,7 +189,7 @@ def launch(engine: str, model: str = models.SMOLLM2, *, log_path: Path, dtype: s
     return eng
 
 
-if __name__ == "__main__":  # python -m llmarch_lab.labs.serving.engines llamacpp  -> serve until Ctrl-C
+if __name__ == "__main__":  # python -m llmarch_lab.llm.engines llamacpp  -> serve until Ctrl-C
     e = launch(sys.argv[1] if len(sys.argv) > 1 else "llamacpp", log_path=Path("/tmp/llmarch-engine.log"))
     print(f"{e.engine} serving {e.model_name} at {e.base_url} (ready in {e.start_s:.1f} s); Ctrl-C stops it")
     with e:
