@@ -2,17 +2,19 @@
 
     llmarch-lab run experiments/quickstart.yaml            # run (resumes: finished runs are skipped)
     llmarch-lab run quickstart --only rag --force         # one entry, re-run even if finished
-    llmarch-lab run experiments/quantization.yaml --workers 2 --dry-run
+    llmarch-lab run experiments/quantization.yaml --workers 2 --dry-run --show-params
     llmarch-lab list                                       # suites, notebooks and their parameters
-    llmarch-lab report quickstart                          # latest result per run of a suite
+    llmarch-lab report quickstart                          # each lab's table of a suite's runs
     llmarch-lab ui                                         # mlflow ui on 127.0.0.1:5000
 
-Errors in a suite or its parameters print one line (`error: file:line: field: message`) and
-exit with status 2 before anything runs; a failed run makes `run` exit with status 1.
+Bad input (a suite, a parameter, a flag, the store) prints one line (`error: file:line: field:
+message`) and exits with status 2 before anything runs or is written; a failed run makes `run`
+exit with status 1. LLMARCH_DEBUG=1 shows a traceback for an unexpected error.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -23,13 +25,23 @@ import typer
 
 from llmarch_lab import LabError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+MAX_WORKERS = 64  # notebooks in parallel; each is a kernel process with its own model copies
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
                   help="llmarch-lab: LLM architecture studies as notebooks, logged to MLflow.")
 
 
 def _fail(e: Exception, code: int = 2):
     typer.echo(f"error: {e}", err=True)
     raise typer.Exit(code)
+
+
+def _quiet_mlflow() -> None:
+    # MLflow's INFO lines ("Creating initial MLflow database tables...") are not the user's
+    # business; MLflow sets its logger's level from this variable when it is imported.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _table(rows: list[dict[str, str]], title: str) -> None:
@@ -48,22 +60,45 @@ def _table(rows: list[dict[str, str]], title: str) -> None:
     Console(width=max(120, int(os.environ.get("COLUMNS", "0") or 0))).print(table)
 
 
-@app.command()
-def run(suite: Path = typer.Argument(..., help="Suite file (experiments/NAME.yaml) or its name."),
-        workers: int = typer.Option(1, "--workers", "-w", min=1, help="Notebooks executed in parallel."),
-        only: Optional[list[str]] = typer.Option(None, "--only", help="Run only this entry (repeatable)."),
-        dry_run: bool = typer.Option(False, "--dry-run", help="Validate and list what would run."),
+RUN_EXAMPLES = """Examples:
+
+  llmarch-lab run experiments/quickstart.yaml       # resumes: FINISHED runs are skipped
+  llmarch-lab run quickstart --only rag --force    # one entry, re-run even if finished
+  llmarch-lab run rag --dry-run --show-params      # validate, show what would run, write nothing
+"""
+
+
+@app.command(epilog=RUN_EXAMPLES)
+def run(suite: Path = typer.Argument(..., metavar="SUITE", help="Suite file (experiments/NAME.yaml) or its name."),
+        workers: int = typer.Option(1, "--workers", "-w", min=1, max=MAX_WORKERS,
+                                    help=f"Notebooks executed in parallel (1..{MAX_WORKERS})."),
+        only: Optional[list[str]] = typer.Option(None, "--only", metavar="NAME",
+                                                 help="Run only this entry or run name (repeatable)."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Validate and list what would run; writes nothing."),
+        show_params: bool = typer.Option(False, "--show-params", help="Print each run's resolved parameters."),
         force: bool = typer.Option(False, "--force", help="Re-run even runs that already FINISHED."),
+        max_runs: int = typer.Option(10_000, "--max-runs", min=1, metavar="N",
+                                     help="Refuse a suite whose grids expand to more runs than this."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")):
     """Validate every parameter set of SUITE, then execute what is not finished yet."""
     from llmarch_lab import config, paths, runner
 
+    notes: list[str] = []
     try:
-        s = config.load_suite(suite, only=only)
-        outcomes = runner.run_suite(s, workers=workers, force=force, dry_run=dry_run, progress=not quiet)
+        s = config.load_suite(suite, only=only, max_runs=max_runs, notes=notes)
+        for line in notes:
+            typer.echo(f"note: {line}", err=True)
+        if show_params:
+            _print_params(s)
+        outcomes = runner.run_suite(s, workers=workers, force=force, dry_run=dry_run, progress=not quiet,
+                                    announce=lambda line: typer.echo(line, err=True))
     except LabError as e:
         _fail(e)
-    _table(runner.summary_rows(outcomes), f"suite {s.name} ({len(outcomes)} runs)")
+    rows = runner.summary_rows(outcomes)
+    if dry_run:
+        for row, o in zip(rows, outcomes):
+            row["params (suite)"] = ", ".join(f"{k}={v}" for k, v in o.spec.overrides.items()) or "(defaults)"
+    _table(rows, f"suite {s.name} ({len(outcomes)} runs{', dry run: nothing written' if dry_run else ''})")
     if not dry_run:
         typer.echo(f"Browse the results: make ui  (or: mlflow ui --backend-store-uri {paths.tracking_uri()})")
     if any(o.status == "FAILED" for o in outcomes):
@@ -73,11 +108,44 @@ def run(suite: Path = typer.Argument(..., help="Suite file (experiments/NAME.yam
         raise typer.Exit(1)
 
 
-@app.command("list")
-def list_(params: bool = typer.Option(True, help="Show each notebook's parameters."),
+def _print_params(s) -> None:
+    import yaml
+
+    for spec in s.runs:
+        typer.echo(f"# {spec.name}  ({spec.notebook.stem}, lab {spec.lab})")
+        typer.echo(yaml.safe_dump(spec.resolved(), sort_keys=True, allow_unicode=True).rstrip())
+
+
+def _type_text(f) -> str:
+    """A parameter's type as a user reads it: 'int 1..4096', 'fp32|int8|nf4', 'list[str]'."""
+    import typing
+
+    ann = f.annotation
+    if typing.get_origin(ann) is typing.Literal:
+        text = "|".join(str(a) for a in typing.get_args(ann))
+    elif isinstance(ann, type) and typing.get_origin(ann) is None:
+        text = ann.__name__
+    else:
+        text = str(ann).replace("typing.", "")
+    bounds = {}
+    for m in f.metadata:
+        for attr in ("ge", "gt", "le", "lt"):
+            if getattr(m, attr, None) is not None:
+                bounds[attr] = getattr(m, attr)
+        if getattr(m, "pattern", None):
+            text += f" /{m.pattern}/"
+    if bounds:
+        lo = f"{bounds['ge']}" if "ge" in bounds else (f">{bounds['gt']}" if "gt" in bounds else "")
+        hi = f"{bounds['le']}" if "le" in bounds else (f"<{bounds['lt']}" if "lt" in bounds else "")
+        text += f" {lo}..{hi}"
+    return text
+
+
+@app.command("list", epilog="Examples:\n\n  llmarch-lab list\n  llmarch-lab list --no-params\n  llmarch-lab list --metrics\n")
+def list_(params: bool = typer.Option(True, "--params/--no-params", help="Show each notebook's parameters."),
           metrics: bool = typer.Option(False, "--metrics", help="List the declared metrics instead (schema.SPECS).")):
-    """Suites in experiments/ and notebooks with their parameters (name, type, default, help)."""
-    from llmarch_lab import config
+    """Suites in experiments/ and notebooks with their parameters (name, type and range, default, help)."""
+    from llmarch_lab import config, paths
 
     if metrics:
         from llmarch_lab import schema
@@ -86,10 +154,17 @@ def list_(params: bool = typer.Option(True, help="Show each notebook's parameter
             typer.echo(f"{s.pattern:<44} {s.direction:<7} {s.unit:<11} {s.meaning}")
         return
 
+    try:
+        home = paths.home()
+    except LabError as e:
+        _fail(e)
+    if not (home / "experiments").is_dir() and not config.notebooks_dir().is_dir():
+        _fail(LabError(f"{home}: no experiments/ or notebooks/ folder here (LLMARCH_HOME="
+                       f"{os.environ.get('LLMARCH_HOME', '(unset)')})"))
     for f in config.suite_files():
         try:
             s = config.load_suite(f)
-            typer.echo(f"suite {s.name:<16} {len(s.runs):>3} runs  {f.relative_to(config.paths.home())}  {s.description}")
+            typer.echo(f"suite {s.name:<16} {len(s.runs):>3} runs  {f.relative_to(home)}  {s.description}")
         except LabError as e:
             typer.echo(f"suite {f.stem:<16} INVALID  {e}")
     for nb in sorted(config.notebooks_dir().glob("*.ipynb")):
@@ -101,44 +176,66 @@ def list_(params: bool = typer.Option(True, help="Show each notebook's parameter
         typer.echo(f"\nnotebook {nb.stem}  (lab {cls.lab}, {cls.__module__}:{cls.__name__})")
         if params:
             for name, f in cls.model_fields.items():
-                ann = getattr(f.annotation, "__name__", str(f.annotation)).replace("typing.", "")
-                typer.echo(f"  {name:<22} {ann:<14} = {f.default!r:<28} {f.description or ''}")
+                typer.echo(f"  {name:<22} {_type_text(f):<22} = {f.default!r:<24} {f.description or ''}")
 
 
-@app.command()
-def report(suite: str = typer.Argument(..., help="Suite name (its MLflow experiment)."),
-           fmt: str = typer.Option("rich", "--format", "-f", help="rich (console) | md | csv."),
+REPORT_EXAMPLES = """Examples:
+
+  llmarch-lab report quickstart
+  llmarch-lab report rag --lab rag --format md --out docs/results/rag.md
+  llmarch-lab report serving --format csv > serving.csv
+"""
+
+
+@app.command(epilog=REPORT_EXAMPLES)
+def report(suite: str = typer.Argument(..., metavar="SUITE", help="Suite name (its MLflow experiment)."),
+           fmt: str = typer.Option("rich", "--format", "-f", metavar="rich|md|csv", help="rich (console) | md | csv."),
            out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the table here instead of printing."),
            lab: Optional[str] = typer.Option(None, "--lab", help="Only this lab's table.")):
-    """Each lab's own table of a suite's finished runs, read from the MLflow store."""
+    """Each lab's own table of a suite's finished runs (its key metrics first), then the runs
+    that FAILED or were KILLED with their error, read from the MLflow store."""
     from llmarch_lab import paths, registry, tracking
     from llmarch_lab.common.report import write_atomic
 
     if fmt not in ("rich", "md", "csv"):
         _fail(LabError(f"--format: {fmt!r} is not one of rich, md, csv"))
     try:
-        tracking.require_reachable()
-        labs = tracking.labs_in(suite)
         if lab is not None:
             registry.get(lab)
+        if not tracking.require_store(write=False):
+            raise LabError(f"no MLflow store at {paths.tracking_uri()} yet: nothing has run "
+                           "(llmarch-lab run SUITE), or MLFLOW_TRACKING_URI points elsewhere")
+        labs = tracking.labs_in(suite)
+        if lab is not None:
             labs = [x for x in labs if x == lab]
         unknown = [x for x in labs if x not in registry.LABS]
         reports = [registry.report(x, suite) for x in labs if x in registry.LABS]
+        failed = tracking.unfinished_runs(suite, lab)
     except LabError as e:
         _fail(e)
-    if not reports:
-        _fail(LabError(f"suite {suite!r}: no finished runs{' of lab ' + lab if lab else ''} in {paths.tracking_uri()}"))
+    if not reports and not failed:
+        _fail(LabError(f"suite {suite!r}: no runs{' of lab ' + lab if lab else ''} in {paths.tracking_uri()}"))
+    failed_lines = [f"{r['status']} {r['name']} ({r['lab']}): {r['error'] or 'no error recorded'}" for r in failed]
     if fmt == "rich" and out is None:
         for rep in reports:
             rep.print()
+        for line in failed_lines:
+            typer.echo(line)
     else:
-        text = "\n".join(rep.markdown() if fmt == "md" else rep.csv() for rep in reports) if fmt != "rich" else \
-            "\n".join(rep.markdown() for rep in reports)
+        text = "\n".join(rep.csv() if fmt == "csv" else rep.markdown() for rep in reports)
+        if failed_lines and fmt != "csv":
+            text += "\n**Not finished**\n\n" + "".join(f"- {x}\n" for x in failed_lines)
         if out is None:
             typer.echo(text, nl=False)
         else:
-            write_atomic(out, text)
+            try:
+                write_atomic(out, text)
+            except OSError as e:
+                _fail(LabError(f"--out {out}: cannot write ({e.strerror or e})"))
             typer.echo(f"wrote {out}")
+    if failed_lines and fmt == "csv":
+        for line in failed_lines:
+            typer.echo(line, err=True)
     for x in unknown:
         typer.echo(f"note: runs of lab {x!r} have no registered report", err=True)
 
@@ -157,9 +254,45 @@ def ui(port: int = typer.Option(5000, help="Port on 127.0.0.1.")):
     raise typer.Exit(subprocess.call(cmd))
 
 
-def main():  # pragma: no cover - console entry point
-    app()
+def main(argv: list[str] | None = None) -> int:
+    """The console entry point: every failure is one line on stderr and an exit status
+    (2 bad input or usage, 1 a failed run or an unexpected error, 130 interrupted)."""
+    _quiet_mlflow()
+    try:
+        rc = app(args=argv, prog_name="llmarch-lab", standalone_mode=False)
+        return rc if isinstance(rc, int) else 0
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        return 130
+    except typer.TyperException as e:  # (typer's click) usage: bad flag, value out of range, no argument
+        msg = e.format_message() if hasattr(e, "format_message") else str(e)
+        typer.echo(f"error: {msg} (see: llmarch-lab {_command(argv)}--help)", err=True)
+        return 2
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted", err=True)
+        return 130
+    except LabError as e:
+        typer.echo(f"error: {e}", err=True)
+        return 2
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, not 300 of traceback
+        if os.environ.get("LLMARCH_DEBUG"):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        typer.echo(f"error: unexpected {type(e).__name__}: {first} (LLMARCH_DEBUG=1 shows the traceback; "
+                   "please report it)", err=True)
+        return 1
+
+
+def _command(argv) -> str:
+    args = sys.argv[1:] if argv is None else argv
+    return next((a + " " for a in args if a in ("run", "list", "report", "ui")), "")
+
+
+def console_main() -> None:  # pragma: no cover - the `llmarch-lab` script
+    sys.exit(main())
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    console_main()

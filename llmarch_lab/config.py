@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from llmarch_lab import LabError, models, paths
 
@@ -87,37 +87,95 @@ class EndpointFields(LabParams):
     """Mixin: an OpenAI-compatible endpoint (llm.endpoint.Endpoint); the key stays in the environment."""
 
     base_url: str = Field("", description="OpenAI-compatible base URL ending in /v1, e.g. http://gpu-box:8000/v1.")
-    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key (the key itself is never a parameter, never logged).")
+    api_key_env: str = Field("OPENAI_API_KEY", pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$", description="Environment variable holding the API key (the key itself is never a parameter, never logged).")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if v and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError("must be an http:// or https:// URL (an OpenAI-compatible base URL ending in /v1)")
+        return v
 
 
 def format_validation_error(err: ValidationError, where: str, lines: dict | None = None,
-                            prefix: tuple = ()) -> str:
+                            prefix: tuple = (), fields=None) -> str:
     """One line: `where:LINE: field: message` for each error, joined with '; '."""
     parts = []
     for e in err.errors():
-        loc = tuple(str(x) for x in e["loc"])
-        name = ".".join(loc) or "(root)"
-        line = _line_for(lines or {}, prefix + tuple(e["loc"]))
+        loc = tuple(e["loc"])
+        msg = e["msg"]
+        if not loc and e["type"] == "value_error":
+            # A model validator (a check across fields) names the field it is about first,
+            # "base_url 'ftp://x': must ...": point at that field and its line, not at "(root)".
+            msg = msg.removeprefix("Value error, ")
+            m = re.match(r"([A-Za-z_][A-Za-z0-9_]*)\b[ :]*", msg)
+            if m and m.group(1) in (fields or ()):
+                loc, msg = (m.group(1),), msg[m.end():] or msg
+        name = ".".join(str(x) for x in loc) or "(root)"
+        line = _line_for(lines or {}, prefix + loc)
         at = f"{where}:{line}" if line else where
         if e["type"] == "extra_forbidden":
             msg = "unknown parameter"
-        else:
-            msg = e["msg"]
-            if "input" in e and e["type"] not in ("missing",):
-                msg += f" (got {e['input']!r})"[:120]
+        elif "input" in e and e["type"] != "missing" and e["loc"]:
+            msg = msg.removeprefix("Value error, ")  # a whole-model input is not shown
+            msg += _shorten(f" (got {e['input']!r})", 120)
         parts.append(f"{at}: {name}: {msg}")
     return "; ".join(parts)
 
 
+def _shorten(text: str, n: int) -> str:
+    """At most n characters, cut at a word boundary with an ellipsis (never mid-word)."""
+    if len(text) <= n:
+        return text
+    cut = text[: n - 1].rsplit(" ", 1)[0]
+    return (cut if len(cut) > n // 2 else text[: n - 1]) + "…"
+
+
 def validate_params(cls: type[LabParams], values: dict[str, Any], where: str,
-                    lines: dict | None = None, prefix: tuple = ()) -> LabParams:
+                    lines: dict | None = None, prefix: tuple = (), notes: list[str] | None = None) -> LabParams:
+    """Validate `values` against `cls`; a LabError of one line naming file:line: field.
+
+    Stricter than pydantic's lax mode where it would silently change a value: a bool is never an
+    int or a float (YAML `true` is not 1), and a whole float for an int field (8.0) is taken as
+    the int, with a note appended to `notes` so the CLI can say so."""
+    def at(k):
+        line = _line_for(lines or {}, prefix + (k,))
+        return f"{where}:{line}" if line else where
+
+    for k, v in values.items():
+        f = cls.model_fields.get(k)
+        if f is None:
+            continue
+        kinds = _scalar_kinds(f.annotation)
+        for item in (v if isinstance(v, list) and list in kinds else [v]):
+            if isinstance(item, bool) and bool not in kinds and kinds & {int, float}:
+                raise LabError(f"{at(k)}: {k}: {item!r} is a boolean; this parameter is a number")
+            if (isinstance(item, float) and int in kinds and float not in kinds and item.is_integer()
+                    and notes is not None):
+                notes.append(f"{at(k)}: {k}: {item!r} taken as the integer {int(item)}")
     try:
         return cls(**values)
     except ValidationError as err:
-        msg = format_validation_error(err, where, lines, prefix)
+        msg = format_validation_error(err, where, lines, prefix, fields=cls.model_fields)
         if "unknown parameter" in msg:
             msg += f" (valid: {', '.join(cls.model_fields)})"
         raise LabError(msg) from None
+
+
+def _scalar_kinds(annotation) -> set:
+    """The plain types an annotation admits: int | None -> {int, NoneType}; list[int] -> {list, int}."""
+    from typing import Union, get_args, get_origin
+
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _scalar_kinds(get_args(annotation)[0])
+    if origin in (Union, getattr(__import__("types"), "UnionType", Union)):
+        return set().union(*(_scalar_kinds(a) for a in get_args(annotation)))
+    if origin in (list, tuple, set):
+        return {list}.union(*(_scalar_kinds(a) for a in get_args(annotation) if a is not Ellipsis))
+    if origin is Literal:
+        return {type(a) for a in get_args(annotation)}
+    return {annotation} if isinstance(annotation, type) else set()
 
 
 def _line_for(lines: dict, path: tuple) -> int | None:
@@ -251,33 +309,65 @@ def _compose_with_lines(text: str, where: str):
     lines: dict[tuple, int] = {}
 
     def walk(node, path):
-        lines[path] = node.start_mark.line + 1
+        lines.setdefault(path, node.start_mark.line + 1)  # a key's own line wins over its value's
         if isinstance(node, yaml.MappingNode):
             out = {}
             for k, v in node.value:
+                if not isinstance(k, yaml.ScalarNode):
+                    raise LabError(f"{where}:{k.start_mark.line + 1}: a mapping key must be a plain name, "
+                                   "not a list or a mapping")
                 key = k.value
+                if key in out:  # PyYAML keeps the last value silently; a suite never means that
+                    raise LabError(f"{where}:{k.start_mark.line + 1}: {'.'.join(map(str, path + (key,)))}: "
+                                   f"duplicate key (first set on line {lines[path + (key,)]})")
                 lines[path + (key,)] = k.start_mark.line + 1
                 out[key] = walk(v, path + (key,))
             return out
         if isinstance(node, yaml.SequenceNode):
             return [walk(v, path + (i,)) for i, v in enumerate(node.value)]
         loader = yaml.SafeLoader("")
-        return loader.construct_object(node, deep=True)
+        try:
+            return loader.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, OverflowError) as e:  # e.g. a date like 2026-13-45
+            raise LabError(f"{where}:{node.start_mark.line + 1}: bad YAML value {node.value!r}: "
+                           f"{str(e).splitlines()[0][:120]}") from None
 
     return (walk(root, ()) if root is not None else None), lines
 
 
-def load_suite(path: str | Path, only: list[str] | None = None) -> Suite:
-    """Load, expand and validate a suite file. Raises LabError before anything executes."""
+def read_text_strict(path: Path) -> str:
+    """A text file as UTF-8; a LabError naming file:line:column of the first byte that is not."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise LabError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise LabError(f"{path}:{line}:{col}: not UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8") from None
+
+
+MAX_RUNS = 10_000  # a suite that expands to more is refused before expansion (--max-runs)
+
+
+def load_suite(path: str | Path, only: list[str] | None = None, max_runs: int = MAX_RUNS,
+               notes: list[str] | None = None) -> Suite:
+    """Load, expand and validate a suite file. Raises LabError before anything executes.
+
+    `notes` collects lines worth telling the user that are not errors (a float taken as an int)."""
     path = Path(path)
     if not path.is_file():
         alt = paths.home() / "experiments" / (str(path) if str(path).endswith((".yaml", ".yml")) else f"{path}.yaml")
         if alt.is_file():
             path = alt
+        elif path.exists():
+            raise LabError(f"{path}: not a file (a suite is a YAML file)")
         else:
             raise LabError(f"{path}: suite file not found")
     where = str(path)
-    data, lines = _compose_with_lines(path.read_text(), where)
+    data, lines = _compose_with_lines(read_text_strict(path), where)
     if not isinstance(data, dict):
         raise LabError(f"{where}:1: a suite is a mapping with keys {sorted(SUITE_KEYS)}")
     for key in data:
@@ -290,6 +380,11 @@ def load_suite(path: str | Path, only: list[str] | None = None) -> Suite:
     if not isinstance(entries, list) or not entries:
         raise LabError(f"{where}:{_line_for(lines, ('runs',))}: runs: must be a non-empty list of runs")
 
+    _check_size(entries, where, lines, max_runs)
+    names = [e.get("name") for e in entries if isinstance(e, dict)]
+    for o in only or ():
+        if o not in names and not any(isinstance(n, str) and o.startswith(n + "[") for n in names):
+            raise LabError(f"{where}: --only {o}: no such run (valid: {', '.join(map(str, names))})")
     runs: list[RunSpec] = []
     seen: set[str] = set()
     for i, entry in enumerate(entries):
@@ -310,7 +405,10 @@ def load_suite(path: str | Path, only: list[str] | None = None) -> Suite:
             nb = resolve_notebook(entry["notebook"], base=path.parent)
         except LabError as e:
             raise LabError(f"{where}:{_line_for(lines, p + ('notebook',))}: runs[{i}] ({ename}).notebook: {e}") from None
-        cls = notebook_params_class(nb)
+        try:
+            cls = notebook_params_class(nb)
+        except LabError as e:
+            raise LabError(f"{where}:{_line_for(lines, p + ('notebook',))}: runs[{i}] ({ename}).notebook: {e}") from None
         params = entry.get("params") or {}
         grid = entry.get("grid") or {}
         for key, value in (("params", params), ("grid", grid)):
@@ -336,12 +434,27 @@ def load_suite(path: str | Path, only: list[str] | None = None) -> Suite:
             value_lines = {(): _line_for(lines, p),
                            **{(k,): _line_for(lines, p + ("params", k)) for k in params},
                            **{(k,): _line_for(lines, p + ("grid", k)) for k in keys}}
-            model = validate_params(cls, overrides, f"{where}", value_lines, ())
+            model = validate_params(cls, overrides, f"{where}", value_lines, (), notes=notes)
             runs.append(RunSpec(suite=name, name=label, notebook=nb, params=model, overrides=overrides))
     if only and not runs:
-        names = ", ".join(str(e.get("name")) for e in entries if isinstance(e, dict))
-        raise LabError(f"{where}: --only {','.join(only)}: no such run (valid: {names})")
+        raise LabError(f"{where}: --only {','.join(only)}: no such run (valid: {', '.join(map(str, names))})")
     return Suite(name=name, path=path.resolve(), description=str(data.get("description") or ""), runs=runs)
+
+
+def _check_size(entries: list, where: str, lines: dict, max_runs: int) -> None:
+    """Refuse a suite whose grids expand to more than max_runs runs, counted before expanding."""
+    total = 0
+    for i, entry in enumerate(entries):
+        grid = entry.get("grid") if isinstance(entry, dict) else None
+        n = 1
+        if isinstance(grid, dict):
+            for v in grid.values():
+                n *= len(v) if isinstance(v, list) else 1
+        total += n
+        if n > max_runs or total > max_runs:
+            what = f"runs[{i}].grid expands to {n:,} runs" if n > max_runs else f"the suite expands to {total:,}+ runs"
+            raise LabError(f"{where}:{_line_for(lines, ('runs', i, 'grid'))}: {what}, over the cap of "
+                           f"{max_runs:,} (--max-runs N to allow more)")
 
 
 def suite_files() -> list[Path]:

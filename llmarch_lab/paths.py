@@ -14,11 +14,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from llmarch_lab import LabError
+
 
 def home() -> Path:
     env = os.environ.get("LLMARCH_HOME")
     if env:
-        return Path(env).expanduser().resolve()
+        path = Path(env).expanduser().resolve()
+        if not path.is_dir():
+            raise LabError(f"LLMARCH_HOME={env}: {'not a directory' if path.exists() else 'no such directory'} "
+                           "(it should be a checkout with experiments/ and notebooks/; unset it to use this one)")
+        return path
     checkout = Path(__file__).resolve().parent.parent
     if (checkout / "experiments").is_dir() and (checkout / "notebooks").is_dir():
         return checkout
@@ -42,8 +48,16 @@ def mlruns_dir() -> Path:
 
 
 def tracking_uri() -> str:
+    """The store's URI; nothing is created here (tracking.require_store creates it for a write)."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    mlruns_dir().mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{mlruns_dir() / 'mlflow.db'}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI (None for other stores and in-memory sqlite)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    rest = uri[len("sqlite:///"):].split("?", 1)[0]
+    return None if rest in ("", ":memory:") else Path(rest)

@@ -32,7 +32,7 @@ from pathlib import Path
 import psutil
 import yaml
 
-from llmarch_lab import paths, tracking
+from llmarch_lab import LabError, paths, tracking
 from llmarch_lab.config import RunSpec, Suite
 
 PID_TAG, HOST_TAG, START_TAG = "llmarch.runner_pid", "llmarch.runner_host", "llmarch.runner_started"
@@ -67,16 +67,21 @@ def _runner_alive(tags: dict[str, str]) -> bool:
         return False
 
 
-def reap_dead_runs(exp_id: str) -> list[str]:
-    """Mark RUNNING runs whose runner died as KILLED; returns their run ids."""
+def reap_dead_runs(exp_id: str, announce=None) -> list[str]:
+    """Mark RUNNING runs whose runner died as KILLED; returns their run names. `announce(line)`
+    is told about each (the CLI prints it: a resumed suite says what it found)."""
     c = tracking.client(paths.tracking_uri())
     killed = []
     for run in c.search_runs([exp_id], "attributes.status = 'RUNNING'", max_results=5000):
         if not _runner_alive(run.data.tags):
-            c.set_tag(run.info.run_id, ERROR_TAG,
-                      f"runner pid {run.data.tags.get(PID_TAG)} died; marked KILLED and re-run")
+            pid = run.data.tags.get(PID_TAG)
+            c.set_tag(run.info.run_id, ERROR_TAG, f"runner pid {pid} died; marked KILLED and re-run")
             c.set_terminated(run.info.run_id, "KILLED")
-            killed.append(run.info.run_id)
+            if run.data.tags.get(PARENT_TAG) != "true":
+                killed.append(run.info.run_name)
+                if announce:
+                    announce(f"note: run {run.info.run_name} ({run.info.run_id[:8]}) was left RUNNING by runner "
+                             f"pid {pid}, which is gone: marked KILLED; it runs again unless finished since")
     return killed
 
 
@@ -174,18 +179,19 @@ def _run_one(spec: RunSpec, exp_id: str, parent_id: str, lock: threading.Lock) -
 
 
 def run_suite(suite: Suite, workers: int = 1, force: bool = False, dry_run: bool = False,
-              progress: bool = True) -> list[RunOutcome]:
-    """Execute a validated suite; returns one outcome per run in suite order."""
+              progress: bool = True, announce=None) -> list[RunOutcome]:
+    """Execute a validated suite; returns one outcome per run in suite order. `announce(line)`
+    hears about runs found dead and marked KILLED."""
     from tqdm.auto import tqdm
 
-    tracking.require_reachable()
-    c = tracking.client(paths.tracking_uri())
-    if dry_run:  # plan only: never create an experiment or touch a run
-        exp = c.get_experiment_by_name(suite.name)
+    exists = tracking.require_store(write=not dry_run)
+    c = tracking.client(paths.tracking_uri()) if exists or not dry_run else None  # a client creates a sqlite store
+    if dry_run:  # plan only: never create a store or an experiment, never touch a run
+        exp = c.get_experiment_by_name(suite.name) if exists else None
         exp_id = exp.experiment_id if exp else None
     else:
         exp_id = tracking.ensure_experiment(suite.name)
-        reap_dead_runs(exp_id)
+        reap_dead_runs(exp_id, announce)
 
     outcomes: dict[int, RunOutcome] = {}
     pending: list[tuple[int, RunSpec]] = []
@@ -209,9 +215,13 @@ def run_suite(suite: Suite, workers: int = 1, force: bool = False, dry_run: bool
     if not pending:
         return [outcomes[i] for i in range(len(suite.runs))]
 
-    parent = c.create_run(exp_id, run_name=f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-                          tags={"suite": suite.name, PARENT_TAG: "true", "llmarch.suite_file": str(suite.path),
-                                **_runner_tags(), **tracking.environment_tags()})
+    try:
+        parent = c.create_run(exp_id, run_name=f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                              tags={"suite": suite.name, PARENT_TAG: "true", "llmarch.suite_file": str(suite.path),
+                                    **_runner_tags(), **tracking.environment_tags()})
+    except Exception as e:  # noqa: BLE001 - e.g. a store that turned read-only: one line
+        raise LabError(f"MLflow store {paths.tracking_uri()}: cannot create the suite's run: "
+                       f"{tracking.first_line(e)}") from None
     parent_id = parent.info.run_id
     lock = threading.Lock()
     bar = tqdm(total=len(pending), desc=f"suite {suite.name}", unit="run", disable=not progress)

@@ -81,20 +81,140 @@ def ensure_experiment(name: str) -> str:
     """Get or create an experiment. With a sqlite store, artifacts go beside the database
     (<db folder>/artifacts/<experiment>), not into the current directory; a server decides itself."""
     uri = paths.tracking_uri()
+    db = paths.sqlite_path(uri)
+    if db is not None:
+        _make_dir(db.parent, uri)
     c = client(uri)
-    exp = c.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    location = None
-    if uri.startswith("sqlite:///"):
-        location = (Path(uri[len("sqlite:///"):]).parent / "artifacts" / name).as_uri()
     try:
-        return c.create_experiment(name, artifact_location=location)
-    except Exception:  # created concurrently by another worker: fetch it
         exp = c.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
+        if exp is not None:
+            return exp.experiment_id
+        location = (db.parent / "artifacts" / name).resolve().as_uri() if db is not None else None
+        try:
+            return c.create_experiment(name, artifact_location=location)
+        except Exception:  # created concurrently by another worker: fetch it
+            exp = c.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+    except Exception as e:  # noqa: BLE001 - a store that cannot be written: one line, not a traceback
+        raise LabError(f"MLflow store {uri}: cannot create experiment {name!r}: {first_line(e)}") from None
+
+
+# ------------------------------------------------------------------------------ store checks
+
+PROBE_TIMEOUT_S = 3.0
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def first_line(e: BaseException, n: int = 200) -> str:
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    if len(text) > n:  # cut at a word, never mid-word
+        text = text[: n - 1].rsplit(" ", 1)[0] + "…"
+    return text
+
+
+def _make_dir(folder: Path, uri: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LabError(f"MLflow store {uri}: cannot create the folder {folder} ({e.strerror or e})") from None
+
+
+def require_store(write: bool) -> bool:
+    """Check the tracking store before any MLflow call, in a few seconds at most, with one line
+    naming the store (MLFLOW_TRACKING_URI) when it cannot be used. Returns whether it exists.
+
+    - sqlite: a missing database exists=False (created only when `write`); a file that is not an
+      SQLite database, an unreadable one, or (for `write`) a read-only file or folder is an error.
+    - http(s): one request with a short timeout and no retries; afterwards MLflow's own retries
+      are bounded (MLFLOW_HTTP_REQUEST_MAX_RETRIES / _TIMEOUT, unless already set), so a server
+      that dies later fails in seconds, not minutes.
+    Nothing is created when `write` is False."""
+    uri = paths.tracking_uri()
+    db = paths.sqlite_path(uri)
+    if db is not None:
+        return _check_sqlite(db, uri, write)
+    if uri.startswith(("http://", "https://")):
+        _probe_http(uri)
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    try:
+        client(uri).search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001 - any failure here means "cannot use this store"
+        raise LabError(f"MLflow store {uri} is not usable: {first_line(e)}") from None
+    return True
+
+
+def _check_sqlite(db: Path, uri: str, write: bool) -> bool:
+    if not db.exists():
+        if not write:
+            return False
+        _make_dir(db.parent, uri)
+        if not os.access(db.parent, os.W_OK):
+            raise LabError(f"MLflow store {uri}: the folder {db.parent} is read-only")
+        return False
+    if not db.is_file():
+        raise LabError(f"MLflow store {uri}: {db} is not a file")
+    try:
+        with open(db, "rb") as fh:
+            head = fh.read(len(SQLITE_MAGIC))
+    except OSError as e:
+        raise LabError(f"MLflow store {uri}: cannot read {db} ({e.strerror or e})") from None
+    if head and head != SQLITE_MAGIC:
+        raise LabError(f"MLflow store {uri}: {db} is not an SQLite database (move it away or point "
+                       "MLFLOW_TRACKING_URI elsewhere)")
+    if write:
+        if not (os.access(db, os.W_OK) and os.access(db.parent, os.W_OK)):
+            what = db if not os.access(db, os.W_OK) else f"its folder {db.parent}"
+            raise LabError(f"MLflow store {uri}: cannot write {what}: it is read-only (a run writes to the store)")
+        _probe_sqlite_write(db, uri)
+    try:
+        client(uri).search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001 - a corrupt or foreign database
+        raise LabError(f"MLflow store {uri} is not usable: {first_line(e)}") from None
+    return True
+
+
+def _probe_sqlite_write(db: Path, uri: str) -> None:
+    """Take and release SQLite's write lock: fails on a read-only file or file system, also for
+    root, whom file modes do not stop (os.access says yes)."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=10)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.rollback()
+        finally:
+            con.close()
+    except sqlite3.OperationalError as e:
+        if "locked" in str(e):  # another writer holds it: writable
+            return
+        raise LabError(f"MLflow store {uri}: cannot write {db}: {e} (a run writes to the store)") from None
+    except sqlite3.DatabaseError as e:
+        raise LabError(f"MLflow store {uri} is not usable: {first_line(e)}") from None
+
+
+def _probe_http(uri: str) -> None:
+    import urllib.error
+    import urllib.request
+
+    url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
+    try:
+        with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S) as r:
+            r.read(1)
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 403):
+            raise LabError(f"MLflow server {uri} (MLFLOW_TRACKING_URI) refused the request: HTTP {e.code}; "
+                           "set MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN") from None
+        raise LabError(f"MLflow server {uri} (MLFLOW_TRACKING_URI) answered HTTP {e.code}; "
+                       "is this an MLflow tracking server?") from None
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise LabError(f"MLflow server {uri} (MLFLOW_TRACKING_URI) does not answer within "
+                       f"{PROBE_TIMEOUT_S:g} s: {first_line(reason if isinstance(reason, BaseException) else e)}") from None
 
 
 # ------------------------------------------------------------------------------ schema tags
@@ -260,15 +380,6 @@ def start(params, notebook: str = "") -> LabRun:
     return LabRun(info.info.run_id, owned=True)
 
 
-def require_reachable() -> None:
-    """Fail early with one line if a remote tracking server does not answer."""
-    uri = paths.tracking_uri()
-    try:
-        client(uri).search_experiments(max_results=1)
-    except Exception as e:  # noqa: BLE001 - any failure here means "cannot use this store"
-        raise LabError(f"MLflow store {uri} is not usable: {str(e).splitlines()[0][:200]}") from None
-
-
 def current_suite() -> str:
     """The suite this process runs under ($LLMARCH_SUITE, set by the runner), else 'interactive'."""
     return os.environ.get(SUITE_ENV) or INTERACTIVE_EXPERIMENT
@@ -290,6 +401,26 @@ def search(experiment: str, tags: dict[str, str] | None = None, params: dict[str
     return [{"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,
              "tags": dict(r.data.tags), "params": dict(r.data.params), "metrics": dict(r.data.metrics)}
             for r in runs]
+
+
+def unfinished_runs(experiment: str, lab: str | None = None) -> list[dict[str, Any]]:
+    """The suite's runs whose newest attempt FAILED or was KILLED (a run name finished later is
+    not listed), oldest first: {name, lab, status, error, run_id}. Parent runs are left out."""
+    c = client(paths.tracking_uri())
+    exp = c.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    newest: dict[str, Any] = {}
+    for r in c.search_runs([exp.experiment_id], "", max_results=5000, order_by=["attributes.start_time DESC"]):
+        tags = r.data.tags
+        if tags.get("llmarch.parent") == "true" or (lab and tags.get("lab") != lab):
+            continue
+        name = tags.get("llmarch.name", r.info.run_name)
+        newest.setdefault(name, r)
+    out = [{"name": n, "lab": r.data.tags.get("lab", "?"), "status": r.info.status,
+            "error": r.data.tags.get("llmarch.error", ""), "run_id": r.info.run_id}
+           for n, r in newest.items() if r.info.status in ("FAILED", "KILLED")]
+    return out[::-1]
 
 
 def search_many(experiments: list[str] | None = None, tags: dict[str, str] | None = None,

@@ -84,8 +84,11 @@ def test_killed_then_rerun_end_to_end(store, write):
     proc.wait()
     left = [r for r in runs_of("cycle", "RUNNING") if r["tags"].get("llmarch.name")]
     assert len(left) == 1, "the killed runner should leave its run RUNNING"
-    out = runner.run_suite(config.load_suite(path), progress=False)
+    said: list[str] = []
+    out = runner.run_suite(config.load_suite(path), progress=False, announce=said.append)
     assert [o.status for o in out] == ["FINISHED"]
+    # the resumed suite says what it found (the CLI prints these lines on stderr)
+    assert len(said) == 1 and said[0].startswith("note: run p[value=3] (") and "marked KILLED" in said[0], said
     children = runs_of("cycle")
     statuses = sorted(r["status"] for r in children)
     assert statuses == ["FINISHED", "KILLED"], statuses

@@ -60,5 +60,5 @@ def test_unreachable_tracking_server_is_one_line(monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     with pytest.raises(LabError) as e:
-        tracking.require_reachable()
+        tracking.require_store(write=False)
     assert "http://127.0.0.1:9" in str(e.value) and "\n" not in str(e.value)
