@@ -60,8 +60,10 @@ def _table(rows: list[dict[str, str]], title: str) -> None:
     Console(width=max(120, int(os.environ.get("COLUMNS", "0") or 0))).print(table)
 
 
+# "\b" keeps click from re-wrapping the example lines into one paragraph.
 RUN_EXAMPLES = """Examples:
 
+\b
   llmarch-lab run experiments/quickstart.yaml       # resumes: FINISHED runs are skipped
   llmarch-lab run quickstart --only rag --force    # one entry, re-run even if finished
   llmarch-lab run rag --dry-run --show-params      # validate, show what would run, write nothing
@@ -70,7 +72,7 @@ RUN_EXAMPLES = """Examples:
 
 @app.command(epilog=RUN_EXAMPLES)
 def run(suite: Path = typer.Argument(..., metavar="SUITE", help="Suite file (experiments/NAME.yaml) or its name."),
-        workers: int = typer.Option(1, "--workers", "-w", min=1, max=MAX_WORKERS,
+        workers: int = typer.Option(1, "--workers", "-w", min=1, max=MAX_WORKERS, metavar="N",
                                     help=f"Notebooks executed in parallel (1..{MAX_WORKERS})."),
         only: Optional[list[str]] = typer.Option(None, "--only", metavar="NAME",
                                                  help="Run only this entry or run name (repeatable)."),
@@ -141,7 +143,7 @@ def _type_text(f) -> str:
     return text
 
 
-@app.command("list", epilog="Examples:\n\n  llmarch-lab list\n  llmarch-lab list --no-params\n  llmarch-lab list --metrics\n")
+@app.command("list", epilog="Examples:\n\n\b\n  llmarch-lab list\n  llmarch-lab list --no-params\n  llmarch-lab list --metrics\n")
 def list_(params: bool = typer.Option(True, "--params/--no-params", help="Show each notebook's parameters."),
           metrics: bool = typer.Option(False, "--metrics", help="List the declared metrics instead (schema.SPECS).")):
     """Suites in experiments/ and notebooks with their parameters (name, type and range, default, help)."""
@@ -176,11 +178,12 @@ def list_(params: bool = typer.Option(True, "--params/--no-params", help="Show e
         typer.echo(f"\nnotebook {nb.stem}  (lab {cls.lab}, {cls.__module__}:{cls.__name__})")
         if params:
             for name, f in cls.model_fields.items():
-                typer.echo(f"  {name:<22} {_type_text(f):<22} = {f.default!r:<24} {f.description or ''}")
+                typer.echo(f"  {name:<22} {_type_text(f):<24} = {f.default!r:<24} {f.description or ''}")
 
 
 REPORT_EXAMPLES = """Examples:
 
+\b
   llmarch-lab report quickstart
   llmarch-lab report rag --lab rag --format md --out docs/results/rag.md
   llmarch-lab report serving --format csv > serving.csv
