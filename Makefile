@@ -46,7 +46,7 @@ INSTALL_pip = $(BIN)/pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $
 INSTALL = $(or $(INSTALL_$(INSTALLER)),$(error INSTALLER must be uv or pip, not '$(INSTALLER)'))
 
 .PHONY: help setup lock lab test lint jupyter ui list bench-quant bench-finetune bench-ann rag \
-	clean-store engine-llamacpp engine-vllm engine-guidellm engines serving bench-serving
+	clean-store engine-llamacpp engine-vllm engine-guidellm engine-litellm engine-garak engines serving bench-serving
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -104,7 +104,26 @@ $(ENGINES)/guidellm/.installed:
 	$(ENGINES)/guidellm/bin/pip install --quiet "$(GUIDELLM)" $(TORCH)
 	@touch $@
 
-engines: engine-llamacpp engine-vllm engine-guidellm ## All three engine environments
+# Guardrails tools (pins clash with the lab's: litellm[proxy] pins fastapi/pydantic/openai, garak
+# its transformers and torch). Exact pins: 1.107.0 was a pulled (compromised) release, 1.108+
+# split the proxy into litellm-proxy(-extras) releases the mirrors lack.
+LITELLM ?= litellm[proxy]==1.106.12
+GARAK ?= garak==0.17.1
+
+engine-litellm: $(ENGINES)/litellm/.installed ## LiteLLM proxy env, the guarded gateway (guardrails lab)
+$(ENGINES)/litellm/.installed:
+	@test -x $(ENGINES)/litellm/bin/python || $(PY) -m venv $(ENGINES)/litellm
+	$(ENGINES)/litellm/bin/pip install --quiet "$(LITELLM)"
+	@touch $@
+
+engine-garak: $(ENGINES)/garak/.installed ## garak env, the vulnerability scanner (CPU torch pinned first)
+$(ENGINES)/garak/.installed:
+	@test -x $(ENGINES)/garak/bin/python || $(PY) -m venv $(ENGINES)/garak
+	$(ENGINES)/garak/bin/pip install --quiet $(TORCH)
+	$(ENGINES)/garak/bin/pip install --quiet "$(GARAK)" $(TORCH)
+	@touch $@
+
+engines: engine-llamacpp engine-vllm engine-guidellm ## All three serving engine environments
 
 lab: setup engine-llamacpp ## Set up if needed, then run experiments/quickstart.yaml (resumes) and print the summary
 	$(BIN)/llmarch-lab run experiments/quickstart.yaml

@@ -41,27 +41,28 @@ def sweep_main(doc: str, default_suite: str, lab: str, argv: list[str] | None = 
                 if o.status == "FAILED":
                     print(f"FAILED {o.spec.name}: {o.error}", file=sys.stderr)
         wall = time.perf_counter() - t0
-        rep = registry.report(lab, suite.name)
+        reps = [r for r in registry.reports(lab, suite.name) if not r.empty]
     except LabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if rep.empty:
+    if not reps:
         print(f"no finished {lab} runs in experiment {suite.name!r}")
         return 1
-    md = rep.markdown()
+    md = "\n".join(rep.markdown() for rep in reps)
     print(md)
     if not args.report_only:
         print(f"\nsweep wall time: {wall:.0f} s ({len(suite.runs)} runs, workers={args.workers})")
     parents = tracking.search(suite.name, tags={"llmarch.parent": "true"}, status="")
     if parents:
         parent = tracking.LabRun(parents[0]["run_id"], owned=False)
-        parent.log_table(f"{lab}_comparison", rep.table)
+        for i, rep in enumerate(reps):
+            parent.log_table(f"{lab}_comparison" + (f"_{i}" if len(reps) > 1 else ""), rep.table)
+            for fig_name, fig in rep.figures.items():
+                parent.log_figure(fig_name, fig)
         parent.log_text(f"{lab}_comparison.md", md)
-        for fig_name, fig in rep.figures.items():
-            parent.log_figure(fig_name, fig)
         if not args.report_only:
             parent.log_metrics({"latency.sweep_wall_s": wall})
-        print(f"logged the table{' and plots' if rep.figures else ''} on parent run {parents[0]['run_id']} "
+        print(f"logged the table{'s' if len(reps) > 1 else ''} on parent run {parents[0]['run_id']} "
               f"of experiment {suite.name!r}")
     return 1 if any(o.status == "FAILED" for o in outcomes) else 0
 

@@ -212,7 +212,7 @@ def report(suite: str = typer.Argument(..., metavar="SUITE", help="Suite name (i
         if lab is not None:
             labs = [x for x in labs if x == lab]
         unknown = [x for x in labs if x not in registry.LABS]
-        reports = [registry.report(x, suite) for x in labs if x in registry.LABS]
+        reports = [r for x in labs if x in registry.LABS for r in registry.reports(x, suite)]
         failed = tracking.unfinished_runs(suite, lab)
     except LabError as e:
         _fail(e)
@@ -241,6 +241,59 @@ def report(suite: str = typer.Argument(..., metavar="SUITE", help="Suite name (i
             typer.echo(line, err=True)
     for x in unknown:
         typer.echo(f"note: runs of lab {x!r} have no registered report", err=True)
+
+
+guard_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                        help="Guardrails: scan a file with one check, verify an audit log.")
+app.add_typer(guard_app, name="guard")
+
+SCAN_EXAMPLES = """Examples:
+
+\b
+  llmarch-lab guard scan --check injection --in prompts.jsonl --out flagged.jsonl
+  llmarch-lab guard scan --check pii --in tickets.csv --out pii.jsonl --detector spacy/tuned
+  llmarch-lab guard scan --check toxicity --in chat.parquet --out tox.jsonl --text-column message
+"""
+
+
+@guard_app.command("scan", epilog=SCAN_EXAMPLES)
+def guard_scan(check: str = typer.Option(..., "--check", metavar="injection|pii|toxicity", help="The check to run."),
+               in_: Path = typer.Option(..., "--in", metavar="FILE", help=".jsonl, .csv or .parquet with a text column."),
+               out: Path = typer.Option(..., "--out", metavar="OUT.jsonl", help="One JSON line per input row, in order."),
+               detector: Optional[str] = typer.Option(None, "--detector", metavar="NAME",
+                                                      help="injection: rules|minilm-lr|nanoguard|cascade|...; "
+                                                           "pii: spacy/tuned|no_op/default|...; toxicity: profanity-check."),
+               text_column: str = typer.Option("text", "--text-column", metavar="NAME", help="The column scanned."),
+               quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")):
+    """Score every row of FILE with one guardrail check; adds score, flagged, latency_ms (pii: entities, redacted)."""
+    from llmarch_lab import registry
+
+    try:
+        summary = registry.command("guard scan")(check, in_, out, detector=detector, text_column=text_column,
+                                                 progress=not quiet)
+    except LabError as e:
+        _fail(e)
+    p50, p95 = summary.get("latency_ms_p50"), summary.get("latency_ms_p95")
+    timing = f", latency p50 {p50:.1f} ms, p95 {p95:.1f} ms" if p50 is not None else ""
+    typer.echo(f"wrote {out}: {summary['rows']} rows, {summary['flagged']} flagged "
+               f"({summary['detector']}, threshold {summary['threshold']:.3g}){timing}")
+
+
+@guard_app.command("verify")
+def guard_verify(path: Path = typer.Argument(..., metavar="AUDIT.jsonl", help="A guard audit log."),
+                 key_env: str = typer.Option("", "--key-env", metavar="NAME",
+                                             help="Environment variable holding the HMAC key, if the log is keyed.")):
+    """Check an audit log's hash chain: exit 0 intact, 1 tampered or torn (naming the line), 2 unreadable."""
+    from llmarch_lab import registry
+
+    try:
+        rep = registry.command("guard verify")(path, key_env)
+    except OSError as e:
+        _fail(LabError(f"{path}: cannot read ({e.strerror or e})"))
+    except LabError as e:
+        _fail(e)
+    typer.echo(rep.line(path))
+    raise typer.Exit(0 if rep.ok else 1)
 
 
 @app.command()
@@ -290,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _command(argv) -> str:
     args = sys.argv[1:] if argv is None else argv
-    return next((a + " " for a in args if a in ("run", "list", "report", "ui")), "")
+    words = [a for a in args if a in ("run", "list", "report", "ui", "guard", "scan", "verify")]
+    return "".join(w + " " for w in words[:2])
 
 
 def console_main() -> None:  # pragma: no cover - the `llmarch-lab` script

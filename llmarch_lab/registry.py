@@ -39,7 +39,19 @@ LABS: dict[str, LabEntry] = {e.name: e for e in (
     _lab("finetune", "FinetuneParams", "20_finetune"),
     _lab("rag", "RagParams", "30_rag"),
     _lab("serving", "ServingParams", "40_serving"),
+    _lab("guardrails", "GuardrailsParams", "50_guardrails"),
 )}
+
+
+# Lab commands the CLI offers (`llmarch-lab guard scan ...`), as lazy strings like the labs.
+COMMANDS: dict[str, str] = {
+    "guard scan": "llmarch_lab.labs.guardrails.scan:scan_file",
+    "guard verify": "llmarch_lab.labs.guardrails.audit:verify",
+}
+
+
+def command(name: str):
+    return load(COMMANDS[name], f"command {name!r}")
 
 
 def names() -> tuple[str, ...]:
@@ -73,3 +85,9 @@ def run_function(name: str):
 def report(name: str, suite: str):
     """The lab's own table (and plots) of a suite's finished runs of this lab."""
     return load(get(name).report, f"lab {name}")(suite)
+
+
+def reports(name: str, suite: str) -> list:
+    """report() as a list: a lab with several parts (guardrails) gives one Report per part."""
+    out = report(name, suite)
+    return list(out) if isinstance(out, (list, tuple)) else [out]

@@ -1,0 +1,1 @@
+"""Guardrails lab: PII, prompt injection, toxicity, output validation, policy and audit."""

@@ -1,0 +1,193 @@
+"""Scan any file with one guardrail check: `llmarch-lab guard scan` (a stable interface).
+
+    llmarch-lab guard scan --check injection --in prompts.jsonl --out flagged.jsonl
+    llmarch-lab guard scan --check pii --in tickets.csv --out pii.jsonl --detector spacy/tuned
+    llmarch-lab guard scan --check toxicity --in chat.parquet --out tox.jsonl --text-column message
+
+FILE is .jsonl, .csv or .parquet. OUT gets one JSON line per input row, in input order: the row's
+own fields plus `score` (float in [0, 1]), `flagged` (bool: score >= the detector's threshold)
+and `latency_ms` (this row's check alone); for pii also `entities` ([{entity_type, start, end,
+score}]) and `redacted` (the text with each entity replaced by <TYPE>); a pii row's score is its
+highest entity score (0 without entities) and it is flagged when it has any entity.
+
+OUT is written through a temporary file and renamed at the end: a failed or killed scan leaves no
+half-written OUT. Text cells that are empty, whitespace, emoji, very long or not valid UTF-8 are
+scanned like any other (never a crash). An unknown check or detector, a missing column or an
+unreadable file is one line (LabError) before anything is scanned.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from llmarch_lab import LabError
+
+CHECKS = ("injection", "pii", "toxicity")
+DEFAULT_DETECTOR = {"injection": "cascade", "pii": "spacy/tuned", "toxicity": "profanity-check"}
+SUFFIXES = (".jsonl", ".csv", ".parquet")
+
+
+def detector_names(check: str) -> tuple[str, ...]:
+    if check == "injection":
+        from llmarch_lab.labs.guardrails import injection
+
+        return tuple(injection.DETECTORS)
+    if check == "toxicity":
+        from llmarch_lab.labs.guardrails import toxicity
+
+        return tuple(toxicity.DETECTORS)
+    if check == "pii":
+        from llmarch_lab.labs.guardrails import pii
+
+        return tuple(pii.configs())
+    raise LabError(f"--check {check!r}: valid are {', '.join(CHECKS)}")
+
+
+def read_rows(path: Path, text_column: str) -> list[dict[str, Any]]:
+    """The file's rows as dicts, in order; LabError naming the file (and line) when unreadable."""
+    if path.suffix.lower() not in SUFFIXES:
+        raise LabError(f"--in {path}: unsupported file type {path.suffix or '(none)'!r} (valid: {', '.join(SUFFIXES)})")
+    if not path.is_file():
+        raise LabError(f"--in {path}: {'not a file' if path.exists() else 'no such file'}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".jsonl":
+            rows = []
+            raw = path.read_bytes().decode("utf-8", errors="replace")  # odd bytes become U+FFFD, not a crash
+            for i, line in enumerate(raw.splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise LabError(f"--in {path}:{i}: not JSON ({e.msg})") from None
+                if not isinstance(obj, dict):
+                    raise LabError(f"--in {path}:{i}: a row must be a JSON object, got {type(obj).__name__}")
+                rows.append(obj)
+        else:
+            import pandas as pd
+
+            if suffix == ".csv":
+                df = pd.read_csv(path, dtype=object, keep_default_na=False, encoding_errors="replace")
+            else:
+                df = pd.read_parquet(path)
+            rows = df.to_dict(orient="records")
+    except LabError:
+        raise
+    except Exception as e:  # noqa: BLE001 - pandas/pyarrow raise many types for a broken file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise LabError(f"--in {path}: cannot read it as {suffix[1:]} ({first})") from None
+    if rows and not any(text_column in r for r in rows):
+        cols = sorted({k for r in rows[:100] for k in r})
+        raise LabError(f"--in {path}: no column {text_column!r} (columns: {', '.join(map(str, cols)) or 'none'}; "
+                       "choose one with --text-column)")
+    return rows
+
+
+@dataclass
+class Scanner:
+    check: str
+    detector: str
+    threshold: float
+    one: Callable[[Any], dict[str, Any]]  # text -> {score, flagged, (entities, redacted)}
+
+
+def scanner(check: str, detector: str | None = None) -> Scanner:
+    """The check's detector, loaded and warmed up (so no row pays the load)."""
+    names = detector_names(check)
+    name = detector or DEFAULT_DETECTOR[check]
+    if name not in names:
+        raise LabError(f"--detector {name!r} is not a {check} detector (valid: {', '.join(names)})")
+    if check == "pii":
+        from llmarch_lab.labs.guardrails import pii
+
+        cfg = pii.configs()[name]
+
+        def one_pii(text):
+            red = pii.anonymize(text, cfg, operator="replace")
+            ents = pii.detect(text, cfg)
+            score = max((e["score"] for e in ents), default=0.0)
+            return {"score": float(score), "flagged": bool(ents), "entities": ents, "redacted": red.text}
+
+        one_pii("warm-up: John Smith, john@example.com")
+        return Scanner(check, name, cfg.threshold, one_pii)
+    if check == "injection":
+        from llmarch_lab.labs.guardrails import injection
+
+        det = injection.build(name)
+    else:
+        from llmarch_lab.labs.guardrails import toxicity
+
+        det = toxicity.build(name)
+    det.warmup()
+
+    def one(text):
+        s = float(det.score([text])[0])
+        return {"score": s, "flagged": bool(s >= det.threshold)}
+
+    return Scanner(check, name, float(det.threshold), one)
+
+
+def _jsonable(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if hasattr(v, "item") and callable(v.item):  # numpy scalars
+        try:
+            return v.item()
+        except (ValueError, TypeError):
+            pass
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v).decode("utf-8", errors="replace")
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    return str(v)
+
+
+def scan_file(check: str, in_path: Path, out_path: Path, detector: str | None = None,
+              text_column: str = "text", progress: bool = True) -> dict[str, Any]:
+    """Scan every row of in_path into out_path (JSONL); returns a summary {rows, flagged, p50/p95 ms}."""
+    from tqdm.auto import tqdm
+
+    from llmarch_lab.common import stats
+
+    if check not in CHECKS:
+        raise LabError(f"--check {check!r}: valid are {', '.join(CHECKS)}")
+    in_path, out_path = Path(in_path), Path(out_path)
+    if out_path.resolve() == in_path.resolve():
+        raise LabError(f"--out {out_path}: the same file as --in")
+    if not out_path.parent.is_dir():
+        raise LabError(f"--out {out_path}: no such folder {out_path.parent}")
+    rows = read_rows(in_path, text_column)
+    if detector is not None:  # an unknown name fails before any model loads
+        names = detector_names(check)
+        if detector not in names:
+            raise LabError(f"--detector {detector!r} is not a {check} detector (valid: {', '.join(names)})")
+    sc = scanner(check, detector)
+    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
+    lat, flagged = [], 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for row in tqdm(rows, desc=f"{check} scan ({sc.detector})", unit="row", disable=not progress):
+                text = row.get(text_column)
+                t0 = time.perf_counter()
+                verdict = sc.one("" if text is None else text)
+                ms = (time.perf_counter() - t0) * 1000
+                lat.append(ms)
+                flagged += bool(verdict["flagged"])
+                fh.write(json.dumps({**row, **verdict, "latency_ms": round(ms, 3)}, ensure_ascii=False,
+                                    default=_jsonable) + "\n")
+        os.replace(tmp, out_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    summary = {"rows": len(rows), "flagged": flagged, "detector": sc.detector, "threshold": sc.threshold}
+    if lat:
+        summary.update(stats.percentiles(lat, "latency_ms"))
+    return summary
