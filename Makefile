@@ -128,7 +128,7 @@ engines: engine-llamacpp engine-vllm engine-guidellm ## All three serving engine
 lab: setup engine-llamacpp ## Set up if needed, then run experiments/quickstart.yaml (resumes) and print the summary
 	$(BIN)/llmarch-lab run experiments/quickstart.yaml
 
-test: setup engine-llamacpp ## Set up if needed (lab + llama.cpp env), then the import contracts and the whole test suite
+test: setup engine-llamacpp engine-litellm ## Set up if needed (lab, llama.cpp and LiteLLM envs), then the import contracts and the whole test suite
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -342,7 +342,7 @@ def test_hmac_key_makes_rehashing_useless(tmp_path, monkeypatch):
 
 HAVE_LITELLM = (paths.home() / ".engines" / "litellm" / "bin" / "python").exists() or \
     bool(os.environ.get("LLMARCH_LITELLM_PYTHON"))
-needs_litellm = pytest.mark.skipif(not HAVE_LITELLM, reason="no .engines/litellm: run `bash scripts/guardrails_envs.sh litellm`")
+needs_litellm = pytest.mark.skipif(not HAVE_LITELLM, reason="no .engines/litellm: run `make engine-litellm`")
 
 
 def _gone(pids, wait_s=10.0):

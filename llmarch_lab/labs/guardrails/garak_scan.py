@@ -7,7 +7,7 @@ traffic: false blocks and added time to first token.
     rep = run_garak(base_url, model, out_dir, probes=DEFAULT_PROBES, cap=5)   # garak's report.jsonl
     df = parse_report(rep)       # per probe x detector: evaluated, hits, nones, attack_success_rate
 
-garak runs in its own environment (.engines/garak, `bash scripts/guardrails_envs.sh garak`)
+garak runs in its own environment (.engines/garak, `make engine-garak`)
 through its OpenAI-compatible generator (`openai.OpenAICompatible`, generator options
 uri / api_key / max_tokens in a JSON option file). The probes are ones whose prompts ship inside
 garak and whose detectors are string matches, so nothing is fetched from a hub:
@@ -53,7 +53,7 @@ def garak_python() -> Path:
     env = os.environ.get("LLMARCH_GARAK_PYTHON")
     py = Path(env) if env else paths.home() / ".engines" / "garak" / "bin" / "python"
     if not py.exists():
-        raise LabError(f"garak: no environment at {py}; run `bash scripts/guardrails_envs.sh garak` "
+        raise LabError(f"garak: no environment at {py}; run `make engine-garak` "
                        "(or set LLMARCH_GARAK_PYTHON)")
     return py
 

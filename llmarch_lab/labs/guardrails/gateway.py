@@ -498,7 +498,7 @@ def launch(engine_base_url: str, guard_config, log_path, *, model_name: str = "s
     policy.Guard(cfg)  # resolve every scorer here first: a bad config fails before any process starts
     py = litellm_python()
     if not py.exists():
-        raise _lab_error(f"gateway: no LiteLLM environment at {py}; run `bash scripts/guardrails_envs.sh litellm` "
+        raise _lab_error(f"gateway: no LiteLLM environment at {py}; run `make engine-litellm` "
                          "(or set LLMARCH_LITELLM_PYTHON)")
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)

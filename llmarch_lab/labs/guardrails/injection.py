@@ -17,9 +17,12 @@ Detectors (`DETECTORS`):
     before that", "all previous tasks", "new instructions follow", "focus on your new task",
     "instead, print ..."; German "vergiss alles (davor)", "ignoriere alle (vorherigen)
     Anweisungen", "abweichend zu vorherigen Instruktionen", "alle vorherigen Informationen",
-    "nun folgen weitere Aufgaben".
+    "nun folgen weitere Aufgaben"; "ignore all documents provided", "abandon all your thoughts",
+    "your instructions are now", "repeat after me"; and the same "forget / ignore all
+    instructions" in French, Spanish, Italian, Russian and Croatian (one pattern, 0.85).
   * roleplay: "you are now DAN / ...Bot", "DAN" / "do anything now", "pretend you are / to be /
-    you can", "I want you to act as", "from now on you", "stay in character", jailbreak /
+    you can", "I want you to act as", "act as a ..." opening a sentence, "from now on you",
+    "stay in character", jailbreak /
     developer mode / "no restrictions"; German "du bist jetzt", "tu so, als", "ich möchte, dass
     Sie als ... fungieren", "stell dir vor, du bist", "verhalte dich wie".
   * extraction: "repeat / print / show / reveal your system prompt / instructions", "what were
@@ -28,12 +31,17 @@ Detectors (`DETECTORS`):
     "was waren deine Anweisungen", "wiederhole deinen Systemprompt".
   * encoding: a base64 blob (20+ chars) or a hex run (12+ bytes, or \\xNN escapes) that decodes
     to readable text (random hashes do not), mentions of rot13 / base64 / hex / Caesar / Morse
-    encodings, "decode this", and runs of escaped newlines ("\\ n \\ n \\ n").
+    encodings, "decode this", runs of escaped newlines ("\\ n \\ n \\ n") and letters spaced
+    out one by one ("S a y t h a t ..."; 13+ letters, a hint only). A decoded blob is also
+    run through all the rules, so an encoded "ignore previous instructions" counts as itself.
   * leetspeak: the text with 0->o, 1->i/l, 3->e, 4->a, 5->s, 7->t, @->a, $->s matches an
     override / roleplay / extraction pattern that the raw text does not ("1gn0r3 pr3v10us
     1nstruct10ns").
   * delimiter: fake chat-template turns (<|im_start|>, [INST], <<SYS>>, "### system", a line
-    starting "system:").
+    starting "system:", "assistant:" or "human:").
+  Weights below 0.5 are hints that never flag a text alone ("you are now" 0.35, a "system
+  prompt" mention 0.35, an encoding mention 0.45). On the training file the rules flag 51% of
+  injections and no benign text (precision 1.0).
   Rules see the text NFKC-normalised (full-width letters fold to ASCII), lower-cased, with
   runs of whitespace collapsed.
 - `minilm-lr`: all-MiniLM-L6-v2 sentence embeddings (mean-pooled, normalised) + scikit-learn
@@ -60,6 +68,18 @@ Detectors (`DETECTORS`):
   the deciding stage's own threshold lands at 0.5: the cascade's verdict is that stage's verdict.
 - `ensemble`: logistic stacking of the logits of rules, minilm-lr (out-of-fold within the
   training data) and nanoguard; `ensemble-fast` stacks rules and minilm-lr only.
+
+Known weaknesses (measured):
+- Long benign prose: minilm-lr flags windows of encyclopedic text (WikiText-2: 0.8-0.99) and a
+  benign sentence repeated 8 times (0.99; once: 0.64). In the training file 97% of texts over
+  300 characters are injections, so long / repetitive text looks like an attack. Appending
+  concatenated benign training texts as extra benign examples did not fix it (CV F1 0.82 -> 0.82,
+  FPR 5% -> 8%). nanoguard also flags some windows of WikiText. Use the models on user prompts,
+  not on retrieved documents.
+- Scoring 100k characters of varied prose costs ~20 s (minilm-lr, ~100 windows) and ~45 s
+  (nanoguard, ~90 padded windows) on one loaded core: max-over-windows is exact but not cheap.
+- The training file holds English prompts and their German translations; stratified folds put
+  them in different folds, so out-of-fold numbers are likely above what unseen data gives.
 
 `cross_validate(name, df)` gives stratified k-fold out-of-fold numbers for trained detectors
 (every choice of C, threshold or band is made inside the training folds) and whole-file numbers
@@ -763,6 +783,8 @@ class CascadeDetector(Detector):
         return s
 
     def score(self, texts):
+        if isinstance(texts, (str, bytes, bytearray)):
+            raise LabError(f"{self.name}: score() takes a list of texts, got one {type(texts).__name__}")
         clean = [normalize(t) for t in texts]
         self.last_stages = []
         out = super().score(clean)
@@ -861,7 +883,8 @@ def build(name: str, fit: bool = True, backend: str = "auto", max_escalate: floa
 
 
 def cross_validate(name: str, df, folds: int = 5, seed: int = 0, latency_n: int = 0, backend: str = "auto",
-                   max_escalate: float = 0.05, encoder: MiniLMEncoder | None = None, inner_folds: int = 5) -> dict:
+                   max_escalate: float = 0.05, encoder: MiniLMEncoder | None = None, inner_folds: int = 5,
+                   repeats: int = 1) -> dict:
     """Out-of-fold metrics of a detector on `df` (text, label).
 
     Trained detectors (minilm-lr, cascade, ensemble*): stratified `folds`-fold CV; every fitted
@@ -932,7 +955,7 @@ def cross_validate(name: str, df, folds: int = 5, seed: int = 0, latency_n: int 
     if latency_n > 0:
         det = full if full is not None else build(name, backend=backend, max_escalate=max_escalate)
         sample = _stratified_sample(texts, y, latency_n, seed)
-        lat = measure_latency(det, sample)
+        lat = measure_latency(det, sample, repeats=repeats)
         out["latency_ms"] = lat
         metrics.update({k.removeprefix("x_"): v for k, v in stats.percentiles(lat, "x_latency_ms").items()})
         if name == "cascade":
@@ -958,8 +981,8 @@ def _stratified_sample(texts, y, n: int, seed: int) -> list[str]:
 
 # ============================================================================== table
 
-def table(names: Sequence[str] = DETECTORS, folds: int = 5, seed: int = 0, latency_n: int = 150,
-          max_escalate: float = 0.05, backends: Sequence[str] = ("auto",)):
+def table(names: Sequence[str] = DETECTORS, folds: int = 5, seed: int = 0, latency_n: int = 100,
+          max_escalate: float = 0.05, backends: Sequence[str] = ("auto",), repeats: int = 3):
     """One row per detector: P, R, F1, ROC-AUC, benign FPR, p50/p95 ms per text on one thread."""
     import pandas as pd
 
@@ -969,14 +992,14 @@ def table(names: Sequence[str] = DETECTORS, folds: int = 5, seed: int = 0, laten
     for name in names:
         for b in (backends if name != "rules" and name != "nanoguard" else backends[:1]):
             res = cross_validate(name, df, folds=folds, seed=seed, latency_n=latency_n, backend=b,
-                                 max_escalate=max_escalate, encoder=encs[b])
+                                 max_escalate=max_escalate, encoder=encs[b], repeats=repeats)
             m = res["metrics"]
             rows.append({"detector": name + (f" [{encs[b].backend}]" if name not in ("rules", "nanoguard") else ""),
                          "numbers": f"{folds}-fold OOF" if res["cross_validated"] else "whole file",
                          "precision": m["precision"], "recall": m["recall"], "f1": m["f1"], "roc_auc": m["roc_auc"],
                          "fpr": m["fpr"], "threshold": m["threshold_mean"],
                          "p50_ms": m.get("latency_ms_p50"), "p95_ms": m.get("latency_ms_p95"),
-                         "escalated": m.get("frac_nanoguard")})
+                         "escalated_cv": m.get("frac_nanoguard"), "escalated_timed": m.get("latency_frac_escalated")})
     return pd.DataFrame(rows), sha
 
 
@@ -990,7 +1013,8 @@ def main(argv=None) -> int:
     ap.add_argument("--detectors", default=",".join(DETECTORS), help="comma-separated names")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--latency-n", type=int, default=150, help="texts timed per detector, one at a time, one thread")
+    ap.add_argument("--latency-n", type=int, default=100, help="texts timed per detector (stratified sample), one at a time, one thread")
+    ap.add_argument("--repeats", type=int, default=3, help="time each text this many times, keep the fastest")
     ap.add_argument("--max-escalate", type=float, default=0.05, help="cascade: max fraction of texts sent to nanoguard")
     ap.add_argument("--backends", default="auto", help="minilm encoder backends to compare, e.g. onnx,torch")
     a = ap.parse_args(argv)
@@ -1001,10 +1025,12 @@ def main(argv=None) -> int:
             print(f"error: unknown injection detector {n!r}: valid are {', '.join(DETECTORS)}", file=sys.stderr)
             return 2
     t0 = time.perf_counter()
-    tab, sha = table(names, a.folds, a.seed, a.latency_n, a.max_escalate, [b.strip() for b in a.backends.split(",")])
+    load = os.getloadavg()[0]
+    tab, sha = table(names, a.folds, a.seed, a.latency_n, a.max_escalate, [b.strip() for b in a.backends.split(",")], a.repeats)
     pd_opts = {"float_format": lambda v: f"{v:.3f}"}
     print(f"data/prompt_injections/train.parquet sha256 {sha[:16]}..., {a.folds}-fold stratified CV seed {a.seed}; "
-          f"latency: {a.latency_n} texts, one at a time, 1 thread")
+          f"latency: {a.latency_n} texts, one at a time, 1 thread, fastest of {a.repeats}; "
+          f"{os.cpu_count()} CPUs, load average {load:.1f} at start -> {os.getloadavg()[0]:.1f} at end")
     print(tab.to_markdown(index=False, floatfmt=".3f") if _has_tabulate() else tab.to_string(index=False, **pd_opts))
     print(f"({time.perf_counter() - t0:.0f} s)")
     return 0
