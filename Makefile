@@ -46,7 +46,7 @@ INSTALL_pip = $(BIN)/pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $
 INSTALL = $(or $(INSTALL_$(INSTALLER)),$(error INSTALLER must be uv or pip, not '$(INSTALLER)'))
 
 .PHONY: help setup lock lab test lint jupyter ui list bench-quant bench-finetune bench-ann rag \
-	clean-store engine-llamacpp engine-vllm engine-guidellm engine-litellm engine-garak engines serving bench-serving
+	clean-store engine-llamacpp engine-vllm engine-guidellm engine-litellm engine-garak engines serving guardrails bench-serving
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -167,6 +167,9 @@ bench-ann: setup ## LanceDB ANN scale table on $(ANN_N) x 384 vectors (ANN_N=100
 
 serving: setup engine-llamacpp engine-vllm ## Serving study (experiments/serving.yaml, resumable): both engines, one table of every level
 	$(BIN)/python benchmarks/serving.py
+
+guardrails: setup engine-llamacpp engine-litellm engine-garak ## Guardrails study (experiments/guardrails.yaml, resumable): one table per part
+	$(BIN)/python benchmarks/guardrails.py
 
 bench-serving: setup engine-llamacpp engine-vllm engine-guidellm ## Generator ceiling + guidellm cross-check (prints tables, logs to MLflow)
 	$(BIN)/python benchmarks/serving_ceiling.py

@@ -324,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except typer.TyperException as e:  # (typer's click) usage: bad flag, value out of range, no argument
         msg = e.format_message() if hasattr(e, "format_message") else str(e)
+        if type(e).__name__ == "NoArgsIsHelpError":  # `llmarch-lab guard` alone: its help, as click does
+            typer.echo(msg, err=True)
+            return 2
         typer.echo(f"error: {msg} (see: llmarch-lab {_command(argv)}--help)", err=True)
         return 2
     except KeyboardInterrupt:

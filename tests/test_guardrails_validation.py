@@ -175,7 +175,7 @@ def test_bad_inputs_through_the_engine(endpoint):
 # ------------------------------------------------------------------------------- rules
 
 def _guard():
-    return rules.Guard([*rules.banned_topics({"weapons": ["bomb", "assault rifle"], "gambling": ["casino"]},
+    return rules.RuleSet([*rules.banned_topics({"weapons": ["bomb", "assault rifle"], "gambling": ["casino"]},
                                              patterns={"self_harm": [r"\bkill\s+(?:my|your)self\b"]}),
                         rules.ForbiddenPhrases(["as an AI language model", "I cannot help"]),
                         rules.MaxChars(120), rules.MaxTokens(20)])

@@ -1,11 +1,11 @@
 """Business-rule validators for LLM input and output, and a RAG groundedness check.
 
     from llmarch_lab.labs.guardrails import rules
-    guard = rules.Guard([*rules.banned_topics({"weapons": ["bomb", "rifle"]},
+    ruleset = rules.RuleSet([*rules.banned_topics({"weapons": ["bomb", "rifle"]},
                                               patterns={"self_harm": [r"\bkill (?:my|your)self\b"]}),
                          rules.ForbiddenPhrases(["as an AI language model"]),
                          rules.MaxChars(2000), rules.MaxTokens(512)])
-    report = guard.check(text)          # report.passed; report.violations[0].rule, .span, .excerpt
+    report = ruleset.check(text)          # report.passed; report.violations[0].rule, .span, .excerpt
 
     g = rules.Groundedness()            # all-MiniLM-L6-v2, threshold calibrated on PubMedQA
     res = g.check(answer, contexts)     # res.grounded, res.fraction, res.sentences (per-sentence scores)
@@ -192,7 +192,7 @@ class MaxTokens:
 
 
 @dataclass
-class GuardReport:
+class RuleReport:
     passed: bool
     verdicts: list[Verdict]
 
@@ -201,15 +201,15 @@ class GuardReport:
         return [v for v in self.verdicts if not v.passed]
 
 
-class Guard:
+class RuleSet:
     """Rules applied together; passed when every rule passed."""
 
     def __init__(self, rules: Iterable):
         self.rules = list(rules)
 
-    def check(self, text) -> GuardReport:
+    def check(self, text) -> RuleReport:
         verdicts = [r.check(text) for r in self.rules]
-        return GuardReport(all(v.passed for v in verdicts), verdicts)
+        return RuleReport(all(v.passed for v in verdicts), verdicts)
 
 
 # ------------------------------------------------------------------------------------ sentences

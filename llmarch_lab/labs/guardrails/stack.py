@@ -85,7 +85,7 @@ def rules_scorer(banned_topics: dict | None = None, forbidden_phrases: list | No
     checks.append(rules.ForbiddenPhrases(forbidden_phrases if forbidden_phrases is not None
                                          else DEFAULT_RULES["forbidden_phrases"]))
     checks.append(rules.MaxChars(max_chars))
-    rs = rules.Guard(checks)
+    rs = rules.RuleSet(checks)
     return lambda text: 0.0 if rs.check(text).passed else 1.0
 
 
