@@ -53,6 +53,8 @@ def report(suite: str) -> list[Report]:
         if df.empty:
             continue
         df = df.dropna(axis=1, how="all")
+        if "pii_threshold" in df:  # a None parameter is logged as JSON null: the configuration's own
+            df["pii_threshold"] = df["pii_threshold"].replace({"null": "(config's)", None: "(config's)"})
         name, _, what = title.partition(": ")
         rep = Report(f"{name} of suite {suite} ({what})", df.reset_index(drop=True), directions=directions_for(
             {c: m for c, m in metrics.items() if c in df}))
