@@ -175,14 +175,21 @@ def _toxicity(p: GuardrailsParams, res: Result) -> None:
 
 
 def _validation(p: GuardrailsParams, res: Result) -> None:
+    import tempfile
+
     from llmarch_lab import models
     from llmarch_lab.labs.guardrails import rules, validation
     from llmarch_lab.llm import engines
 
     items = validation.sample_items(p.validation_items, seed=p.seed)
-    log = paths.cache_dir() / f"guardrails-engine-{int(time.time())}.log"
-    with engines.launch("llamacpp", models.SMOLLM2, log_path=log) as eng:
-        summary, per_item = validation.evaluate_strategies(eng.endpoint(), items, max_retries=p.max_retries)
+    with tempfile.TemporaryDirectory(prefix="llmarch-guard-") as d:
+        log = Path(d) / "llamacpp.log"
+        try:
+            with engines.launch("llamacpp", models.SMOLLM2, log_path=log) as eng:
+                summary, per_item = validation.evaluate_strategies(eng.endpoint(), items, max_retries=p.max_retries)
+        finally:
+            if log.exists():
+                res.texts["llamacpp.log"] = log.read_text(errors="replace")[-20000:]
     res.metrics.update(validation.mlflow_metrics(summary))
     res.tables["validation_summary"] = summary
     res.tables["validation_items"] = per_item

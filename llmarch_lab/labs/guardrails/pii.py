@@ -663,14 +663,15 @@ def _operator(operator: str, key: str | bytes | None):
 
 
 def anonymize(text: str | bytes, config: PiiConfig = DEFAULT, operator: str = "replace",
-              key: str | bytes | None = None) -> Redaction:
-    """detect() + presidio-anonymizer: every detected span replaced by the operator's output."""
+              key: str | bytes | None = None, spans: list[dict] | None = None) -> Redaction:
+    """detect() + presidio-anonymizer: every detected span replaced by the operator's output.
+    `spans`: detect()'s result for this text when the caller already has it (one analysis)."""
     from presidio_anonymizer import AnonymizerEngine
     from presidio_anonymizer.entities import RecognizerResult as AnonResult
 
     op = _operator(operator, key)
     text = _as_text(text)
-    spans = detect(text, config)
+    spans = detect(text, config) if spans is None else spans
     if not spans:
         return Redaction(text=text, items=[])
     results = [AnonResult(s["entity_type"], s["start"], s["end"], s["score"]) for s in spans]

@@ -111,8 +111,8 @@ def scanner(check: str, detector: str | None = None) -> Scanner:
         cfg = pii.configs()[name]
 
         def one_pii(text):
-            red = pii.anonymize(text, cfg, operator="replace")
             ents = pii.detect(text, cfg)
+            red = pii.anonymize(text, cfg, operator="replace", spans=ents)
             score = max((e["score"] for e in ents), default=0.0)
             return {"score": float(score), "flagged": bool(ents), "entities": ents, "redacted": red.text}
 
