@@ -108,9 +108,10 @@ def format_validation_error(err: ValidationError, where: str, lines: dict | None
             # A model validator (a check across fields) names the field it is about first,
             # "base_url 'ftp://x': must ...": point at that field and its line, not at "(root)".
             msg = msg.removeprefix("Value error, ")
-            m = re.match(r"([A-Za-z_][A-Za-z0-9_]*)\b[ :]*", msg)
+            m = re.match(r"([A-Za-z_][A-Za-z0-9_]*)(:\s*)?", msg)
             if m and m.group(1) in (fields or ()):
-                loc, msg = (m.group(1),), msg[m.end():] or msg
+                # "field: message" -> the message; "field and other: ..." keeps its words
+                loc, msg = (m.group(1),), (msg[m.end():] if m.group(2) else msg) or msg
         name = ".".join(str(x) for x in loc) or "(root)"
         line = _line_for(lines or {}, prefix + loc)
         at = f"{where}:{line}" if line else where

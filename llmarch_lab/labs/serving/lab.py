@@ -70,7 +70,7 @@ class ServingParams(EndpointFields):
     @model_validator(mode="after")
     def _consistent(self):
         if self.engine == "external" and not self.base_url:
-            raise ValueError("base_url: engine=external needs one (an OpenAI-compatible URL ending in /v1)")
+            raise ValueError("base_url: engine=external needs base_url (an OpenAI-compatible URL ending in /v1)")
         if self.engine != "external" and self.base_url:
             raise ValueError(f"base_url: only for engine=external; engine={self.engine} is started by the lab")
         if any(v <= 0 for v in self.levels):
