@@ -81,24 +81,30 @@ class Engine:
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM the engine's process group, SIGKILL what is left after `timeout` seconds."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self.proc.wait(wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        stop_group(self.proc, timeout)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def stop_group(proc, timeout: float = 20.0) -> None:
+    """SIGTERM a child's process group (started with start_new_session), SIGKILL what is left
+    after `timeout` seconds. Also used for the guardrails gateway's children."""
+    if proc is None or proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _command(engine: str, model: str, port: int, name: str, dtype: str, max_model_len: int,

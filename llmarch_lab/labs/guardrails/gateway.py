@@ -424,20 +424,10 @@ class Gateway:
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM each child's process group (proxy first), SIGKILL what is left after `timeout`."""
+        from llmarch_lab.llm.engines import stop_group  # here: the LiteLLM venv imports this module too
+
         for name in ("litellm", "guard"):
-            p = self.procs.get(name)
-            if p is None or p.poll() is not None:
-                continue
-            for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-                try:
-                    os.killpg(p.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    p.wait(wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+            stop_group(self.procs.get(name), timeout)
 
     def __enter__(self):
         return self

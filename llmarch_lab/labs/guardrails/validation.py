@@ -52,6 +52,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from llmarch_lab import LabError
+from llmarch_lab.labs.guardrails.rules import as_text  # noqa: F401 - also validation.as_text
 
 DECISIONS = ("yes", "no", "maybe")
 REASON_MAX_CHARS = 100
@@ -112,13 +113,6 @@ REASK = ("Your reply was not valid: {error}. Reply again with only the JSON obje
          "with a shorter reason of at most {words} words if it was too long.")
 
 
-def as_text(x) -> str:
-    """Any input as text: bytes are decoded as UTF-8 with errors replaced, None is ''."""
-    if x is None:
-        return ""
-    if isinstance(x, (bytes, bytearray, memoryview)):
-        return bytes(x).decode("utf-8", errors="replace")
-    return x if isinstance(x, str) else str(x)
 
 
 def build_messages(question, conclusion) -> list[dict]:
