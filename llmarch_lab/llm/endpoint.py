@@ -204,6 +204,36 @@ class Endpoint:
         return Reply(text, _int_or_none(usage.get("completion_tokens")), _int_or_none(usage.get("prompt_tokens")),
                      seconds, choice.get("finish_reason"))
 
+    def chat_logprobs(self, messages: list[dict] | str, max_tokens: int, top_logprobs: int = 1,
+                      temperature: float = 0.0, **kw) -> tuple[Reply, Logprobs]:
+        """A chat completion with per-token log-probs (OpenAI chat format: logprobs=true and
+        top_logprobs=N), as (Reply, Logprobs in the completions layout). The server applies the
+        model's own chat template, so no tokenizer is needed here. A LabError when none come back."""
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        body = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature,
+                "logprobs": True, "top_logprobs": max(1, int(top_logprobs)), **self.extra_body, **kw}
+        t0 = time.perf_counter()
+        data = self._call("POST", "/chat/completions", body)
+        seconds = time.perf_counter() - t0
+        try:
+            choice = data["choices"][0]
+            text = choice["message"]["content"] or ""
+            content = (choice.get("logprobs") or {}).get("content")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise LabError(f"endpoint {self.base_url}: /chat/completions answer has no choices[0].message") from None
+        if not isinstance(content, list) or (max_tokens > 0 and not content and text):
+            raise LabError(f"endpoint {self.base_url}: /chat/completions gave no logprobs.content for model "
+                           f"{self.model!r}; this server does not return chat log-probs")
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        reply = Reply(text, _int_or_none(usage.get("completion_tokens")), _int_or_none(usage.get("prompt_tokens")),
+                      seconds, choice.get("finish_reason"))
+        lp = Logprobs(text, [c.get("token") for c in content],
+                      [None if c.get("logprob") is None else float(c["logprob"]) for c in content],
+                      [{str(t.get("token")): float(t.get("logprob")) for t in (c.get("top_logprobs") or [])}
+                       for c in content])
+        return reply, lp
+
     def session(self, limit: int = 0):
         """An aiohttp session for astream_chat (create it inside the running loop). limit=0: no
         client-side connection cap, the caller sets the concurrency."""

@@ -22,6 +22,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,11 +136,16 @@ def _command(engine: str, model: str, port: int, name: str, dtype: str, max_mode
 
 
 def _gguf_path(model: str) -> Path:
+    from llmarch_lab import gguf_parts
+
     if model == models.SMOLLM2:
         return models.smollm2_gguf()
+    if model in gguf_parts.PARTED:
+        return gguf_parts.gguf(model)
     p = Path(model).expanduser()
     if p.suffix != ".gguf" or not p.is_file():
-        raise LabError(f"model {model!r}: llama.cpp needs a .gguf file (or the alias {models.SMOLLM2})")
+        raise LabError(f"model {model!r}: llama.cpp needs a .gguf file (or an alias: "
+                       f"{', '.join([models.SMOLLM2, *gguf_parts.PARTED])})")
     return p
 
 
@@ -171,9 +177,15 @@ def launch(engine: str, model: str = models.SMOLLM2, *, log_path: Path, dtype: s
     base = f"http://127.0.0.1:{port}"
     eng = Engine(engine, name, base + "/v1", cmd, log_path, wbytes, wdtype, env=env)
     t0 = time.perf_counter()
+    # PDEATHSIG: a launcher killed by a signal (SIGTERM skips `finally`) takes its engine with it.
+    # It fires when the launching thread ends, so it is set only from the main thread.
+    from llmarch_lab.llm.litellm_proxy import pdeathsig
+
+    main = threading.current_thread() is threading.main_thread()
     with open(log_path, "wb") as log:
         eng.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env={**os.environ, **env}, start_new_session=True)
+                                    env={**os.environ, **env}, start_new_session=True,
+                                    preexec_fn=pdeathsig if main else None)
     health = base + ("/health" if engine == "vllm" else "/v1/models")
     try:
         while True:

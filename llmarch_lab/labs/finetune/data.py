@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from llmarch_lab import LabError
+from llmarch_lab import LabError, tasks
 
-LABELS = ("yes", "no", "maybe")
-INSTRUCTION = "Answer the biomedical research question with yes, no or maybe, based on the abstract."
+LABELS = tasks.PUBMEDQA_LABELS
+INSTRUCTION = tasks.PUBMEDQA_INSTRUCTION
 
 
 @dataclass
@@ -64,8 +64,7 @@ def truncate(tok, text: str, n_tokens: int, side: str = "head") -> tuple[str, bo
     return tok.decode(ids[:n_tokens]), True
 
 
-def user_text(question: str, context: str) -> str:
-    return f"{INSTRUCTION}\n\nAbstract: {context}\n\nQuestion: {question}\nAnswer:"
+user_text = tasks.pubmedqa_user_text
 
 
 def to_rows(df, tok, context_tokens: int, long_answer: bool = False, context_side: str = "head") -> list[dict]:

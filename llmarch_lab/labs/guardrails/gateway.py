@@ -51,9 +51,6 @@ import argparse
 import copy
 import json
 import os
-import secrets
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -134,25 +131,13 @@ def make_guard_app(guard, escalations_path: Path | None = None, redactor=None):
                              Route("/check_output", route(do_output), methods=["POST"])])
 
 
-def _watch_parent(parent_pid: int) -> None:
-    """Exit when the process that launched us is gone (a killed benchmark leaves no orphan)."""
-    def loop():
-        while True:
-            if os.getppid() != parent_pid:
-                os._exit(0)
-            time.sleep(0.5)
-
-    threading.Thread(target=loop, daemon=True).start()
-
-
 def serve_guard(config_path: str, port: int, audit_path: str = "", escalations_path: str = "",
                 redactor: str = "", parent_pid: int = 0) -> None:
-    import uvicorn
-
     from llmarch_lab.labs.guardrails import audit, policy
+    from llmarch_lab.llm import litellm_proxy
 
     if parent_pid:
-        _watch_parent(parent_pid)
+        litellm_proxy.watch_parent(parent_pid)
     cfg = policy.GuardConfig.model_validate_json(Path(config_path).read_text())
     red = audit.regex_redact
     if redactor:
@@ -163,7 +148,7 @@ def serve_guard(config_path: str, port: int, audit_path: str = "", escalations_p
     log = audit.AuditLog(audit_path, redactor=red) if audit_path else None
     guard = policy.Guard(cfg, audit=log)
     app = make_guard_app(guard, Path(escalations_path) if escalations_path else None, red)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    litellm_proxy.serve(app, port)
 
 
 # ====================================================================== the LiteLLM hook (litellm venv)
@@ -340,35 +325,10 @@ def __getattr__(name: str):  # PEP 562: `LabGuardrail` is built on first access 
 
 
 def litellm_python() -> Path:
-    env = os.environ.get("LLMARCH_LITELLM_PYTHON")
-    if env:
-        return Path(env)
-    from llmarch_lab import paths
+    """The LiteLLM environment's interpreter (LLMARCH_LITELLM_PYTHON overrides; llm.litellm_proxy)."""
+    from llmarch_lab.llm import litellm_proxy
 
-    return paths.home() / ".engines" / "litellm" / "bin" / "python"
-
-
-_SHIM = '''# Written by llmarch_lab.labs.guardrails.gateway.launch: LiteLLM loads this file (next to its
-# config.yaml); it loads the gateway module by path, so the lab's package need not be importable.
-import importlib.util
-import sys
-
-_spec = importlib.util.spec_from_file_location("llmarch_guard_gateway", {path!r})
-_mod = sys.modules["llmarch_guard_gateway"] = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_mod)
-LabGuardrail = _mod.guardrail_class()
-'''
-
-
-def _pdeathsig():
-    """Run in the child before exec: SIGKILL it when the launching process dies (Linux prctl), so a
-    killed benchmark leaves no orphan even when it never reaches its cleanup."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    return litellm_proxy.litellm_python(check=False)
 
 
 @dataclass
@@ -414,54 +374,24 @@ class Gateway:
         return pd.DataFrame(rows, columns=list(EscalationQueue.COLUMNS))
 
     def log_tail(self, n: int = 15) -> str:
-        out = []
-        for p in (self.log_path, self.guard_log_path):
-            try:
-                out += p.read_text(errors="replace").splitlines()[-n:]
-            except OSError:
-                pass
-        return "\n".join(out)
+        from llmarch_lab.llm import litellm_proxy
+
+        return litellm_proxy.log_tail((self.log_path, self.guard_log_path), n)
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM each child's process group (proxy first), SIGKILL what is left after `timeout`."""
-        from llmarch_lab.llm.engines import stop_group  # here: the LiteLLM venv imports this module too
+        from llmarch_lab.llm import litellm_proxy  # here: the LiteLLM venv imports this module too
 
-        for name in ("litellm", "guard"):
-            stop_group(self.procs.get(name), timeout)
+        litellm_proxy.stop_all(self.procs, ("litellm", "guard"), timeout)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
+        from llmarch_lab.llm import litellm_proxy
+
         self.stop()
-        os.environ.pop(self.api_key_env, None)
-
-
-def _spawn(cmd: list[str], log: Path, env: dict) -> subprocess.Popen:
-    # PDEATHSIG fires when the launching THREAD ends, so it is set only from the main thread (a
-    # gateway launched from a worker thread relies on stop() and the guard's parent watch).
-    main = threading.current_thread() is threading.main_thread()
-    with open(log, "ab") as f:
-        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                start_new_session=True, preexec_fn=_pdeathsig if main else None)
-
-
-def _wait_healthy(gw: Gateway, name: str, url: str, deadline: float) -> None:
-    import httpx
-
-    p = gw.procs[name]
-    while True:
-        if p.poll() is not None:
-            raise _lab_error(f"gateway: {name} exited with code {p.returncode} while starting "
-                             f"(logs: {gw.log_path}, {gw.guard_log_path}): {gw.log_tail(4).strip()[-500:]}")
-        try:
-            if httpx.get(url, timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.perf_counter() > deadline:
-            raise _lab_error(f"gateway: {name} not healthy at {url} in time (logs: {gw.log_path}, {gw.guard_log_path})")
-        time.sleep(0.3)
+        litellm_proxy.drop_master_key(self.api_key_env)
 
 
 def launch(engine_base_url: str, guard_config, log_path, *, model_name: str = "smollm2-135m-instruct",
@@ -476,7 +406,7 @@ def launch(engine_base_url: str, guard_config, log_path, *, model_name: str = "s
     audit_path: the audit log (default run_dir/audit.jsonl); redactor: "module:attr" of the audit
     redactor (default: audit.regex_redact)."""
     from llmarch_lab.labs.guardrails import policy
-    from llmarch_lab.llm.loopback import free_port
+    from llmarch_lab.llm import litellm_proxy as lp
 
     if block_style not in BLOCK_STYLES:
         raise _lab_error(f"gateway: block_style {block_style!r}: use one of {', '.join(BLOCK_STYLES)}")
@@ -486,55 +416,46 @@ def launch(engine_base_url: str, guard_config, log_path, *, model_name: str = "s
         raise _lab_error(f"gateway: checks {missing} name no scorer; the guard service resolves scorers by name "
                          "(CheckSpec.scorer = a built-in or 'module:attr')")
     policy.Guard(cfg)  # resolve every scorer here first: a bad config fails before any process starts
-    py = litellm_python()
-    if not py.exists():
-        raise _lab_error(f"gateway: no LiteLLM environment at {py}; run `make engine-litellm` "
-                         "(or set LLMARCH_LITELLM_PYTHON)")
+    py = lp.litellm_python(who="gateway")
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     run_dir = Path(run_dir) if run_dir else log_path.parent / f"{log_path.stem}.d"
     run_dir.mkdir(parents=True, exist_ok=True)
-    guard_port, proxy_port = free_port(), free_port()
-    while proxy_port == guard_port:
-        proxy_port = free_port()
+    guard_port, proxy_port = lp.free_ports(2)
     audit_path = Path(audit_path) if audit_path else run_dir / "audit.jsonl"
     (run_dir / "guard.json").write_text(cfg.model_dump_json(indent=2))
-    (run_dir / "lab_guard_hook.py").write_text(_SHIM.format(path=str(Path(__file__).resolve())))
-    (run_dir / "config.yaml").write_text(_litellm_config(engine_base_url, model_name))
+    lp.write_shim(run_dir / "lab_guard_hook.py", __file__, "llmarch_guard_gateway", "LabGuardrail", "guardrail_class",
+                  writer="llmarch_lab.labs.guardrails.gateway.launch")
+    lp.write_config(run_dir / "config.yaml", _litellm_config(engine_base_url, model_name))
     gw = Gateway(f"http://127.0.0.1:{proxy_port}/v1", model_name, f"http://127.0.0.1:{guard_port}", engine_base_url,
                  run_dir, log_path, log_path.with_suffix(".guard.log"), audit_path, run_dir / "escalations.jsonl",
-                 block_style, stream_window_chars, api_key_env=f"LLMARCH_GATEWAY_KEY_{proxy_port}")
-    # The proxy refuses to start without a master key (right: it would accept anyone). A fresh one
-    # per launch, handed over in environment variables (never argv, where ps shows it).
-    os.environ[gw.api_key_env] = "sk-" + secrets.token_hex(24)
-    base_env = {k: v for k, v in os.environ.items()
-                if not k.startswith(("LLMARCH_GUARD_", "LLMARCH_GATEWAY_KEY_", "OPENAI_", "LITELLM_"))}
+                 block_style, stream_window_chars, api_key_env=lp.new_master_key(proxy_port))
+    base_env = lp.child_env(("LLMARCH_GUARD_",))
+    logs = (gw.log_path, gw.guard_log_path)
     t0 = time.perf_counter()
     deadline = t0 + ready_timeout_s
     try:
-        gw.procs["guard"] = _spawn(
+        gw.procs["guard"] = lp.spawn(
             [sys.executable, "-m", "llmarch_lab.labs.guardrails.gateway", "serve-guard", "--config",
              str(run_dir / "guard.json"), "--port", str(guard_port), "--audit", str(audit_path),
              "--escalations", str(gw.escalations_path), "--redactor", redactor, "--parent-pid", str(os.getpid())],
             gw.guard_log_path, base_env)
-        gw.procs["litellm"] = _spawn(
-            [str(py), "-m", "litellm.proxy.proxy_cli", "--config", str(run_dir / "config.yaml"), "--host",
-             "127.0.0.1", "--port", str(proxy_port), "--num_workers", "1"],
-            log_path, {**base_env, ENV_URL: gw.guard_url, ENV_STYLE: block_style,
-                       ENV_WINDOW: str(stream_window_chars), "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-                       "LITELLM_TELEMETRY": "False", "LITELLM_LOG": os.environ.get("LITELLM_LOG", "ERROR"),
-                       "LITELLM_MASTER_KEY": os.environ[gw.api_key_env], "NO_DOCS": "True", "NO_REDOC": "True", "HF_HUB_OFFLINE": "1"})
-        _wait_healthy(gw, "guard", gw.guard_url + "/health", deadline)
-        _wait_healthy(gw, "litellm", f"http://127.0.0.1:{proxy_port}/health/liveliness", deadline)
+        gw.procs["litellm"] = lp.start_proxy(
+            run_dir / "config.yaml", proxy_port, log_path,
+            lp.proxy_env(gw.api_key_env, {ENV_URL: gw.guard_url, ENV_STYLE: block_style,
+                                          ENV_WINDOW: str(stream_window_chars)}, base=base_env), python=py)
+        lp.wait_healthy("guard", gw.procs["guard"], gw.guard_url + "/health", deadline, logs)
+        lp.wait_healthy("litellm", gw.procs["litellm"], lp.proxy_health_url(proxy_port), deadline, logs)
     except BaseException:
         gw.stop()
+        lp.drop_master_key(gw.api_key_env)
         raise
     gw.start_s = time.perf_counter() - t0
     return gw
 
 
-def _litellm_config(engine_base_url: str, model_name: str) -> str:
-    cfg = {
+def _litellm_config(engine_base_url: str, model_name: str) -> dict:
+    return {
         "model_list": [{"model_name": model_name,
                         "litellm_params": {"model": f"openai/{model_name}", "api_base": engine_base_url,
                                            "api_key": "none"}}],
@@ -543,7 +464,6 @@ def _litellm_config(engine_base_url: str, model_name: str) -> str:
                                            "mode": ["pre_call", "post_call"], "default_on": True}}],
         "litellm_settings": {"drop_params": True, "num_retries": 0, "request_timeout": 600},
     }
-    return json.dumps(cfg, indent=2)  # JSON is YAML: no yaml dependency needed to write it
 
 
 def main(argv=None) -> int:
