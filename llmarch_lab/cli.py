@@ -296,6 +296,35 @@ def guard_verify(path: Path = typer.Argument(..., metavar="AUDIT.jsonl", help="A
     raise typer.Exit(0 if rep.ok else 1)
 
 
+cache_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                        help="Cost lab: evaluate the chosen semantic cache on a file of question pairs.")
+app.add_typer(cache_app, name="cache")
+
+CACHE_EXAMPLES = """Examples:
+
+\b
+  llmarch-lab cache eval --pairs data/qqp/pairs_dev.jsonl.gz
+  llmarch-lab cache eval --pairs heldout.jsonl --out result.json
+"""
+
+
+@cache_app.command("eval", epilog=CACHE_EXAMPLES)
+def cache_eval(pairs: Path = typer.Option(..., "--pairs", metavar="FILE.jsonl[.gz]",
+                                          help="One JSON object per line: text_a, text_b, label (1 = duplicate)."),
+               out: Optional[Path] = typer.Option(None, "--out", metavar="OUT.json", help="Also write the result here (atomically).")):
+    """Insert every distinct text_a into an empty cache (the chosen configuration), query every text_b;
+    print hit_rate, wrong_hit_rate, query latency p50/p95 and the configuration as JSON."""
+    import json
+
+    from llmarch_lab import registry
+
+    try:
+        result = registry.command("cache eval")(pairs, out)
+    except LabError as e:
+        _fail(e)
+    typer.echo(json.dumps(result, indent=1, default=str))
+
+
 @app.command()
 def ui(port: int = typer.Option(5000, help="Port on 127.0.0.1.")):
     """Start `mlflow ui` on 127.0.0.1 against the lab's store."""
@@ -346,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _command(argv) -> str:
     args = sys.argv[1:] if argv is None else argv
-    words = [a for a in args if a in ("run", "list", "report", "ui", "guard", "scan", "verify")]
+    words = [a for a in args if a in ("run", "list", "report", "ui", "guard", "scan", "verify", "cache", "eval")]
     return "".join(w + " " for w in words[:2])
 
 

@@ -40,6 +40,7 @@ LABS: dict[str, LabEntry] = {e.name: e for e in (
     _lab("rag", "RagParams", "30_rag"),
     _lab("serving", "ServingParams", "40_serving"),
     _lab("guardrails", "GuardrailsParams", "50_guardrails"),
+    _lab("cost", "CostParams", "60_cost"),
 )}
 
 
@@ -47,6 +48,7 @@ LABS: dict[str, LabEntry] = {e.name: e for e in (
 COMMANDS: dict[str, str] = {
     "guard scan": "llmarch_lab.labs.guardrails.scan:scan_file",
     "guard verify": "llmarch_lab.labs.guardrails.audit:verify",
+    "cache eval": "llmarch_lab.labs.cost.cache:eval_pairs_file",
 }
 
 

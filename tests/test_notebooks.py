@@ -40,7 +40,7 @@ def test_quickstart_suite_runs_every_notebook(store):
                         capture_output=True, text=True, timeout=300)
     assert md.returncode == 0, md.stderr
     for title in ("quickstart runs", "quantization modes", "fine-tuning runs", "retrieval runs", "serving sweeps",
-                  "guardrails stack"):
+                  "guardrails stack", "cost routellm"):
         assert f"**{title} of suite quickstart" in md.stdout, (title, md.stdout[:2000])
     assert "| nf4 |" in md.stdout and "decode_tok_per_s ↑" in md.stdout
     csv = subprocess.run([sys.executable, "-m", "llmarch_lab.cli", "report", "quickstart", "--lab", "rag",

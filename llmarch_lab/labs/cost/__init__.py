@@ -1,0 +1,1 @@
+"""Cost lab: routing between a small and a larger model, semantic caching, a cost model and the plan."""

@@ -1,0 +1,119 @@
+"""The cost lab end to end on real models: SmolLM2 (small) and Qwen2.5-Coder-0.5B (large), both
+served by llama.cpp, a handful of real PubMedQA and GSM8K questions; the plan with LiteLLM's cost
+tracking in its own environment; the `cache eval` command."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from llmarch_lab import LabError, paths
+from llmarch_lab.config import validate_params
+
+pytestmark = pytest.mark.slow
+LARGE = "qwen2.5-coder-0.5b-instruct"
+
+
+@pytest.fixture(scope="module")
+def cost_cache(tmp_path_factory):
+    """A fresh outcome cache for this module; the model files and MiniLM embeddings are shared."""
+    real = paths.cache_dir()
+    d = tmp_path_factory.mktemp("cost-cache")
+    for sub in ("models", "embeddings"):
+        (real / sub).mkdir(parents=True, exist_ok=True)
+        os.symlink(real / sub, d / sub)
+    old = os.environ.get("LLMARCH_CACHE_DIR")
+    os.environ["LLMARCH_CACHE_DIR"] = str(d)
+    yield d
+    if old is None:
+        os.environ.pop("LLMARCH_CACHE_DIR", None)
+    else:
+        os.environ["LLMARCH_CACHE_DIR"] = old
+
+
+def _params(**kw):
+    from llmarch_lab.labs.cost.lab import CostParams
+
+    base = dict(large_model=LARGE, pubmedqa_n=6, gsm8k_n=4, max_tokens=48, cv_folds=2, n_boot=50, threads=1,
+                routers=["random", "rule", "confidence", "cascade"], plan_router="rule", trace_requests=60)
+    return CostParams(**{**base, **kw})
+
+
+def test_routing_part_measures_both_models_and_scores_routers(cost_cache):
+    from llmarch_lab.labs.cost import lab, outcomes
+
+    res = lab.run(_params(part="routing"))
+    m = res.metrics
+    for task in ("pubmedqa", "gsm8k"):
+        for side in ("small", "large"):
+            assert 0.0 <= m[f"quality.{side}_{task}_accuracy"] <= 1.0
+    assert m["count.questions"] == 10
+    table = res.tables["router_table"]
+    assert list(table["router"]) == ["random", "rule", "confidence", "cascade"]
+    assert table["apgr"].between(0, 1).all()
+    # cascades pay for every small call: never cheaper than the confidence router at the same share
+    t = table.set_index("router")
+    assert t.loc["cascade", "cost_95"] >= t.loc["confidence", "cost_95"]
+    assert m["throughput.large_prefill_tok_per_s"] > 0 and m["throughput.small_decode_tok_per_s"] > 0
+    # every outcome is cached per model and question: token counts from the server's usage
+    for model in ("smollm2-135m-instruct", LARGE):
+        rows = outcomes.cached(model)
+        assert len(rows) == 10 and all(r["prompt_tokens"] > 0 and r["output_tokens"] >= 1 for r in rows.values())
+    gsm = [r for r in outcomes.cached(LARGE).values() if r["task"] == "gsm8k"]
+    assert all(r["output_tokens"] <= 48 for r in gsm)
+
+
+def test_plan_part_reuses_outcomes_and_agrees_with_litellm(cost_cache, store):
+    from llmarch_lab.labs.cost import lab, outcomes
+
+    before = {m: len(outcomes.cached(m)) for m in ("smollm2-135m-instruct", LARGE)}
+    res = lab.run(_params(part="plan"))
+    assert {m: len(outcomes.cached(m)) for m in before} == before  # nothing measured twice
+    m = res.metrics
+    assert "cost.plan_saving_pct" in m and "quality.plan_relative_loss_pct" in m
+    assert m["errors.max_abs_litellm_cost_diff_pct"] < 1e-6
+    assert m["cost.large_usd_per_1m_output_tokens"] > m["cost.small_usd_per_1m_output_tokens"] > 0
+    tr = res.tables["trace"]
+    assert len(tr) == 60 and set(tr["cache_outcome"]) <= {"miss", "correct_hit", "wrong_hit"}
+    verbatim = tr[tr["kind"] == "verbatim"]
+    assert (verbatim["cache_outcome"] == "correct_hit").all()  # an exact repeat always hits its own entry
+    assert set(res.figures) >= {"pareto", "waterfall"}
+
+
+def test_params_name_the_field():
+    from llmarch_lab.labs.cost.lab import CostParams
+
+    with pytest.raises(LabError, match="large_model"):
+        validate_params(CostParams, {"large_model": "smollm2-135m-instruct"}, "cost.yaml")
+    with pytest.raises(LabError, match="small_model"):
+        validate_params(CostParams, {"small_model": "gpt-9"}, "cost.yaml")
+    with pytest.raises(LabError, match="pubmedqa_n"):
+        validate_params(CostParams, {"part": "plan", "pubmedqa_n": 0, "gsm8k_n": 0}, "cost.yaml")
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "llmarch_lab.cli", *args], capture_output=True, text=True,
+                          timeout=600, **kw)
+
+
+def test_cache_eval_command(tmp_path):
+    from llmarch_lab import datasets
+
+    pairs = datasets.qqp_pairs().sample(n=120, random_state=3)
+    f = tmp_path / "pairs.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in pairs.to_dict("records")))
+    out = tmp_path / "out.json"
+    r = _cli("cache", "eval", "--pairs", str(f), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    got = json.loads(out.read_text())
+    assert 0.0 <= got["hit_rate"] <= 1.0 and 0.0 <= got["wrong_hit_rate"] <= 1.0
+    assert got["latency_ms_p95"] >= got["latency_ms_p50"] > 0 and "config" in got
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text_a": "a", "text_b": "b", "label": 1}\n{"text_a": "a", "label": 0}\n')
+    r = _cli("cache", "eval", "--pairs", str(bad), "--out", str(tmp_path / "never.json"))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "bad.jsonl:2" in lines[0] and "text_b" in lines[0], r.stderr
+    assert not (tmp_path / "never.json").exists()
