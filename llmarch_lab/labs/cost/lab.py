@@ -44,7 +44,7 @@ def slug(name: str) -> str:
 
 class CostParams(LabParams):
     lab = "cost"
-    key_metrics = ("quality.apgr_minilm_lr", "quality.cache_hit_rate", "errors.cache_wrong_hit_rate",
+    key_metrics = ("quality.apgr_minilm_lr", "quality.apgr_mt_bench_minilm_lr", "quality.cache_hit_rate", "errors.cache_wrong_hit_rate",
                    "cost.plan_saving_pct", "quality.plan_relative_loss_pct", "latency.router_overhead_ms")
 
     part: Literal["routing", "routellm", "cache", "gateway", "plan"] = Field(
