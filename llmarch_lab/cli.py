@@ -123,8 +123,11 @@ def _type_text(f) -> str:
     import typing
 
     ann = f.annotation
+    inner = typing.get_args(ann)[0] if typing.get_origin(ann) is list and typing.get_args(ann) else None
     if typing.get_origin(ann) is typing.Literal:
         text = "|".join(str(a) for a in typing.get_args(ann))
+    elif inner is not None and typing.get_origin(inner) is typing.Literal:  # list[Literal[...]]
+        text = "list of " + "|".join(str(a) for a in typing.get_args(inner))
     elif isinstance(ann, type) and typing.get_origin(ann) is None:
         text = ann.__name__
     else:
@@ -178,7 +181,8 @@ def list_(params: bool = typer.Option(True, "--params/--no-params", help="Show e
         typer.echo(f"\nnotebook {nb.stem}  (lab {cls.lab}, {cls.__module__}:{cls.__name__})")
         if params:
             for name, f in cls.model_fields.items():
-                typer.echo(f"  {name:<22} {_type_text(f):<24} = {f.default!r:<24} {f.description or ''}")
+                default = f.default_factory() if f.default_factory is not None else f.default
+                typer.echo(f"  {name:<22} {_type_text(f):<24} = {default!r:<24} {f.description or ''}")
 
 
 REPORT_EXAMPLES = """Examples:

@@ -65,7 +65,7 @@ class CostParams(LabParams):
     benches: list[Literal["gsm8k", "mmlu", "mt_bench"]] = Field(
         default_factory=lambda: ["gsm8k", "mmlu", "mt_bench"], min_length=1, description="RouteLLM benchmarks to replicate on.")
     # cache
-    cache_pairs: int = Field(0, ge=0, le=1_000_000, description="Quora dev pairs used (0 = all 60,168; seeded sample otherwise).")
+    cache_pairs: int = Field(0, ge=0, le=1_000_000, description="Quora dev pairs (0 = the fixed 20,000-pair dev subset, cache.dev_pairs(), the chosen cache was measured on; else a seeded sample of the 60,168).")
     trace_requests: int = Field(3000, ge=10, le=1_000_000, description="Requests in the cache traffic trace.")
     repeat_rate: float = Field(0.3, ge=0.0, lt=1.0, description="Share of trace requests that ask an earlier intent again.")
     paraphrase_share: float = Field(0.5, ge=0.0, le=1.0, description="Of those, the share asked in other words (the rest verbatim).")
