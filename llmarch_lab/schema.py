@@ -105,6 +105,7 @@ SPECS: tuple[MetricSpec, ...] = (
     _s("count.{w}_large_share", N, "fraction", "share of requests routed to the large model"),
     _s("count.{w}_questions", N, "questions", "questions measured for one task"),
     _s("count.questions", N, "questions", "questions measured (all tasks)"),
+    _s("count.trace_requests", N, "requests", "requests in the plan's trace (at most questions / (1 - repeat rate))"),
     _s("errors.{w}_error_rate", L, "fraction", "share of requests that failed on one path (gateway)"),
     _s("errors.{w}_decision_disagreement", L, "fraction", "share of requests the gateway routed differently from the in-process router"),
     _s("errors.large_share_abs_diff", L, "fraction", "|gateway large-model share - the router's offline share| on the same prompts"),

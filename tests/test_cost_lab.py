@@ -76,7 +76,8 @@ def test_plan_part_reuses_outcomes_and_agrees_with_litellm(cost_cache, store):
     assert m["errors.max_abs_litellm_cost_diff_pct"] < 1e-6
     assert m["cost.large_usd_per_1m_output_tokens"] > m["cost.small_usd_per_1m_output_tokens"] > 0
     tr = res.tables["trace"]
-    assert len(tr) == 60 and set(tr["cache_outcome"]) <= {"miss", "correct_hit", "wrong_hit"}
+    assert len(tr) == int(10 / (1 - 0.3)) and m["count.trace_requests"] == len(tr)  # the repeat rate holds
+    assert set(tr["cache_outcome"]) <= {"miss", "correct_hit", "wrong_hit"}
     verbatim = tr[tr["kind"] == "verbatim"]
     assert (verbatim["cache_outcome"] == "correct_hit").all()  # an exact repeat always hits its own entry
     assert set(res.figures) >= {"pareto", "waterfall"}

@@ -58,9 +58,16 @@ def paired_bootstrap(metric: Callable, *columns, n_resamples: int = 2000, seed: 
         return metric(*(c[idx] for c in cols))
 
     point = float(stat(np.arange(n)))
-    ci = bootstrap((np.arange(n),), stat, vectorized=True, paired=True, n_resamples=n_resamples,
-                   method="percentile", random_state=seed, confidence_level=confidence).confidence_interval
-    low, high = float(ci.low), float(ci.high)
+    res = bootstrap((np.arange(n),), stat, vectorized=True, paired=True, n_resamples=n_resamples,
+                    method="percentile", random_state=seed, confidence_level=confidence)
+    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    dist = np.asarray(res.bootstrap_distribution, dtype=float)
+    if (np.isnan(low) or np.isnan(high)) and np.isfinite(dist).mean() >= 0.9:
+        # A statistic undefined on a few resamples (APGR when a resample has no quality gap) makes
+        # scipy's interval NaN; the percentile interval over the defined resamples is the same
+        # method on what is left, as long as nearly all are defined.
+        tail = (1.0 - confidence) / 2 * 100
+        low, high = (float(x) for x in np.nanpercentile(dist, [tail, 100 - tail]))
     return {"delta": point, "ci_low": low, "ci_high": high, "clear": bool(low > 0 or high < 0)}
 
 

@@ -332,8 +332,17 @@ def _plan(p: CostParams, res: Result) -> None:
     tr = workload.with_cache(tr, cache.SemanticCache(cache.CHOSEN), paraphrase_hit_rate=hit_rate, seed=p.seed)
     res.add("quality.paraphrase_hit_rate", hit_rate)
     res.tags["cost.paraphrase_hit_rate"] = basis
+    # Batch pricing needs a measured higher-concurrency throughput for both models (serving runs);
+    # llama-cpp-python answers one request at a time, so without those the lever is left out.
+    has_batch = any(prices[(r, "batch")] != prices[(r, "online")] for r in ("small", "large") if (r, "batch") in prices)
     table = plan.lever_table(tr, prices, route_thresholds=_quantile_thresholds(scores[p.plan_router], p.route_thresholds),
-                             cache_columns=["cache_outcome"], n_resamples=p.n_boot, seed=p.seed)
+                             cache_columns=["cache_outcome"], batch=has_batch, n_resamples=p.n_boot, seed=p.seed)
+    if not has_batch:
+        table.attrs.setdefault("notes", []).append("batch lever skipped: no higher-concurrency throughput measured "
+                                                   "for both models (serving-lab runs)")
+    res.add("count.trace_requests", len(tr))
+    res.tags["cost.trace"] = (f"{len(tr)} requests over {len(pairs)} measured questions (repeat rate {p.repeat_rate}, "
+                              f"paraphrase share {p.paraphrase_share}, zipf {p.zipf_s}, seed {p.seed})")
     rec = plan.recommend(table, target_saving_pct=p.target_saving_pct, max_rel_loss_pct=p.max_rel_loss_pct)
     for k, v in plan.plan_metrics(table, rec).items():
         res.add(k, v)

@@ -28,11 +28,15 @@ from llmarch_lab import LabError
 
 def question_trace(pairs, router_scores, n_requests: int, repeat_rate: float, paraphrase_share: float,
                    zipf_s: float, seed: int = 0):
-    """One row per request with the plan's columns (plan.BASE_COLUMNS, router_score, task, kind)."""
+    """One row per request with the plan's columns (plan.BASE_COLUMNS, router_score, task, kind);
+    at most len(pairs) / (1 - repeat_rate) requests, so the repeat rate is the one asked for."""
     import pandas as pd
 
     if len(router_scores) != len(pairs):
         raise LabError(f"question_trace: {len(router_scores)} router scores for {len(pairs)} questions")
+    # With Q questions, a trace keeps its repeat rate only up to Q / (1 - repeat_rate) requests:
+    # past that every request would have to be a repeat (and the cache would look far better).
+    n_requests = min(n_requests, max(1, int(len(pairs) / (1.0 - repeat_rate))))
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(pairs))
     seen: list[int] = []
