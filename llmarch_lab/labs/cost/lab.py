@@ -338,8 +338,7 @@ def _plan(p: CostParams, res: Result) -> None:
     table = plan.lever_table(tr, prices, route_thresholds=_quantile_thresholds(scores[p.plan_router], p.route_thresholds),
                              cache_columns=["cache_outcome"], batch=has_batch, n_resamples=p.n_boot, seed=p.seed)
     if not has_batch:
-        table.attrs.setdefault("notes", []).append("batch lever skipped: no higher-concurrency throughput measured "
-                                                   "for both models (serving-lab runs)")
+        res.tags["cost.batch"] = "skipped: no higher-concurrency throughput measured for both models (serving-lab runs)"
     res.add("count.trace_requests", len(tr))
     res.tags["cost.trace"] = (f"{len(tr)} requests over {len(pairs)} measured questions (repeat rate {p.repeat_rate}, "
                               f"paraphrase share {p.paraphrase_share}, zipf {p.zipf_s}, seed {p.seed})")
