@@ -41,10 +41,13 @@ def _params(**kw):
     return CostParams(**{**base, **kw})
 
 
-def test_routing_part_measures_both_models_and_scores_routers(cost_cache):
+def test_routing_part_measures_both_models_and_scores_routers(cost_cache, tmp_path):
     from llmarch_lab.labs.cost import lab, outcomes
+    from llmarch_lab.llm import engines
 
-    res = lab.run(_params(part="routing"))
+    # The large model on "another server" (base_url): here a llama.cpp engine this test starts.
+    with engines.launch("llamacpp", model=LARGE, log_path=tmp_path / "large.log", threads=1) as eng:
+        res = lab.run(_params(part="routing", base_url=eng.base_url, api_key_env=""))
     m = res.metrics
     for task in ("pubmedqa", "gsm8k"):
         for side in ("small", "large"):

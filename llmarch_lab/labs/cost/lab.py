@@ -31,7 +31,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from llmarch_lab import LabError, paths
-from llmarch_lab.config import LabParams
+from llmarch_lab.config import EndpointFields
 from llmarch_lab.results import Result
 
 PARTS = ("routing", "routellm", "cache", "gateway", "plan")
@@ -42,7 +42,7 @@ def slug(name: str) -> str:
     return name.replace("-", "_").replace(".", "_").lower()
 
 
-class CostParams(LabParams):
+class CostParams(EndpointFields):
     lab = "cost"
     key_metrics = ("quality.apgr_minilm_lr", "quality.apgr_mt_bench_minilm_lr", "quality.cache_hit_rate", "errors.cache_wrong_hit_rate",
                    "cost.plan_saving_pct", "quality.plan_relative_loss_pct", "latency.router_overhead_ms")
@@ -52,7 +52,8 @@ class CostParams(LabParams):
     small_model: str = Field("smollm2-135m-instruct", min_length=1,
                              description="Small model: an alias llama.cpp serves (models.py, gguf_parts.py) or a .gguf path.")
     large_model: str = Field("qwen2.5-coder-1.5b-instruct", min_length=1,
-                             description="Large model: same kinds of spec (`make model-qwen` assembles the Qwen aliases).")
+                             description="Large model: same kinds of spec (`make model-qwen` assembles the Qwen aliases); "
+                                         "with base_url, the model name that endpoint serves (any HF id on a GPU host).")
     pubmedqa_n: int = Field(150, ge=0, le=1000, description="PubMedQA questions (stratified by label; 0 = none).")
     gsm8k_n: int = Field(100, ge=0, le=1319, description="GSM8K test questions (random; 0 = none).")
     max_tokens: int = Field(256, ge=16, le=2048, description="Answer length cap for GSM8K worked answers.")
@@ -89,7 +90,7 @@ class CostParams(LabParams):
     def _consistent(self):
         if self.part in ("routing", "gateway", "plan") and not (self.pubmedqa_n or self.gsm8k_n):
             raise ValueError("pubmedqa_n and gsm8k_n: at least one must be > 0")
-        for f in ("small_model", "large_model"):
+        for f in ("small_model", "large_model") if not self.base_url else ("small_model",):
             try:
                 _check_alias(getattr(self, f))
             except LabError as e:
@@ -113,6 +114,19 @@ def _run_dir(name: str):
     return d
 
 
+class _Served:
+    """The large model on an endpoint someone else runs (vLLM on a GPU host, a hosted API): the
+    same client as the lab's own engines (it must return chat log-probs, as vLLM and OpenAI do)."""
+
+    def __init__(self, base_url: str, model: str, api_key_env: str):
+        self.base_url, self.model_name, self.api_key_env = base_url, model, api_key_env
+
+    def endpoint(self, **kw):
+        from llmarch_lab.llm.endpoint import Endpoint
+
+        return Endpoint(self.base_url, self.model_name, api_key_env=self.api_key_env, **kw)
+
+
 def measured_outcomes(p: CostParams):
     """(items, paired outcome frame, small rows, large rows): both models on the sampled questions
     (cached per model and question: a re-run measures only what is missing)."""
@@ -124,7 +138,8 @@ def measured_outcomes(p: CostParams):
     items = pd.concat(parts, ignore_index=True)
     logs = _run_dir("engines")
     small = outcomes.measure(p.small_model, items, logs, max_tokens=p.max_tokens, threads=p.threads)
-    large = outcomes.measure(p.large_model, items, logs, max_tokens=p.max_tokens, threads=p.threads)
+    served = _Served(p.base_url, p.large_model, p.api_key_env) if p.base_url else None
+    large = outcomes.measure(p.large_model, items, logs, max_tokens=p.max_tokens, threads=p.threads, engine=served)
     return items, outcomes.paired(items, small, large), small, large
 
 
@@ -287,10 +302,14 @@ def _gateway(p: CostParams, res: Result) -> None:
     routing.save(router, path)
     prompts = list(dict.fromkeys(str(x) for x in pairs["prompt"].sample(frac=1.0, random_state=p.seed)))
     prompts = prompts[: p.gateway_requests]
-    with engines.launch("llamacpp", model=p.small_model, log_path=d / "small.log", threads=1) as es, \
-            engines.launch("llamacpp", model=p.large_model, log_path=d / "large.log", threads=1) as el, \
-            gateway.launch(es.base_url, es.model_name, el.base_url, el.model_name, path, threshold,
-                           log_path=d / "gateway.log") as gw:
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        es = stack.enter_context(engines.launch("llamacpp", model=p.small_model, log_path=d / "small.log", threads=1))
+        el = (_Served(p.base_url, p.large_model, p.api_key_env) if p.base_url else
+              stack.enter_context(engines.launch("llamacpp", model=p.large_model, log_path=d / "large.log", threads=1)))
+        gw = stack.enter_context(gateway.launch(es.base_url, es.model_name, el.base_url, el.model_name, path, threshold,
+                                                log_path=d / "gateway.log"))
         out = gateway.overhead(gw, es.base_url, prompts, max_tokens=p.gateway_max_tokens)
         res.tables["gateway_decisions"] = gw.decisions()
     res.tables["gateway_requests"] = out.pop("requests")
@@ -391,4 +410,5 @@ def _check_alias(spec: str) -> None:
 
     if spec not in (models.SMOLLM2, *gguf_parts.PARTED) and not spec.endswith(".gguf"):
         raise LabError(f"model {spec!r}: the cost lab serves models with llama.cpp: use an alias "
-                       f"({', '.join([models.SMOLLM2, *gguf_parts.PARTED])}) or a .gguf path")
+                       f"({', '.join([models.SMOLLM2, *gguf_parts.PARTED])}) or a .gguf path (a large model "
+                       "on another server: set base_url to its OpenAI-compatible URL)")
