@@ -99,9 +99,10 @@ def test_params_name_the_field():
 
 def _cli(*args, **kw):
     return subprocess.run([sys.executable, "-m", "llmarch_lab.cli", *args], capture_output=True, text=True,
-                          timeout=600, **kw)
+                          timeout=1700, **kw)
 
 
+@pytest.mark.timeout(1800)  # on a cold cache the first `cache eval` embeds the dev subset and trains the verifier
 def test_cache_eval_command(tmp_path):
     from llmarch_lab import datasets
 
