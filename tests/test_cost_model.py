@@ -66,9 +66,6 @@ def test_litellm_agrees_with_the_lab_on_20_requests():
 
 
 def test_litellm_missing_env_is_one_clear_line(monkeypatch, tmp_path):
-    import sys
-
-    monkeypatch.setitem(sys.modules, "llmarch_lab.llm.litellm_proxy", None)  # the shared helper absent
     monkeypatch.setenv("LLMARCH_LITELLM_PYTHON", str(tmp_path / "nope" / "python"))
     with pytest.raises(LabError, match="make engine-litellm"):
         costmodel.litellm_python()

@@ -262,19 +262,9 @@ def price_at(throughput, model: str, usd_per_hour: float, concurrency: int | Non
 
 def litellm_python() -> Path:
     """The LiteLLM environment's interpreter (its pins clash with the lab's, so it is separate)."""
-    try:
-        from llmarch_lab.llm.litellm_proxy import litellm_python as shared  # the shared helper, when present
-    except ImportError:
-        shared = None
-    if shared is not None:
-        py = Path(shared())
-    else:
-        env = os.environ.get("LLMARCH_LITELLM_PYTHON")
-        py = Path(env) if env else paths.home() / ".engines" / "litellm" / "bin" / "python"
-    if not py.is_file():
-        raise LabError(f"{py}: the LiteLLM environment is missing; run `make engine-litellm` "
-                       "(or set LLMARCH_LITELLM_PYTHON to its python)")
-    return py
+    from llmarch_lab.llm.litellm_proxy import litellm_python as shared
+
+    return shared(check=True, who="cost model (LiteLLM check)")
 
 
 # Runs in the LiteLLM environment: JSON in on stdin, JSON out on stdout. LiteLLM prints provider
