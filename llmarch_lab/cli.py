@@ -5,6 +5,8 @@
     llmarch-lab run experiments/quantization.yaml --workers 2 --dry-run --show-params
     llmarch-lab list                                       # suites, notebooks and their parameters
     llmarch-lab report quickstart                          # each lab's table of a suite's runs
+    llmarch-lab run quickstart --executor ray --workers 4    # on a Ray cluster (or slurm)
+    llmarch-lab status quickstart --watch 2               # each run: status, host, heartbeat age
     llmarch-lab ui                                         # mlflow ui on 127.0.0.1:5000
 
 Bad input (a suite, a parameter, a flag, the store) prints one line (`error: file:line: field:
@@ -81,7 +83,11 @@ def run(suite: Path = typer.Argument(..., metavar="SUITE", help="Suite file (exp
         force: bool = typer.Option(False, "--force", help="Re-run even runs that already FINISHED."),
         max_runs: int = typer.Option(10_000, "--max-runs", min=1, metavar="N",
                                      help="Refuse a suite whose grids expand to more runs than this."),
-        quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")):
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+        executor: Optional[str] = typer.Option(None, "--executor", "-x", metavar="local|ray|slurm",
+                                               help="Where runs execute (default: the suite's executor block, else local)."),
+        address: Optional[str] = typer.Option(None, "--address", metavar="RAY_ADDRESS",
+                                              help="Ray: join this cluster (host:6379 or ray://host:10001); default: a local one.")):
     """Validate every parameter set of SUITE, then execute what is not finished yet."""
     from llmarch_lab import config, paths, runner
 
@@ -92,8 +98,11 @@ def run(suite: Path = typer.Argument(..., metavar="SUITE", help="Suite file (exp
             typer.echo(f"note: {line}", err=True)
         if show_params:
             _print_params(s)
+        if executor is not None and executor not in ("local", "ray", "slurm"):
+            raise LabError(f"--executor {executor}: unknown executor (valid: local, ray, slurm)")
         outcomes = runner.run_suite(s, workers=workers, force=force, dry_run=dry_run, progress=not quiet,
-                                    announce=lambda line: typer.echo(line, err=True))
+                                    announce=lambda line: typer.echo(line, err=True), executor=executor,
+                                    address=address)
     except LabError as e:
         _fail(e)
     rows = runner.summary_rows(outcomes)
@@ -103,11 +112,41 @@ def run(suite: Path = typer.Argument(..., metavar="SUITE", help="Suite file (exp
     _table(rows, f"suite {s.name} ({len(outcomes)} runs{', dry run: nothing written' if dry_run else ''})")
     if not dry_run:
         typer.echo(f"Browse the results: make ui  (or: mlflow ui --backend-store-uri {paths.tracking_uri()})")
-    if any(o.status == "FAILED" for o in outcomes):
+    if any(o.status in ("FAILED", "LOST") for o in outcomes):
         for o in outcomes:
-            if o.status == "FAILED":
-                typer.echo(f"FAILED {o.spec.name}: {o.error}", err=True)
+            if o.status in ("FAILED", "LOST"):
+                typer.echo(f"{o.status} {o.spec.name}: {o.error}", err=True)
         raise typer.Exit(1)
+
+
+@app.command()
+def status(suite: str = typer.Argument(..., metavar="SUITE", help="Suite file or name (its MLflow experiment)."),
+           watch: float = typer.Option(0.0, "--watch", metavar="S", min=0,
+                                       help="Refresh every S seconds until every run is settled (0: once)."),
+           all_attempts: bool = typer.Option(False, "--all", help="Every attempt, not only each run's newest.")):
+    """Each run of SUITE: status, attempt, host, worker, heartbeat age, wall time (live with --watch)."""
+    import time as _time
+
+    from llmarch_lab import status as st
+
+    try:
+        name = st.suite_name(suite)
+        if watch <= 0:
+            rows = st.rows(name, all_attempts=all_attempts)
+            _table(rows, st.title(name, rows))
+            return
+        from rich.console import Console
+        from rich.live import Live
+
+        with Live(st.rich_table(name, all_attempts), console=Console(), refresh_per_second=4) as live:
+            while True:
+                _time.sleep(watch)
+                rows = st.rows(name, all_attempts=all_attempts)
+                live.update(st.rich_table(name, all_attempts, rows))
+                if rows and all(r["status"] not in ("RUNNING", "QUEUED") for r in rows):
+                    break
+    except LabError as e:
+        _fail(e)
 
 
 def _print_params(s) -> None:
@@ -379,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _command(argv) -> str:
     args = sys.argv[1:] if argv is None else argv
-    words = [a for a in args if a in ("run", "list", "report", "ui", "guard", "scan", "verify", "cache", "eval")]
+    words = [a for a in args if a in ("run", "list", "report", "status", "ui", "guard", "scan", "verify", "cache", "eval")]
     return "".join(w + " " for w in words[:2])
 
 

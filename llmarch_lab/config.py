@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from llmarch_lab import LabError, models, paths
 
-SUITE_KEYS = {"suite", "description", "runs"}
+SUITE_KEYS = {"suite", "description", "executor", "runs"}
 ENTRY_KEYS = {"name", "notebook", "params", "grid"}
 
 
@@ -296,6 +296,24 @@ class Suite:
     path: Path
     description: str
     runs: list[RunSpec]
+    executor: dict[str, Any] = field(default_factory=dict)  # ExecutorSpec fields the suite set
+
+
+class ExecutorSpec(BaseModel):
+    """A suite's `executor:` block: where its runs execute by default (`--executor` overrides)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["local", "ray", "slurm"] = Field("local", description="local threads, a Ray cluster, or Slurm (submitit).")
+    address: str | None = Field(None, description="Ray: the cluster to join (ray://host:10001 or host:6379); none: a local cluster.")
+    num_cpus: float | None = Field(None, gt=0, description="CPUs per run (default: the run's `threads` parameter, else 1).")
+    num_gpus: float | None = Field(None, ge=0, description="GPUs per run (default: 1 for device cuda*, else 0).")
+    memory_gb: float | None = Field(None, gt=0, description="Memory per run, GiB (Ray resource / Slurm --mem).")
+    slurm_cluster: Literal["slurm", "local", "debug"] | None = Field(None, description="Slurm: submitit's cluster (default: slurm where sbatch exists, else local subprocesses).")
+    slurm_partition: str | None = Field(None, description="Slurm: the partition (sbatch --partition).")
+    slurm_timeout_min: int = Field(240, ge=1, description="Slurm: the job time limit, minutes.")
+    slurm_additional: dict[str, Any] = Field(default_factory=dict, description="Slurm: more sbatch options (submitit's slurm_additional_parameters).")
+    folder: str | None = Field(None, description="Slurm: the submitit log folder (default .submitit/SUITE under the lab home).")
 
 
 def _compose_with_lines(text: str, where: str):
@@ -439,7 +457,13 @@ def load_suite(path: str | Path, only: list[str] | None = None, max_runs: int = 
             runs.append(RunSpec(suite=name, name=label, notebook=nb, params=model, overrides=overrides))
     if only and not runs:
         raise LabError(f"{where}: --only {','.join(only)}: no such run (valid: {', '.join(map(str, names))})")
-    return Suite(name=name, path=path.resolve(), description=str(data.get("description") or ""), runs=runs)
+    ex = data.get("executor") or {}
+    if not isinstance(ex, dict):
+        raise LabError(f"{where}:{_line_for(lines, ('executor',))}: executor: must be a mapping "
+                       f"with keys {', '.join(ExecutorSpec.model_fields)}")
+    validate_params(ExecutorSpec, ex, f"{where}", {(k,): _line_for(lines, ("executor", k)) for k in ex}, (), notes=notes)
+    return Suite(name=name, path=path.resolve(), description=str(data.get("description") or ""), runs=runs,
+                 executor=dict(ex))
 
 
 def _check_size(entries: list, where: str, lines: dict, max_runs: int) -> None:

@@ -287,11 +287,22 @@ class LabRun:
         run = self.client.get_run(self.run_id)
         return f"experiment {run.info.experiment_id}, run {self.run_id}"
 
+    def _check_held(self) -> None:
+        """Under the runner, write only while the run is RUNNING: a run marked KILLED (its lease
+        lost, `claims`) belongs to nobody, and a kernel that outlived its worker stops here."""
+        if self.owned:
+            return
+        status = self.client.get_run(self.run_id).info.status
+        if status != "RUNNING":
+            raise LabError(f"run {self.run_id} is {status}, no longer this kernel's (its lease was lost): "
+                           "nothing more is written to it")
+
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
 
         items = [RunTag(k, str(v)[:5000]) for k, v in tags.items() if not is_secret(k)]
         if items:
+            self._check_held()
             self.client.log_batch(self.run_id, tags=items)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
@@ -299,11 +310,13 @@ class LabRun:
 
         now = int(time.time() * 1000)
         items = [Metric(k, check_metric(k, v), now, step or 0) for k, v in metrics.items()]
+        self._check_held()
         for i in range(0, len(items), 900):  # log_batch takes at most 1000 metrics
             self.client.log_batch(self.run_id, metrics=items[i:i + 900])
 
     def log_table(self, name: str, df) -> None:
         """Per-sample rows: a JSON table MLflow's UI shows, plus a CSV for pandas."""
+        self._check_held()
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"{name}.csv"
             df.to_csv(path, index=False)

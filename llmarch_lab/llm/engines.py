@@ -179,7 +179,7 @@ def launch(engine: str, model: str = models.SMOLLM2, *, log_path: Path, dtype: s
     t0 = time.perf_counter()
     # PDEATHSIG: a launcher killed by a signal (SIGTERM skips `finally`) takes its engine with it.
     # It fires when the launching thread ends, so it is set only from the main thread.
-    from llmarch_lab.llm.litellm_proxy import pdeathsig
+    from llmarch_lab.common.procs import pdeathsig
 
     main = threading.current_thread() is threading.main_thread()
     with open(log_path, "wb") as log:

@@ -27,13 +27,13 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import threading
 import time
 from pathlib import Path
 
 from llmarch_lab import LabError
+from llmarch_lab.common.procs import pdeathsig
 
 KEY_ENV_PREFIX = "LLMARCH_GATEWAY_KEY_"
 # Variables a child must not inherit from the launcher: other gateways' keys, a stray OpenAI key or
@@ -139,17 +139,6 @@ def write_config(path, cfg: dict) -> Path:
 
 
 # ---------------------------------------------------------------------- processes
-
-
-def pdeathsig():
-    """Run in the child before exec: SIGKILL it when the launching process dies (Linux prctl), so a
-    killed benchmark leaves no orphan even when it never reaches its cleanup."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def spawn(cmd: list[str], log, env: dict) -> subprocess.Popen:

@@ -1,0 +1,196 @@
+"""Where a suite's runs execute: local threads, a Ray cluster, or Slurm through submitit.
+
+    llmarch-lab run SUITE --executor local|ray|slurm [--address RAY_ADDRESS] [--workers N]
+
+Every executor runs the same worker, `runner.execute_identity(task)`: claim, MLflow run, papermill,
+artifacts, lease. They differ only in where that function runs and how its death is seen:
+
+- `local`: N threads of this process (today's runner). A run's notebook is a child bound to it.
+- `ray`: one Ray task per run (`max_retries=0`: a retry is a new claim by a later invocation,
+  never a silent second execution), with `num_cpus` / `num_gpus` / `memory` from the suite's
+  `executor:` block, else from the run's parameters (`threads`, `device`). `--address` joins a
+  running cluster (`ray start --head` on one machine, `ray start --address` on the others);
+  without it a local cluster of N CPUs is started and stopped with the invocation.
+- `slurm`: one submitit job per run: sbatch on a Slurm cluster; submitit's local executor
+  (subprocesses of this machine) where there is no `sbatch` or with `slurm_cluster: local`.
+
+`--workers N` caps the runs in flight on every executor. Workers on other machines need the
+same repo and environment there (a shared filesystem or the same checkout), and a tracking URI
+they can reach (`make tracking-server`, not a local sqlite file).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any, Callable
+
+from llmarch_lab import LabError, paths
+
+KINDS = ("local", "ray", "slurm")
+
+
+class WorkerLost(Exception):
+    """The process executing a run died under the executor (a Ray node, a Slurm job)."""
+
+
+def resources_for(spec, options: dict[str, Any]) -> dict[str, float]:
+    """CPUs, GPUs and memory one run asks for: the suite's executor block, else its parameters."""
+    params = spec.params
+    threads = getattr(params, "threads", 0) or 0
+    device = str(getattr(params, "device", "cpu"))
+    return {"num_cpus": float(options.get("num_cpus") or (threads if threads > 0 else 1)),
+            "num_gpus": float(options.get("num_gpus") if options.get("num_gpus") is not None
+                              else (1 if device.startswith("cuda") else 0)),
+            "memory_gb": float(options.get("memory_gb") or 0)}
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, workers: int = 1, **_):
+        self.workers = max(1, workers)
+
+    def run(self, fn: Callable, tasks: list, done: Callable[[int, Any], None]) -> None:
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            futures = {pool.submit(fn, t): k for k, t in enumerate(tasks)}
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    try:
+                        done(futures[f], f.result())
+                    except Exception as e:  # a runner-side failure for one run never stops the others
+                        done(futures[f], e)
+
+    def close(self) -> None:
+        pass
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, workers: int = 1, address: str | None = None, options: dict | None = None, suite=None):
+        try:
+            import ray
+        except ImportError:
+            raise LabError("executor ray: the `ray` package is not installed (pip install 'llmarch-lab[scale]')") from None
+        self.ray = ray
+        self.workers = max(1, workers)
+        self.options = options or {}
+        self.specs = {s.name: s for s in suite.runs} if suite is not None else {}
+        address = address or self.options.get("address") or os.environ.get("RAY_ADDRESS") or None
+        self.owns = not ray.is_initialized()
+        if self.owns:
+            kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                  "logging_level": logging.WARNING, "configure_logging": True}
+            if address is None:  # a local cluster for this invocation, as wide as --workers
+                kw.update(num_cpus=self.workers)
+            try:
+                ray.init(address=address, **kw)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise LabError(f"executor ray: cannot join the Ray cluster at {address or '(local)'}: "
+                               f"{str(e).splitlines()[0][:200]}") from None
+        self.address = address or "(local cluster)"
+
+    def run(self, fn: Callable, tasks: list, done: Callable[[int, Any], None]) -> None:
+        ray = self.ray
+        queue = list(enumerate(tasks))
+        inflight: dict[Any, int] = {}
+        while queue or inflight:
+            while queue and len(inflight) < self.workers:
+                k, t = queue.pop(0)
+                res = resources_for(self.specs[t.run_name], self.options) if t.run_name in self.specs else {}
+                opts: dict[str, Any] = {"max_retries": 0, "num_cpus": res.get("num_cpus", 1),
+                                        "num_gpus": res.get("num_gpus", 0)}
+                if res.get("memory_gb"):
+                    opts["memory"] = int(res["memory_gb"] * 2**30)
+                inflight[ray.remote(fn).options(**opts).remote(t)] = k
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=5.0)
+            for ref in ready:
+                k = inflight.pop(ref)
+                try:
+                    done(k, ray.get(ref))
+                except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                        ray.exceptions.LocalRayletDiedError, ray.exceptions.ObjectLostError,
+                        ray.exceptions.TaskCancelledError) as e:
+                    done(k, WorkerLost(f"ray: {type(e).__name__}: {str(e).splitlines()[0][:200]}"))
+                except ray.exceptions.RayTaskError as e:
+                    done(k, e.as_instanceof_cause() if hasattr(e, "as_instanceof_cause") else e)
+                except ray.exceptions.RayError as e:
+                    done(k, WorkerLost(f"ray: {type(e).__name__}: {str(e).splitlines()[0][:200]}"))
+
+    def close(self) -> None:
+        if self.owns and self.ray.is_initialized():
+            self.ray.shutdown()
+
+
+class SlurmExecutor:
+    name = "slurm"
+
+    def __init__(self, workers: int = 1, address: str | None = None, options: dict | None = None, suite=None):
+        try:
+            import submitit
+        except ImportError:
+            raise LabError("executor slurm: the `submitit` package is not installed (pip install 'llmarch-lab[scale]')") from None
+        self.submitit = submitit
+        self.workers = max(1, workers)
+        self.options = options or {}
+        self.specs = {s.name: s for s in suite.runs} if suite is not None else {}
+        name = suite.name if suite is not None else "suite"
+        self.folder = Path(self.options.get("folder") or paths.home() / ".submitit" / name)
+        cluster = self.options.get("slurm_cluster") or os.environ.get("LLMARCH_SLURM_CLUSTER") or None
+        self.ex = submitit.AutoExecutor(folder=self.folder / "%j", cluster=cluster)
+        self.cluster = self.ex.cluster
+
+    def _params(self, res: dict[str, float]) -> dict[str, Any]:
+        p: dict[str, Any] = {"timeout_min": int(self.options.get("slurm_timeout_min", 240)),
+                             "name": "llmarch-run"}
+        if self.cluster == "slurm":
+            p.update(cpus_per_task=max(1, int(res.get("num_cpus", 1))), slurm_array_parallelism=self.workers)
+            if res.get("num_gpus"):
+                p["gpus_per_node"] = int(res["num_gpus"])
+            if res.get("memory_gb"):
+                p["mem_gb"] = res["memory_gb"]
+            if self.options.get("slurm_partition"):
+                p["slurm_partition"] = self.options["slurm_partition"]
+            if self.options.get("slurm_additional"):
+                p["slurm_additional_parameters"] = dict(self.options["slurm_additional"])
+        return p
+
+    def run(self, fn: Callable, tasks: list, done: Callable[[int, Any], None]) -> None:
+        queue = list(enumerate(tasks))
+        inflight: dict[Any, int] = {}
+        while queue or inflight:
+            while queue and len(inflight) < self.workers:
+                k, t = queue.pop(0)
+                res = resources_for(self.specs[t.run_name], self.options) if t.run_name in self.specs else {}
+                self.ex.update_parameters(**self._params(res))
+                inflight[self.ex.submit(fn, t)] = k
+            for job in [j for j in inflight if j.done()]:
+                k = inflight.pop(job)
+                try:
+                    done(k, job.result())
+                except self.submitit.core.utils.UncompletedJobError as e:
+                    done(k, WorkerLost(f"submitit job {job.job_id}: {str(e).splitlines()[0][:200]}"))
+                except self.submitit.core.utils.FailedJobError as e:
+                    done(k, WorkerLost(f"submitit job {job.job_id} failed: {str(e).strip().splitlines()[-1][:200]}"))
+                except Exception as e:  # noqa: BLE001 - the worker function raised: that run failed
+                    done(k, e)
+            if inflight:
+                time.sleep(0.5)
+
+    def close(self) -> None:
+        pass
+
+
+def make(kind: str, workers: int = 1, address: str | None = None, options: dict | None = None, suite=None):
+    if kind not in KINDS:
+        raise LabError(f"--executor {kind}: unknown executor (valid: {', '.join(KINDS)})")
+    if address and kind != "ray":
+        raise LabError(f"--address {address}: only the ray executor joins a cluster (got --executor {kind})")
+    cls = {"local": LocalExecutor, "ray": RayExecutor, "slurm": SlurmExecutor}[kind]
+    return cls(workers=workers, address=address, options=options or {}, suite=suite)
