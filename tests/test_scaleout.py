@@ -1,0 +1,161 @@
+"""Scale-out: exactly-once runs under concurrency and kill -9, on local threads, a real Ray cluster
+of two nodes and submitit, with real kernels and a real MLflow store."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from llmarch_lab import claims, config, paths, runner, tracking
+
+PROBE = Path(__file__).resolve().parent / "notebooks" / "probe.ipynb"
+pytestmark = pytest.mark.timeout(1200)
+
+
+def suite_file(write, name, n, sleep_s=0.0, executor=""):
+    values = ", ".join(str(v) for v in range(1, n + 1))
+    return write(f"{name}.yaml", f"suite: {name}\n{executor}runs:\n  - name: p\n    notebook: {PROBE}\n"
+                                  f"    params: {{sleep_s: {sleep_s}}}\n    grid: {{value: [{values}]}}\n")
+
+
+def children(suite):
+    return [r for r in tracking.search(suite, status=None) if r["tags"].get("llmarch.parent") != "true"]
+
+
+def by_status(suite):
+    out = {}
+    for r in children(suite):
+        out.setdefault(r["status"], []).append(r)
+    return out
+
+
+def assert_exactly_once(suite, n):
+    runs = children(suite)
+    finished = [r for r in runs if r["status"] == "FINISHED"]
+    idents = [r["tags"]["identity"] for r in finished]
+    assert len(finished) == n and len(set(idents)) == n, sorted((r["name"], r["status"]) for r in runs)
+    assert sorted(r["metrics"]["quality.value"] for r in finished) == [float(v) for v in range(1, n + 1)]
+    return runs
+
+
+def cli(*args, env=None, **kw):
+    return subprocess.Popen([sys.executable, "-m", "llmarch_lab.cli", "run", *args, "--quiet"],
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **kw)
+
+
+def test_two_invocations_at_once_execute_each_run_once(store, write):
+    path = suite_file(write, "twice", 6, sleep_s=1.0)
+    tracking.ensure_experiment("twice")
+    a, b = cli(str(path), "--workers", "2"), cli(str(path), "--workers", "2")
+    (out_a, err_a), (out_b, err_b) = a.communicate(timeout=600), b.communicate(timeout=600)
+    assert a.returncode == 0 and b.returncode == 0, err_a + err_b
+    runs = assert_exactly_once("twice", 6)
+    assert len(runs) == 6, "a second run of an identity was created"
+    # each invocation says which runs it left to the other one
+    assert out_a.count("FINISHED") + out_b.count("FINISHED") >= 6
+
+
+def test_kill_9_of_the_runner_leaves_nothing_running_and_rerun_finishes_once(store, write, monkeypatch):
+    monkeypatch.setenv(claims.TTL_ENV, "30")
+    path = suite_file(write, "k9", 4, sleep_s=20.0)
+    tracking.ensure_experiment("k9")
+    proc = cli(str(path), "--workers", "2")
+    deadline = time.time() + 240
+    while time.time() < deadline and len(by_status("k9").get("RUNNING", [])) < 2:
+        time.sleep(0.3)
+    time.sleep(3)  # the kernels are executing
+    workdirs = [p for p in Path("/tmp").glob(f"{runner.WORKDIR_PREFIX}*")
+                if (p / runner.OWNER_FILE).exists() and f":{proc.pid}:" in (p / runner.OWNER_FILE).read_text()]
+    assert workdirs, "the runner's work folders were not found"
+    os.kill(proc.pid, signal.SIGKILL)  # the runner only: its children are not signalled by us
+    proc.communicate()
+    deadline = time.time() + 30
+    while time.time() < deadline and (any(d.exists() for d in workdirs) or _nbchildren_of(proc.pid)):
+        time.sleep(0.5)
+    assert not _nbchildren_of(proc.pid), "a notebook child outlived its runner"
+    assert not any(d.exists() for d in workdirs), "a work folder outlived its runner"
+    left = by_status("k9").get("RUNNING", [])
+    assert len(left) == 2
+    said = []
+    out = runner.run_suite(config.load_suite(path), workers=2, progress=False, announce=said.append)
+    assert [o.status for o in out] == ["FINISHED"] * 4, [(o.status, o.error) for o in out]
+    runs = assert_exactly_once("k9", 4)
+    killed = [r for r in runs if r["status"] == "KILLED"]
+    assert {r["run_id"] for r in killed} == {r["run_id"] for r in left}
+    assert all("died" in r["tags"]["llmarch.error"] for r in killed)
+    assert sum("marked KILLED" in line for line in said) == 2
+    # the killed runs never wrote their result after the kill
+    assert all("quality.value" not in r["metrics"] for r in killed)
+
+
+def _nbchildren_of(pid):
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if "llmarch_lab.nbchild" in cmd and f"{pid}" in cmd:
+            out.append(p)
+    return out
+
+
+def test_a_live_lease_elsewhere_is_left_alone_and_a_dead_one_is_taken(store, write, monkeypatch):
+    """Another host's RUNNING run: left to it while its heartbeat is fresh, KILLED once it is stale."""
+    monkeypatch.setenv(claims.TTL_ENV, "5")
+    path = suite_file(write, "lease", 1)
+    suite = config.load_suite(path)
+    c = tracking.client(paths.tracking_uri())
+    exp = tracking.ensure_experiment("lease")
+    ident = suite.runs[0].identity()
+    claim = claims.try_claim(c, exp, ident, 1)
+    assert claim is not None and claims.try_claim(c, exp, ident, 1) is None  # one winner
+    foreign = "elsewhere.example:4242:1.000"
+    run = c.create_run(exp, run_name=suite.runs[0].name, tags={
+        "identity": ident, "llmarch.name": suite.runs[0].name, claims.TOKEN_TAG: claim.token,
+        claims.ATTEMPT_TAG: "1", claims.HOLDER_TAG: foreign, claims.WORKER_TAG: foreign,
+        claims.HEARTBEAT_TAG: f"{time.time():.3f}"})
+    out = runner.run_suite(suite, progress=False)
+    assert [o.status for o in out] == ["RUNNING"] and "elsewhere.example" in out[0].error
+    plan = runner.run_suite(suite, dry_run=True, progress=False)
+    assert [o.status for o in plan] == ["RUNNING"]  # a dry run no longer calls it PLANNED
+    time.sleep(6)  # its heartbeat is now older than the lease
+    out = runner.run_suite(suite, progress=False)
+    assert [o.status for o in out] == ["FINISHED"]
+    assert c.get_run(run.info.run_id).info.status == "KILLED"
+    assert_exactly_once("lease", 1)
+    assert any(r["tags"].get(claims.ATTEMPT_TAG) == "2" for r in children("lease"))
+
+
+def test_status_command_shows_each_run(store, write):
+    path = suite_file(write, "stat", 2)
+    runner.run_suite(config.load_suite(path), progress=False)
+    proc = subprocess.run([sys.executable, "-m", "llmarch_lab.cli", "status", str(path)], capture_output=True,
+                          text=True, env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("FINISHED") >= 2 and "p[value=1]" in proc.stdout and "2 finished" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "llmarch_lab.cli", "status", "no-such-suite"], capture_output=True,
+                         text=True, env=os.environ)
+    assert bad.returncode == 2 and "no experiment 'no-such-suite'" in bad.stderr
+
+
+def test_submitit_local_executor_runs_the_suite(store, write):
+    path = suite_file(write, "sub", 3, executor="executor: {kind: slurm, slurm_cluster: local}\n")
+    out = runner.run_suite(config.load_suite(path), workers=2, progress=False)
+    assert [o.status for o in out] == ["FINISHED"] * 3, [o.error for o in out]
+    runs = assert_exactly_once("sub", 3)
+    assert all(r["tags"][claims.WORKER_TAG].split(":")[1] != str(os.getpid()) for r in runs)  # other processes
+
+
+def test_bad_executor_input_is_one_line(store, write):
+    path = suite_file(write, "badex", 1, executor="executor: {kind: spark}\n")
+    proc = subprocess.run([sys.executable, "-m", "llmarch_lab.cli", "run", str(path)], capture_output=True,
+                          text=True, env=os.environ)
+    assert proc.returncode == 2 and "badex.yaml:2: kind:" in proc.stderr, proc.stderr
+    ok = suite_file(write, "badex2", 1)
+    proc = subprocess.run([sys.executable, "-m", "llmarch_lab.cli", "run", str(ok), "--executor", "spark"],
+                          capture_output=True, text=True, env=os.environ)
+    assert proc.returncode == 2 and "--executor spark: unknown executor" in proc.stderr, proc.stderr
