@@ -159,3 +159,89 @@ def test_bad_executor_input_is_one_line(store, write):
     proc = subprocess.run([sys.executable, "-m", "llmarch_lab.cli", "run", str(ok), "--executor", "spark"],
                           capture_output=True, text=True, env=os.environ)
     assert proc.returncode == 2 and "--executor spark: unknown executor" in proc.stderr, proc.stderr
+
+
+# ------------------------------------------------------------------------- a real Ray cluster
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A real Ray cluster of two nodes on this machine (head + one worker node, 2 CPUs each)."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    worker = cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+    yield cluster, worker
+    cluster.shutdown()
+
+
+def _ray_run(path, address, *extra):
+    return cli(str(path), "--executor", "ray", "--address", address, "--workers", "4", *extra,
+               env={claims.TTL_ENV: "30"})
+
+
+def test_ray_r1_kill_a_worker_node_then_the_driver(store, write, ray_cluster):
+    cluster, worker = ray_cluster
+    path = suite_file(write, "r1", 20, sleep_s=2.0)
+    tracking.ensure_experiment("r1")
+    proc = _ray_run(path, cluster.address)
+    # mid-suite: some runs finished, some executing on the worker node
+    raylet = psutil.Process(worker.all_processes["raylet"][0].process.pid)
+    deadline = time.time() + 400
+    on_worker = []
+    while time.time() < deadline and not (len(by_status("r1").get("FINISHED", [])) >= 4 and on_worker):
+        time.sleep(0.5)
+        node_pids = {str(p.pid) for p in raylet.children(recursive=True)}
+        on_worker = [r for r in by_status("r1").get("RUNNING", [])
+                     if r["tags"].get(claims.WORKER_TAG, "::").split(":")[1] in node_pids]
+    # the node dies: its raylet and the Ray workers it started, all with SIGKILL
+    node = [raylet] + raylet.children(recursive=False)
+    for p in node:
+        p.kill()
+    out, err = proc.communicate(timeout=600)
+    before = {s: len(rs) for s, rs in by_status("r1").items()}
+    print("R1 after the node kill:", before, "\n", out[-3000:], err[-2000:])
+    assert proc.returncode == 1 and "LOST" in err, err[-2000:]
+    lost = before.get("KILLED", 0)
+    assert lost >= 1 and before.get("FINISHED", 0) + lost == 20 and not before.get("RUNNING"), before
+    assert on_worker  # there was work in flight when the node died
+    finished_ids = {r["run_id"] for r in by_status("r1")["FINISHED"]}
+    rerun = _ray_run(path, cluster.address)
+    out2, err2 = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err2[-2000:]
+    runs = assert_exactly_once("r1", 20)
+    after = {s: len([r for r in runs if r["status"] == s]) for s in ("FINISHED", "KILLED")}
+    print("R1 after the re-run:", after)
+    assert after == {"FINISHED": 20, "KILLED": lost}
+    assert finished_ids <= {r["run_id"] for r in runs if r["status"] == "FINISHED"}  # nothing re-executed
+    assert out2.count("SKIPPED") == 20 - lost
+
+    # kill -9 of the driver: Ray ends the job's workers, their notebooks die with them
+    path = suite_file(write, "r1d", 8, sleep_s=3.0)
+    proc = _ray_run(path, cluster.address)
+    deadline = time.time() + 400
+    while time.time() < deadline and len(by_status("r1d").get("FINISHED", [])) < 2:
+        time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    deadline = time.time() + 60
+    while time.time() < deadline and any("llmarch_lab.nbchild" in " ".join(p.info["cmdline"] or [])
+                                         for p in psutil.process_iter(["cmdline"])):
+        time.sleep(0.5)
+    assert not any("llmarch_lab.nbchild" in " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"]))
+    print("R1 driver kill:", {s: len(rs) for s, rs in by_status("r1d").items()})
+    rerun = _ray_run(path, cluster.address)
+    _, err3 = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err3[-2000:]
+    runs = assert_exactly_once("r1d", 8)
+    assert all(r["status"] in ("FINISHED", "KILLED") for r in runs)
+
+
+def test_ray_two_invocations_at_once(store, write, ray_cluster):
+    cluster, _ = ray_cluster
+    path = suite_file(write, "r2", 8, sleep_s=1.0)
+    tracking.ensure_experiment("r2")
+    a, b = _ray_run(path, cluster.address), _ray_run(path, cluster.address)
+    (_, err_a), (_, err_b) = a.communicate(timeout=600), b.communicate(timeout=600)
+    assert a.returncode == 0 and b.returncode == 0, err_a[-1500:] + err_b[-1500:]
+    assert len(assert_exactly_once("r2", 8)) == 8
