@@ -47,7 +47,7 @@ INSTALL = $(or $(INSTALL_$(INSTALLER)),$(error INSTALLER must be uv or pip, not 
 
 .PHONY: help setup lock lab test lint jupyter ui list bench-quant bench-finetune bench-ann rag \
 	clean-store engine-llamacpp engine-vllm engine-guidellm engine-litellm engine-garak engines serving guardrails bench-serving \
-	model-qwen model-qwen-0.5b model-qwen-1.5b cost
+	model-qwen model-qwen-0.5b model-qwen-1.5b cost tracking-server tracking-server-stop
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -155,6 +155,16 @@ jupyter: setup ## JupyterLab on 127.0.0.1:$(JUPYTER_PORT) in notebooks/ with the
 	JUPYTER_TOKEN=$$token exec $(BIN)/jupyter lab --no-browser --ip=127.0.0.1 --port=$(JUPYTER_PORT) \
 		--ServerApp.port_retries=0 --ServerApp.root_dir=notebooks \
 		--MultiKernelManager.default_kernel_name=$(KERNEL) $$([ "$$(id -u)" = 0 ] && echo --allow-root)
+
+# A shared MLflow server on PostgreSQL (llmarch_lab/trackserver.py), everything in .tracking/: no system
+# service. Idempotent: a running server is left as it is. Writers then use MLFLOW_TRACKING_URI=<printed URI>.
+TRACKING_PORT ?= 5001
+AUTH ?=
+tracking-server: setup ## Start a shared mlflow server on 127.0.0.1:$(TRACKING_PORT) with a PostgreSQL backend in .tracking/ (AUTH=1: basic auth from MLFLOW_TRACKING_USERNAME/PASSWORD)
+	$(BIN)/python -m llmarch_lab.trackserver start --port $(TRACKING_PORT) $(if $(filter 1,$(AUTH)),--auth)
+
+tracking-server-stop: setup ## Stop the tracking server in .tracking/ (mlflow, then PostgreSQL; the data stays)
+	$(BIN)/python -m llmarch_lab.trackserver stop
 
 ui: setup ## Browse results: mlflow ui on 127.0.0.1:5000 against the lab's store
 	$(BIN)/llmarch-lab ui

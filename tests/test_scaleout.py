@@ -164,6 +164,28 @@ def test_bad_executor_input_is_one_line(store, write):
 # ------------------------------------------------------------------------- a real Ray cluster
 
 @pytest.fixture(scope="module")
+def pg_server(tmp_path_factory):
+    """A real mlflow tracking server on PostgreSQL (`make tracking-server`'s code), for the Ray tests."""
+    import socket as _socket
+
+    from llmarch_lab import trackserver
+
+    with _socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    root = tmp_path_factory.mktemp("tracking")
+    info = trackserver.start(root=root, port=port)
+    yield info["uri"]
+    trackserver.stop(root=root)
+
+
+@pytest.fixture
+def server_store(pg_server, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", pg_server)
+    return pg_server
+
+
+@pytest.fixture(scope="module")
 def ray_cluster():
     """A real Ray cluster of two nodes on this machine (head + one worker node, 2 CPUs each)."""
     from ray.cluster_utils import Cluster
@@ -180,7 +202,7 @@ def _ray_run(path, address, *extra):
                env={claims.TTL_ENV: "30"})
 
 
-def test_ray_r1_kill_a_worker_node_then_the_driver(store, write, ray_cluster):
+def test_ray_r1_kill_a_worker_node_then_the_driver(server_store, write, ray_cluster):
     cluster, worker = ray_cluster
     path = suite_file(write, "r1", 20, sleep_s=2.0)
     tracking.ensure_experiment("r1")
@@ -237,7 +259,7 @@ def test_ray_r1_kill_a_worker_node_then_the_driver(store, write, ray_cluster):
     assert all(r["status"] in ("FINISHED", "KILLED") for r in runs)
 
 
-def test_ray_two_invocations_at_once(store, write, ray_cluster):
+def test_ray_two_invocations_at_once(server_store, write, ray_cluster):
     cluster, _ = ray_cluster
     path = suite_file(write, "r2", 8, sleep_s=1.0)
     tracking.ensure_experiment("r2")
