@@ -267,3 +267,20 @@ def test_ray_two_invocations_at_once(server_store, write, ray_cluster):
     (_, err_a), (_, err_b) = a.communicate(timeout=600), b.communicate(timeout=600)
     assert a.returncode == 0 and b.returncode == 0, err_a[-1500:] + err_b[-1500:]
     assert len(assert_exactly_once("r2", 8)) == 8
+
+
+def test_a_kernel_writes_nothing_into_a_run_it_no_longer_holds(store):
+    """What a notebook that outlived its lease meets: the run is KILLED, its writes are refused."""
+    import labtest  # noqa: F401 - declares quality.value
+    from llmarch_lab import LabError
+    from llmarch_lab.results import Result
+
+    c = tracking.client(paths.tracking_uri())
+    exp = tracking.ensure_experiment("held")
+    run_id = c.create_run(exp, run_name="r").info.run_id
+    attached = tracking.LabRun(run_id, owned=False)
+    attached.log_metrics({"quality.value": 1.0})  # RUNNING: written
+    c.set_terminated(run_id, "KILLED")
+    with pytest.raises(LabError, match="is KILLED, no longer this kernel's"):
+        attached.log_result(Result(metrics={"quality.value": 2.0}))
+    assert [m.value for m in c.get_metric_history(run_id, "quality.value")] == [1.0]
