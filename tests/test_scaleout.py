@@ -272,6 +272,7 @@ def test_ray_two_invocations_at_once(server_store, write, ray_cluster):
 def test_a_kernel_writes_nothing_into_a_run_it_no_longer_holds(store):
     """What a notebook that outlived its lease meets: the run is KILLED, its writes are refused."""
     import labtest  # noqa: F401 - declares quality.value
+
     from llmarch_lab import LabError
     from llmarch_lab.results import Result
 
