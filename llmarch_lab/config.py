@@ -482,6 +482,9 @@ def _check_size(entries: list, where: str, lines: dict, max_runs: int) -> None:
                            f"{max_runs:,} (--max-runs N to allow more)")
 
 
+NOT_SUITES = ("system",)  # experiments/system/*.yaml are requirements files (llmarch_lab/system), not suites
+
+
 def suite_files() -> list[Path]:
     root = paths.home() / "experiments"
-    return sorted(root.glob("*.yaml")) + sorted(root.glob("*/*.yaml"))
+    return sorted(root.glob("*.yaml")) + sorted(p for p in root.glob("*/*.yaml") if p.parent.name not in NOT_SUITES)

@@ -41,6 +41,9 @@ LABS: dict[str, LabEntry] = {e.name: e for e in (
     _lab("serving", "ServingParams", "40_serving"),
     _lab("guardrails", "GuardrailsParams", "50_guardrails"),
     _lab("cost", "CostParams", "60_cost"),
+    # Not under labs/: the chooser reads every lab's runs and starts their components (system/).
+    LabEntry("system", "llmarch_lab.system.lab:SystemParams", "llmarch_lab.system.lab:run",
+             "llmarch_lab.system.lab:report", "90_system"),
 )}
 
 
@@ -49,6 +52,8 @@ COMMANDS: dict[str, str] = {
     "guard scan": "llmarch_lab.labs.guardrails.scan:scan_file",
     "guard verify": "llmarch_lab.labs.guardrails.audit:verify",
     "cache eval": "llmarch_lab.labs.cost.cache:eval_pairs_file",
+    "system report": "llmarch_lab.system.report:build",
+    "system choose": "llmarch_lab.system.report:choose_only",
 }
 
 

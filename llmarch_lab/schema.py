@@ -109,6 +109,10 @@ SPECS: tuple[MetricSpec, ...] = (
     _s("errors.{w}_error_rate", L, "fraction", "share of requests that failed on one path (gateway)"),
     _s("errors.{w}_decision_disagreement", L, "fraction", "share of requests the gateway routed differently from the in-process router"),
     _s("errors.large_share_abs_diff", L, "fraction", "|gateway large-model share - the router's offline share| on the same prompts"),
+    # system chooser (llmarch_lab/system): the recommended system and its end-to-end check
+    _s("cost.{w}_usd_per_month", L, "USD", "what a system costs per month, sized for its peak load"),
+    _s("count.system_{w}", N, "", "system report: candidates, feasible candidates, replicas, failed bundle checks"),
+    _s("errors.verify_{w}_abs_error_pct", L, "%", "end-to-end check: |measured - predicted| / predicted of one metric"),
     # latency: whole phases in seconds, per-item times in ms with the shared percentile set
     _s("latency.{w}_s", L, "s", "wall time of one phase (load, build, train, run)"),
     _s("latency.{w}_ms{pct}", L, "ms", "per-item time (request, token, query, generate call)"),

@@ -1,0 +1,733 @@
+"""The deployment bundle of a chosen system, in one folder, and its validation.
+
+    cfg = bundle.config_from(choice)              # BundleConfig from the recommended candidate
+    files = bundle.write(cfg, out / "bundle")     # docker-compose, Helm chart, k8s/, prometheus/, grafana/, RUNBOOK.md
+    report = bundle.validate(out / "bundle")      # parse, promtool, helm render + lint, Kubernetes schema
+
+Layout (bundle/):
+  docker-compose.yaml          engine, guard service, LiteLLM gateway, Prometheus (one host)
+  gateway/config.yaml          LiteLLM: the model behind the guard hook, Prometheus callback
+  gateway/lab_guard_hook.py    the shim LiteLLM loads; it loads guardrails/gateway.py (mounted)
+  chart/                       Helm chart: values.yaml holds the chosen configuration
+  k8s/                         the chart rendered by Helm's own engine (helm-python-sdk), per template
+  prometheus/prometheus.yml    scrape config; prometheus/alerts.yml: SLO burn and saturation rules
+  grafana/dashboard.json       TTFT / TPOT / throughput / queue / KV cache / errors
+  RUNBOOK.md                   what each alert means, first steps
+  VALIDATION.md                what was checked here and how (written by validate())
+
+Engine metric names come from METRICS, per engine, with where each set was checked against a
+live scrape (`verified`). The gateway's TTFT/latency/error series are LiteLLM's own.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from llmarch_lab import LabError
+
+ENGINES = {
+    # What production runs for each engine the lab measures: llama.cpp's own llama-server (the lab
+    # measured llama-cpp-python, one request at a time; llama-server batches over --parallel slots,
+    # so the sizing from the lab's runs is conservative for it) and vLLM's OpenAI server image.
+    "llamacpp": {"image": "ghcr.io/ggml-org/llama.cpp:server", "port": 8080, "health": "/health"},
+    "vllm": {"image": "vllm/vllm-openai:latest", "port": 8000, "health": "/health"},
+}
+
+METRICS = {
+    "vllm": {
+        "queue": "vllm:num_requests_waiting", "running": "vllm:num_requests_running",
+        "kv_cache": "vllm:kv_cache_usage_perc", "ttft_hist": "vllm:time_to_first_token_seconds",
+        "itl_hist": "vllm:inter_token_latency_seconds", "e2e_hist": "vllm:e2e_request_latency_seconds",
+        "gen_tokens": "vllm:generation_tokens_total", "prompt_tokens": "vllm:prompt_tokens_total",
+    },
+    "llamacpp": {  # llama-server --metrics
+        "queue": "llamacpp:requests_deferred", "running": "llamacpp:requests_processing",
+        "kv_cache": "llamacpp:kv_cache_usage_ratio", "gen_tokens": "llamacpp:tokens_predicted_total",
+        "prompt_tokens": "llamacpp:prompt_tokens_total", "gen_rate": "llamacpp:predicted_tokens_seconds",
+    },
+    "gateway": {  # LiteLLM proxy, callbacks: ["prometheus"]
+        "ttft_hist": "litellm_llm_api_time_to_first_token_metric",
+        "latency_hist": "litellm_request_total_latency_metric",
+        "requests": "litellm_proxy_total_requests_metric_total",
+        "failed": "litellm_proxy_failed_requests_metric_total",
+    },
+}
+VERIFIED = {  # which catalogue entries a live scrape on this machine checked (see benchmarks/system_metrics.py)
+    "vllm": "not scraped here (vLLM's CPU build is not in CI); names from vLLM's docs",
+    "llamacpp": "not scraped here: llama-server is not built on this machine yet (the lab runs llama-cpp-python)",
+    "gateway": "not scraped yet",
+}
+
+
+@dataclass
+class BundleConfig:
+    system: str
+    engine: str
+    model: str  # the lab's model spec
+    model_file: str  # GGUF file name (llama.cpp) or Hugging Face id (vLLM)
+    replicas: int
+    max_replicas: int
+    slots: int  # llama-server --parallel / vLLM --max-num-seqs (the operating level, rounded up)
+    threads: int
+    ctx: int
+    cpu: str
+    memory: str
+    gpus: int
+    guard: str  # injection detector, or "none"
+    pii_config: str
+    slos: dict
+    queue_target: float = 2.0  # HPA: waiting requests per replica
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def served_name(self) -> str:
+        return Path(self.model).stem if self.model.endswith(".gguf") else self.model
+
+
+def config_from(choice) -> BundleConfig:
+    import math
+
+    from llmarch_lab.system.verify import serving_params
+
+    if not choice.feasible:
+        raise LabError("bundle: no system meets the requirements; no bundle is written")
+    req, row = choice.req, choice.row()
+    serving = next(s for s in choice.comps.serving if s.run_id == row.serving_run)
+    p = serving_params(serving.params)
+    hw = next(h for h in req.hardware if h.name == row.hardware)
+    if p.engine == "llamacpp":
+        from llmarch_lab.llm.engines import _gguf_path
+
+        model_file = _gguf_path(p.model).name
+    else:
+        model_file = p.deploy_model
+    return BundleConfig(
+        system=req.system, engine=p.engine, model=p.model, model_file=model_file, replicas=int(row.replicas),
+        max_replicas=max(int(row.replicas), min(req.sizing.max_replicas, 2 * int(row.replicas))),
+        slots=max(1, math.ceil(float(max(lv["level"] for lv in serving.levels)))), threads=p.engine_threads,
+        ctx=p.max_model_len, cpu=hw.cpu, memory=hw.memory, gpus=hw.gpus, guard=row.guard,
+        pii_config=req.safety.pii_config, slos=req.slos.model_dump())
+
+
+# ----------------------------------------------------------------------------- files
+
+def _engine_args(c: BundleConfig) -> list[str]:
+    port = str(ENGINES[c.engine]["port"])
+    if c.engine == "llamacpp":
+        return ["-m", f"/models/{c.model_file}", "--host", "0.0.0.0", "--port", port, "--alias", c.served_name,
+                "--parallel", str(c.slots), "--cont-batching", "--metrics", "--threads", str(c.threads),
+                "--ctx-size", str(c.ctx * c.slots)]
+    return ["--model", c.model_file, "--served-model-name", c.served_name, "--host", "0.0.0.0", "--port", port,
+            "--max-num-seqs", str(c.slots), "--max-model-len", str(c.ctx)]
+
+
+def litellm_config(c: BundleConfig, engine_url: str) -> dict:
+    from llmarch_lab.labs.guardrails import gateway
+
+    cfg = gateway._litellm_config(engine_url, c.served_name)
+    if c.guard == "none":
+        cfg.pop("guardrails", None)
+    cfg.setdefault("litellm_settings", {})["callbacks"] = ["prometheus"]
+    return cfg
+
+
+def values(c: BundleConfig) -> dict:
+    e = ENGINES[c.engine]
+    res = {"requests": {"cpu": c.cpu, "memory": c.memory}, "limits": {"memory": c.memory}}
+    if c.gpus:
+        res["limits"]["nvidia.com/gpu"] = c.gpus
+    return {
+        "system": c.system,
+        "engine": {"name": c.engine, "image": e["image"], "port": e["port"], "health": e["health"],
+                   "args": _engine_args(c), "replicas": c.replicas, "resources": res,
+                   "modelsClaim": f"{c.system}-models"},
+        "autoscaling": {"enabled": True, "minReplicas": c.replicas, "maxReplicas": c.max_replicas,
+                        "queueMetric": METRICS[c.engine]["queue"].replace(":", "_"), "queueTarget": str(c.queue_target)},
+        "gateway": {"image": "ghcr.io/berriai/litellm:main-stable", "port": 4000, "replicas": 1},
+        "guard": {"enabled": c.guard != "none", "detector": c.guard, "piiConfig": c.pii_config,
+                  "image": "llmarch-lab-guard:0.1.0", "port": 8090},
+    }
+
+
+CHART_YAML = """apiVersion: v2
+name: {name}
+description: LLM system chosen by llmarch-lab (engine, guard, LiteLLM gateway)
+type: application
+version: 0.1.0
+appVersion: "0.1.0"
+"""
+
+HELPERS = """{{- define "sys.labels" -}}
+app.kubernetes.io/part-of: {{ .Values.system }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+"""
+
+ENGINE_DEPLOYMENT = """apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ .Values.system }}-engine
+  labels:
+    {{- include "sys.labels" . | nindent 4 }}
+    app.kubernetes.io/name: engine
+spec:
+  replicas: {{ .Values.engine.replicas }}
+  selector:
+    matchLabels:
+      app.kubernetes.io/part-of: {{ .Values.system }}
+      app.kubernetes.io/name: engine
+  template:
+    metadata:
+      labels:
+        {{- include "sys.labels" . | nindent 8 }}
+        app.kubernetes.io/name: engine
+      annotations:
+        prometheus.io/scrape: "true"
+        prometheus.io/port: "{{ .Values.engine.port }}"
+        prometheus.io/path: /metrics
+    spec:
+      containers:
+        - name: engine
+          image: {{ .Values.engine.image | quote }}
+          args:
+            {{- toYaml .Values.engine.args | nindent 12 }}
+          ports:
+            - name: http
+              containerPort: {{ .Values.engine.port }}
+          readinessProbe:
+            httpGet:
+              path: {{ .Values.engine.health }}
+              port: http
+            periodSeconds: 5
+            failureThreshold: 3
+          livenessProbe:
+            httpGet:
+              path: {{ .Values.engine.health }}
+              port: http
+            initialDelaySeconds: 120
+            periodSeconds: 10
+            failureThreshold: 6
+          resources:
+            {{- toYaml .Values.engine.resources | nindent 12 }}
+          volumeMounts:
+            - name: models
+              mountPath: /models
+              readOnly: true
+      volumes:
+        - name: models
+          persistentVolumeClaim:
+            claimName: {{ .Values.engine.modelsClaim }}
+"""
+
+ENGINE_SERVICE = """apiVersion: v1
+kind: Service
+metadata:
+  name: {{ .Values.system }}-engine
+  labels:
+    {{- include "sys.labels" . | nindent 4 }}
+spec:
+  selector:
+    app.kubernetes.io/part-of: {{ .Values.system }}
+    app.kubernetes.io/name: engine
+  ports:
+    - name: http
+      port: {{ .Values.engine.port }}
+      targetPort: http
+"""
+
+ENGINE_HPA = """{{- if .Values.autoscaling.enabled }}
+# Scales on the engine's queue length per pod (needs a custom-metrics adapter, e.g.
+# prometheus-adapter, exposing the Prometheus series under this name).
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ .Values.system }}-engine
+  labels:
+    {{- include "sys.labels" . | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ .Values.system }}-engine
+  minReplicas: {{ .Values.autoscaling.minReplicas }}
+  maxReplicas: {{ .Values.autoscaling.maxReplicas }}
+  metrics:
+    - type: Pods
+      pods:
+        metric:
+          name: {{ .Values.autoscaling.queueMetric }}
+        target:
+          type: AverageValue
+          averageValue: {{ .Values.autoscaling.queueTarget | quote }}
+{{- end }}
+"""
+
+GATEWAY = """apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ .Values.system }}-gateway
+  labels:
+    {{- include "sys.labels" . | nindent 4 }}
+    app.kubernetes.io/name: gateway
+spec:
+  replicas: {{ .Values.gateway.replicas }}
+  selector:
+    matchLabels:
+      app.kubernetes.io/part-of: {{ .Values.system }}
+      app.kubernetes.io/name: gateway
+  template:
+    metadata:
+      labels:
+        {{- include "sys.labels" . | nindent 8 }}
+        app.kubernetes.io/name: gateway
+      annotations:
+        prometheus.io/scrape: "true"
+        prometheus.io/port: "{{ .Values.gateway.port }}"
+    spec:
+      containers:
+        - name: litellm
+          image: {{ .Values.gateway.image | quote }}
+          args: ["--config", "/config/config.yaml", "--port", "{{ .Values.gateway.port }}", "--host", "0.0.0.0"]
+          env:
+            - name: LITELLM_MASTER_KEY
+              valueFrom:
+                secretKeyRef:
+                  name: {{ .Values.system }}-gateway-key
+                  key: master-key
+            {{- if .Values.guard.enabled }}
+            - name: LLMARCH_GUARD_URL
+              value: "http://{{ .Values.system }}-guard:{{ .Values.guard.port }}"
+            {{- end }}
+          ports:
+            - name: http
+              containerPort: {{ .Values.gateway.port }}
+          readinessProbe:
+            httpGet:
+              path: /health/readiness
+              port: http
+          livenessProbe:
+            httpGet:
+              path: /health/liveliness
+              port: http
+            initialDelaySeconds: 30
+          volumeMounts:
+            - name: config
+              mountPath: /config
+      volumes:
+        - name: config
+          configMap:
+            name: {{ .Values.system }}-gateway
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ .Values.system }}-gateway
+  labels:
+    {{- include "sys.labels" . | nindent 4 }}
+spec:
+  selector:
+    app.kubernetes.io/part-of: {{ .Values.system }}
+    app.kubernetes.io/name: gateway
+  ports:
+    - name: http
+      port: {{ .Values.gateway.port }}
+      targetPort: http
+"""
+
+GATEWAY_CONFIGMAP = """apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .Values.system }}-gateway
+  labels:
+    {{- include "sys.labels" . | nindent 4 }}
+data:
+  config.yaml: |
+{{ .Files.Get "files/config.yaml" | indent 4 }}
+  lab_guard_hook.py: |
+{{ .Files.Get "files/lab_guard_hook.py" | indent 4 }}
+  guardrails_gateway.py: |
+{{ .Files.Get "files/guardrails_gateway.py" | indent 4 }}
+  guard.json: |
+{{ .Files.Get "files/guard.json" | indent 4 }}
+"""
+
+GUARD = """{{- if .Values.guard.enabled }}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ .Values.system }}-guard
+  labels:
+    {{- include "sys.labels" . | nindent 4 }}
+    app.kubernetes.io/name: guard
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app.kubernetes.io/part-of: {{ .Values.system }}
+      app.kubernetes.io/name: guard
+  template:
+    metadata:
+      labels:
+        {{- include "sys.labels" . | nindent 8 }}
+        app.kubernetes.io/name: guard
+    spec:
+      containers:
+        - name: guard
+          image: {{ .Values.guard.image | quote }}
+          args: ["--config", "/config/guard.json", "--port", "{{ .Values.guard.port }}"]
+          ports:
+            - name: http
+              containerPort: {{ .Values.guard.port }}
+          readinessProbe:
+            httpGet:
+              path: /health
+              port: http
+          livenessProbe:
+            httpGet:
+              path: /health
+              port: http
+            initialDelaySeconds: 60
+          volumeMounts:
+            - name: config
+              mountPath: /config
+      volumes:
+        - name: config
+          configMap:
+            name: {{ .Values.system }}-gateway
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ .Values.system }}-guard
+  labels:
+    {{- include "sys.labels" . | nindent 4 }}
+spec:
+  selector:
+    app.kubernetes.io/part-of: {{ .Values.system }}
+    app.kubernetes.io/name: guard
+  ports:
+    - name: http
+      port: {{ .Values.guard.port }}
+      targetPort: http
+{{- end }}
+"""
+
+TEMPLATES = {"_helpers.tpl": HELPERS, "engine-deployment.yaml": ENGINE_DEPLOYMENT, "engine-service.yaml": ENGINE_SERVICE,
+             "engine-hpa.yaml": ENGINE_HPA, "gateway.yaml": GATEWAY, "gateway-configmap.yaml": GATEWAY_CONFIGMAP,
+             "guard.yaml": GUARD}
+
+
+def compose(c: BundleConfig, litellm_cfg_rel: str = "gateway/config.yaml") -> dict:
+    e = ENGINES[c.engine]
+    v = values(c)
+    services = {
+        "engine": {"image": e["image"], "command": _engine_args(c), "ports": [f"{e['port']}:{e['port']}"],
+                   "volumes": ["./models:/models:ro"],
+                   "healthcheck": {"test": ["CMD", "curl", "-fsS", f"http://localhost:{e['port']}{e['health']}"],
+                                   "interval": "10s", "timeout": "5s", "retries": 12},
+                   "deploy": {"resources": {"limits": {"cpus": c.cpu, "memory": c.memory.replace("Gi", "G")}}}},
+        "gateway": {"image": v["gateway"]["image"], "command": ["--config", "/config/config.yaml", "--port", "4000"],
+                    "ports": ["4000:4000"], "volumes": ["./gateway:/config:ro"],
+                    "environment": {"LITELLM_MASTER_KEY": "${LITELLM_MASTER_KEY:?set a master key}"},
+                    "depends_on": {"engine": {"condition": "service_healthy"}}},
+        "prometheus": {"image": "prom/prometheus:latest", "ports": ["9090:9090"],
+                       "volumes": ["./prometheus:/etc/prometheus:ro"],
+                       "command": ["--config.file=/etc/prometheus/prometheus.yml"]},
+    }
+    if c.guard != "none":
+        services["guard"] = {"image": v["guard"]["image"], "command": ["--config", "/config/guard.json", "--port", "8090"],
+                             "ports": ["8090:8090"], "volumes": ["./gateway:/config:ro"]}
+        services["gateway"]["environment"]["LLMARCH_GUARD_URL"] = "http://guard:8090"
+        services["gateway"]["depends_on"]["guard"] = {"condition": "service_started"}
+    if c.engine == "llamacpp":
+        services["engine"]["x-note"] = ("the lab measured llama-cpp-python (one request at a time); llama-server "
+                                        "batches over --parallel slots")
+    # The vector store: LanceDB (the RAG lab's) is embedded in the application process, a folder on
+    # a volume, not a server; a RAG application mounts ./lancedb.
+    return {"name": c.system, "services": services}
+
+
+def prometheus_config(c: BundleConfig, engine_target: str, gateway_target: str) -> dict:
+    return {"global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
+            "rule_files": ["alerts.yml"],
+            "scrape_configs": [
+                {"job_name": "engine", "metrics_path": "/metrics", "static_configs": [{"targets": [engine_target]}]},
+                {"job_name": "gateway", "metrics_path": "/metrics", "static_configs": [{"targets": [gateway_target]}]}]}
+
+
+def alert_rules(c: BundleConfig) -> dict:
+    em, gm = METRICS[c.engine], METRICS["gateway"]
+    slo = c.slos
+    ttft_s = (slo.get("ttft_ms_p99") or 1000) / 1000.0
+    err = slo.get("error_rate") or 0.01
+    ttft_hist = em.get("ttft_hist") or gm["ttft_hist"]
+    rules = [
+        {"alert": "TTFTp99SLOBurn", "for": "10m",
+         "expr": f"histogram_quantile(0.99, sum by (le) (rate({ttft_hist}_bucket[5m]))) > {ttft_s:g}",
+         "labels": {"severity": "page"},
+         "annotations": {"summary": f"TTFT p99 above the {ttft_s * 1000:g} ms SLO for 10 minutes",
+                         "runbook": "RUNBOOK.md#ttftp99sloburn"}},
+        {"alert": "ErrorRateSLOBurn", "for": "5m",
+         "expr": f"(sum(rate({gm['failed']}[5m])) / clamp_min(sum(rate({gm['requests']}[5m])), 1e-9)) > {err:g}",
+         "labels": {"severity": "page"},
+         "annotations": {"summary": f"gateway error rate above {err:g} for 5 minutes", "runbook": "RUNBOOK.md#errorratesloburn"}},
+        {"alert": "QueueBuildingUp", "for": "5m",
+         "expr": f"avg({em['queue']}) > {c.queue_target:g}",
+         "labels": {"severity": "warn"},
+         "annotations": {"summary": "requests wait for a slot: replicas at capacity", "runbook": "RUNBOOK.md#queuebuildingup"}},
+        {"alert": "KVCacheNearlyFull", "for": "5m",
+         "expr": f"max({em['kv_cache']}) > 0.9",
+         "labels": {"severity": "warn"},
+         "annotations": {"summary": "KV cache above 90%: preemptions and TTFT spikes follow", "runbook": "RUNBOOK.md#kvcachenearlyfull"}},
+        {"alert": "EngineDown", "for": "2m", "expr": 'up{job="engine"} == 0', "labels": {"severity": "page"},
+         "annotations": {"summary": "an engine replica is not scraped", "runbook": "RUNBOOK.md#enginedown"}},
+    ]
+    return {"groups": [{"name": f"{c.system}-slo", "rules": rules}]}
+
+
+def dashboard(c: BundleConfig) -> dict:
+    em, gm = METRICS[c.engine], METRICS["gateway"]
+    ttft_hist = em.get("ttft_hist") or gm["ttft_hist"]
+    panels = [
+        ("TTFT p50 / p99 (s)", [f"histogram_quantile(0.5, sum by (le) (rate({ttft_hist}_bucket[5m])))",
+                                f"histogram_quantile(0.99, sum by (le) (rate({ttft_hist}_bucket[5m])))"]),
+        ("Request latency p99 (s, gateway)", [f"histogram_quantile(0.99, sum by (le) (rate({gm['latency_hist']}_bucket[5m])))"]),
+        ("Output tokens/s", [f"sum(rate({em['gen_tokens']}[1m]))"]),
+        ("Prompt tokens/s", [f"sum(rate({em['prompt_tokens']}[1m]))"]),
+        ("Queue: waiting / running", [f"sum({em['queue']})", f"sum({em['running']})"]),
+        ("KV cache usage", [f"max({em['kv_cache']})"]),
+        ("Error rate (gateway)", [f"sum(rate({gm['failed']}[5m])) / clamp_min(sum(rate({gm['requests']}[5m])), 1e-9)"]),
+    ]
+    if "itl_hist" in em:
+        panels.insert(1, ("TPOT / ITL p50 (s)", [f"histogram_quantile(0.5, sum by (le) (rate({em['itl_hist']}_bucket[5m])))"]))
+    out = []
+    for i, (title, exprs) in enumerate(panels):
+        out.append({"id": i + 1, "type": "timeseries", "title": title, "datasource": {"type": "prometheus", "uid": "${DS}"},
+                    "gridPos": {"x": (i % 2) * 12, "y": (i // 2) * 8, "w": 12, "h": 8},
+                    "targets": [{"refId": chr(65 + j), "expr": e} for j, e in enumerate(exprs)]})
+    return {"title": f"{c.system} (llmarch-lab)", "uid": f"llmarch-{c.system}"[:40], "schemaVersion": 39,
+            "time": {"from": "now-1h", "to": "now"},
+            "templating": {"list": [{"name": "DS", "type": "datasource", "query": "prometheus"}]}, "panels": out}
+
+
+RUNBOOK = """# Runbook: {system}
+
+Engine: {engine} ({model}), {replicas} replica(s), {slots} slot(s) each; guard: {guard}.
+SLOs: {slos}.
+
+## TTFTp99SLOBurn
+Time to first token p99 has been above the SLO for 10 minutes.
+1. Queue panel: waiting > 0 on every replica means the system is at capacity: scale out (the HPA
+   should already be doing so; check `kubectl get hpa`) or shed load at the gateway.
+2. No queue: look for long prompts (prompt tokens/s jumped) or a slow guard (gateway latency minus
+   engine latency); the guard's own latency is in its log.
+3. KV cache near full: fewer slots per replica or a longer context than sized; see KVCacheNearlyFull.
+
+## ErrorRateSLOBurn
+The gateway's failed-request share is above the SLO.
+1. `kubectl logs deploy/{system}-gateway`: upstream connection errors mean engine pods are
+   restarting (see EngineDown); 4xx blocks are the guard's (content_filter) and count as answered.
+2. A timeout wave under load: the same steps as TTFTp99SLOBurn.
+
+## QueueBuildingUp
+Requests wait for a free slot on average over the replicas.
+1. Expected briefly at a traffic step; sustained, it means the sizing's per-replica goodput is
+   lower than measured (different prompts or outputs than the requirements file): re-measure.
+
+## KVCacheNearlyFull
+The engine's KV cache is over 90%: new requests wait or are preempted.
+1. Lower --parallel / --max-num-seqs, or raise the context memory; check for runaway output lengths.
+
+## EngineDown
+Prometheus cannot scrape an engine replica.
+1. `kubectl describe pod` for OOMKilled (raise memory), probe failures (model load slower than
+   the liveness delay), or a missing model file on the models volume ({model_file}).
+"""
+
+
+def write(c: BundleConfig, folder: Path) -> list[Path]:
+    """Write the whole bundle into `folder` (replaced as a whole: never half a bundle)."""
+    import tempfile
+
+    from llmarch_lab.labs.guardrails import gateway as gw_mod
+    from llmarch_lab.llm import litellm_proxy
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        def put(rel: str, text: str) -> None:
+            p = tmp / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(text)
+
+        def put_yaml(rel: str, data) -> None:
+            put(rel, yaml.safe_dump(data, sort_keys=False, width=120))
+
+        eport = ENGINES[c.engine]["port"]
+        put_yaml("docker-compose.yaml", compose(c))
+        put_yaml("gateway/config.yaml", litellm_config(c, f"http://engine:{eport}/v1"))
+        chart_cfg = litellm_config(c, f"http://{c.system}-engine:{eport}/v1")
+        litellm_proxy.write_shim(tmp / "gateway" / "lab_guard_hook.py", "/config/guardrails_gateway.py",
+                                 "llmarch_guard_gateway", "LabGuardrail", "guardrail_class", writer="llmarch-lab bundle")
+        shutil.copy(gw_mod.__file__, tmp / "gateway" / "guardrails_gateway.py")
+        put("chart/Chart.yaml", CHART_YAML.format(name=c.system))
+        put_yaml("chart/values.yaml", values(c))
+        for name, text in TEMPLATES.items():
+            put(f"chart/templates/{name}", text)
+        put_yaml("chart/files/config.yaml", chart_cfg)
+        if c.guard != "none":
+            from llmarch_lab.labs.guardrails import stack
+
+            put("gateway/guard.json", stack.default_config(injection_detector=c.guard, pii_config=c.pii_config)
+                .model_dump_json(indent=1))
+        else:
+            put("gateway/guard.json", "{}")
+        for f in ("lab_guard_hook.py", "guardrails_gateway.py", "guard.json"):
+            shutil.copy(tmp / "gateway" / f, tmp / "chart" / "files" / f)
+        put_yaml("prometheus/prometheus.yml", prometheus_config(c, f"engine:{eport}", "gateway:4000"))
+        put_yaml("prometheus/alerts.yml", alert_rules(c))
+        put("grafana/dashboard.json", json.dumps(dashboard(c), indent=1))
+        put("RUNBOOK.md", RUNBOOK.format(system=c.system, engine=c.engine, model=c.model, replicas=c.replicas,
+                                         slots=c.slots, guard=c.guard, model_file=c.model_file,
+                                         slos=", ".join(f"{k} {v:g}" for k, v in c.slos.items() if v is not None)))
+        put("guard/Dockerfile", GUARD_DOCKERFILE)
+        put_yaml("bundle.yaml", {**asdict(c), "metrics": {k: METRICS[k] for k in (c.engine, "gateway")},
+                                 "metrics_verified": {k: VERIFIED[k] for k in (c.engine, "gateway")}})
+        for name, text in render_chart(tmp / "chart").items():
+            put(f"k8s/{Path(name).name}", text)
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+GUARD_DOCKERFILE = """# The guard service (llmarch_lab.labs.guardrails.gateway serve-guard) as an image, built from the
+# llmarch-lab repository root: docker build -f bundle/guard/Dockerfile -t llmarch-lab-guard:0.1.0 .
+# (not built on the lab's machine: no container runtime there)
+FROM python:3.11-slim
+WORKDIR /app
+COPY . /app
+RUN pip install --no-cache-dir -r requirements/cpu.lock && pip install --no-cache-dir --no-deps -e .
+ENTRYPOINT ["python", "-m", "llmarch_lab.labs.guardrails.gateway", "serve-guard"]
+"""
+
+
+# ----------------------------------------------------------------------------- validation
+
+def render_chart(chart_dir: Path) -> dict[str, str]:
+    """{template path: manifest} rendered by Helm's own Go engine (helm-python-sdk, no binary)."""
+    try:
+        from helm_python import Chart
+    except ImportError as e:
+        raise LabError(f"bundle: helm-python-sdk is missing ({e}); install the lab's `system` extra (make setup)") from None
+    chart = Chart.load(str(chart_dir))
+    out = chart.render(name="sys", namespace="default", is_install=True)
+    return {k: v for k, v in sorted(out.items()) if v.strip() and not k.endswith(".tpl")}
+
+
+def _promtool() -> str | None:
+    return shutil.which("promtool")
+
+
+def validate(folder: Path) -> dict:
+    """Every check on a written bundle: {check: (ok, detail)}. Nothing here is skipped silently: a
+    missing tool is a failed check that says what to install."""
+    folder = Path(folder)
+    res: dict[str, tuple[bool, str]] = {}
+    for p in sorted(folder.rglob("*")):
+        if p.suffix in (".yaml", ".yml") and "templates" not in p.parts:
+            try:
+                list(yaml.safe_load_all(p.read_text()))
+                res[f"parse {p.relative_to(folder)}"] = (True, "YAML parses")
+            except yaml.YAMLError as e:
+                res[f"parse {p.relative_to(folder)}"] = (False, str(e).splitlines()[0])
+        elif p.suffix == ".json":
+            try:
+                json.loads(p.read_text())
+                res[f"parse {p.relative_to(folder)}"] = (True, "JSON parses")
+            except ValueError as e:
+                res[f"parse {p.relative_to(folder)}"] = (False, str(e))
+    tool = _promtool()
+    for what, rel in (("config", "prometheus/prometheus.yml"), ("rules", "prometheus/alerts.yml")):
+        if tool is None:
+            res[f"promtool check {what}"] = (False, "promtool not found (apt-get install prometheus)")
+            continue
+        r = subprocess.run([tool, "check", what, str(folder / rel)], capture_output=True, text=True, timeout=60)
+        res[f"promtool check {what}"] = (r.returncode == 0, " ".join((r.stdout + r.stderr).split())[:300])
+    try:
+        from helm_python import lint
+
+        rep = lint(str(folder / "chart"), strict=True)
+        errs = [m for m in rep.get("messages", []) if m.get("severity", 0) >= 2] + rep.get("errors", [])
+        res["helm lint --strict chart/"] = (not errs, "; ".join(str(e) for e in errs)[:300] or
+                                            f"{rep.get('total_charts_linted', 0)} chart linted, no warnings")
+    except ImportError as e:
+        res["helm lint --strict chart/"] = (False, f"helm-python-sdk missing ({e})")
+    res.update(validate_k8s(folder / "k8s"))
+    return res
+
+
+def validate_k8s(folder: Path, version: str = "1.37.0") -> dict:
+    """Each manifest in folder against the Kubernetes OpenAPI schema (kubernetes-validate, strict:
+    unknown fields are errors)."""
+    out: dict[str, tuple[bool, str]] = {}
+    try:
+        import kubernetes_validate
+    except ImportError as e:
+        return {"kubernetes schema": (False, f"kubernetes-validate missing ({e})")}
+    files = sorted(Path(folder).glob("*.yaml"))
+    if not files:
+        return {"kubernetes schema": (False, f"no manifests in {folder}")}
+    for p in files:
+        for doc in yaml.safe_load_all(p.read_text()):
+            if not doc:
+                continue
+            key = f"k8s schema {doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+                out[key] = (True, f"valid against Kubernetes {version} (strict)")
+            except kubernetes_validate.ValidationError as e:
+                out[key] = (False, f"{p.name}: {e.message}"[:300])
+            except Exception as e:  # noqa: BLE001 - an unknown kind/version is a failed check, said as such
+                out[key] = (False, f"{p.name}: {type(e).__name__}: {e}"[:300])
+    return out
+
+
+def metric_names_check(folder: Path, scrapes: dict[str, str]) -> dict:
+    """The metric names the bundle's alerts and dashboard use, against live /metrics texts
+    ({"engine": text, "gateway": text}), parsed with prometheus-client's text parser."""
+    import re
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    folder = Path(folder)
+    cfg = yaml.safe_load((folder / "bundle.yaml").read_text())
+    seen: dict[str, set[str]] = {}
+    for who, text in scrapes.items():
+        names = set()
+        for fam in text_string_to_metric_families(text):
+            names.add(fam.name)
+            names.update(s.name for s in fam.samples)
+        seen[who] = names
+    used = (folder / "prometheus" / "alerts.yml").read_text() + (folder / "grafana" / "dashboard.json").read_text()
+    out = {}
+    for who, key in ((cfg["engine"], cfg["engine"]), ("gateway", "gateway")):
+        src = "engine" if who != "gateway" else "gateway"
+        if src not in seen:
+            continue
+        for role, name in cfg["metrics"][key].items():
+            if not re.search(re.escape(name), used):
+                continue  # in the catalogue, not used by this bundle
+            ok = name in seen[src] or f"{name}_bucket" in seen[src] or name.removesuffix("_total") in seen[src]
+            out[f"metric {name}"] = (ok, f"{role}: {'in' if ok else 'NOT in'} the live {src} scrape")
+    return out

@@ -1,0 +1,277 @@
+"""The system chooser end to end on real parts: real notebooks log real serving/guard runs into a
+real MLflow store, the chooser reads them, the recommended system is started for real (llama.cpp
+engine + the guarded LiteLLM gateway) and driven, the bundle is checked by promtool, Helm's own
+renderer/linter and the Kubernetes schema, and the report is rendered in headless Chromium."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llmarch_lab import LabError, config, runner, tracking
+from llmarch_lab.system import bundle, chooser, requirements
+
+ROOT = Path(__file__).resolve().parent.parent
+
+HW = """hardware:
+  - {name: cpu-2vcpu, usd_per_hour: 0.0816, kind: cpu, measured_here: true, source: "prices.yaml", date: 2026-06-17}
+  - {name: a10g-24gb, usd_per_hour: 1.006, kind: gpu, gpus: 1, source: "prices.yaml", date: 2026-06-17}
+"""
+
+INPUTS = """suite: sys-inputs
+runs:
+  - name: serve
+    notebook: 40_serving
+    params: {engine: llamacpp, levels: [1, 2], max_requests: 4, input_tokens: 64, output_tokens: 16,
+             warmup_requests: 1, measure_bandwidth: false, slo_ttft_ms: 5000, slo_tpot_ms: 500}
+  - name: injection
+    notebook: 50_guardrails
+    params: {part: injection, detector: rules, cv_folds: 3, latency_n: 20}
+  - name: stack
+    notebook: 50_guardrails
+    params: {part: stack, stack_detector: rules, stack_pii_config: no_op/tuned, stack_requests: 20}
+"""
+
+
+def _req(tmp: Path, name: str, body: str) -> Path:
+    p = tmp / f"{name}.yaml"
+    p.write_text(body + HW)
+    return p
+
+
+def cli(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "llmarch_lab.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+# ----------------------------------------------------------------------------- requirements
+
+def test_requirements_files_in_the_repo_validate():
+    files = requirements.files()
+    assert {f.stem for f in files} >= {"support_assistant", "clinical_strict", "quickstart"}
+    for f in files:
+        assert requirements.load(f).hardware
+    assert not set(files) & set(config.suite_files())  # not read as suites
+
+
+@pytest.mark.parametrize("body, message", [
+    ("system: x\nworkload: {peak_rps: 1, mean_rps: 2, prompt_tokens: 8, output_tokens: 8}\nslos: {}\nbudget_usd_month: 5\n",
+     r":2: workload: mean_rps: 2 is above peak_rps"),
+    ("system: x\nworkload: {peak_rps: 1, mean_rps: 1, prompt_tokens: 8, output_tokens: 8}\nslos: {ttft_ms_p99: -1}\nbudget_usd_month: 5\n",
+     r":3: slos.ttft_ms_p99: .*greater than 0"),
+    ("system: x\nworkload: {peak_rps: 1, mean_rps: 1, prompt_tokens: 8, output_tokens: 8}\nslos: {}\nbudget_usd_month: 5\n"
+     "quality:\n  - {name: q, task: nope, min: 1}\n", r":6: quality.0: .*unknown task 'nope'"),
+    ("system: x\nworkload: {peak_rps: 1, mean_rps: 1, prompt_tokens: 8, output_tokens: 8}\nslos: {}\nbudget_usd_month: 5\n"
+     "quality:\n  - {name: q, sources: [{lab: rag, metric: quality.colour}], min: 1}\n",
+     r":6: quality.0.sources.0: .*quality.colour.*not declared"),
+    ("system: x\nworkload: {peak_rps: 1, mean_rps: 1, prompt_tokens: 8, output_tokens: 8}\nslos: {}\nbudget_usd_month: 5\n"
+     "quality:\n  - {name: q, sources: [{lab: serving, metric: latency.ttft_ms_p99}], min: 1}\n",
+     r"latency.ttft_ms_p99 is lower-is-better; use max"),
+    ("system: x\nworkload: {peak_rps: 1, mean_rps: 1, prompt_tokens: 8, output_tokens: 8}\nslos: {}\nbudget_usd_month: 5\nbudjet: 3\n",
+     r":5: budjet: unknown field"),
+])
+def test_bad_requirements_give_one_line_with_file_and_line(tmp_path, body, message):
+    p = _req(tmp_path, "bad", body)
+    with pytest.raises(LabError, match=message):
+        requirements.load(p)
+    r = cli("system", "choose", str(p))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and str(p) in r.stderr, r.stderr
+
+
+def test_no_measured_machine_is_an_error(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("system: x\nworkload: {peak_rps: 1, mean_rps: 1, prompt_tokens: 8, output_tokens: 8}\nslos: {}\n"
+                 "budget_usd_month: 5\nhardware:\n  - {name: g, usd_per_hour: 1, kind: gpu, source: s, date: d}\n")
+    with pytest.raises(LabError, match=r":6: hardware: no entry has measured_here"):
+        requirements.load(p)
+
+
+# ----------------------------------------------------------------------------- sizing rules
+
+def test_sizing_takes_the_highest_slo_meeting_level_and_interpolates_at_peak(tmp_path):
+    req = requirements.load(_req(tmp_path, "r", "system: x\nworkload: {peak_rps: 3, mean_rps: 1, prompt_tokens: 8, "
+                                                "output_tokens: 8}\nslos: {ttft_ms_p99: 1000}\nbudget_usd_month: 500\n"
+                                                "sizing: {headroom: 0.0}\n"))
+    levels = [{"level": 1, "req_per_s": 1.0, "ttft_ms_p99": 200.0, "error_rate": 0.0},
+              {"level": 2, "req_per_s": 1.6, "ttft_ms_p99": 600.0, "error_rate": 0.0},
+              {"level": 4, "req_per_s": 2.0, "ttft_ms_p99": 1800.0, "error_rate": 0.0}]  # breaks the SLO
+    s = chooser.Serving("r", "e", "n", "llamacpp", "m", "concurrent", {}, levels)
+    sz = chooser.size(s, chooser.Guard("none"), req)
+    assert sz["goodput_rps"] == 1.6 and sz["replicas"] == 2  # ceil(3 / 1.6)
+    assert sz["per_replica_rps"] == 1.5
+    assert sz["operating"]["ttft_ms_p99"] == pytest.approx(200 + (1.5 - 1.0) / 0.6 * 400)
+    g = chooser.Guard("rules", added_ms={"p50": 10.0, "p99": 450.0})  # the guard's p99 pushes level 2 over
+    sz = chooser.size(s, g, req)
+    assert sz["goodput_rps"] == 1.0 and sz["replicas"] == 3
+    g = chooser.Guard("slow", added_ms={"p50": 900.0, "p99": 900.0})
+    sz = chooser.size(s, g, req)
+    assert sz["replicas"] is None and "ttft_ms_p99 1100 > 1000 already at level 1" in sz["slo_violation"]
+
+
+# ----------------------------------------------------------------------------- bundle checks
+
+def _bundle_cfg(**kw):
+    base = dict(system="demo", engine="llamacpp", model="smollm2-135m-instruct", model_file="m.gguf", replicas=2,
+                max_replicas=4, slots=4, threads=2, ctx=2048, cpu="2", memory="4Gi", gpus=0, guard="rules",
+                pii_config="no_op/tuned", slos={"ttft_ms_p99": 1000.0, "error_rate": 0.01})
+    return bundle.BundleConfig(**{**base, **kw})
+
+
+def test_bundle_validates_and_the_checks_can_fail(tmp_path):
+    out = tmp_path / "bundle"
+    bundle.write(_bundle_cfg(), out)
+    res = bundle.validate(out)
+    assert all(ok for ok, _ in res.values()), {k: v for k, v in res.items() if not v[0]}
+    kinds = {k.split()[2].split("/")[0] for k in res if k.startswith("k8s schema")}
+    assert kinds == {"Deployment", "Service", "HorizontalPodAutoscaler", "ConfigMap"}
+    dep = yaml.safe_load((out / "k8s" / "engine-deployment.yaml").read_text())
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert dep["spec"]["replicas"] == 2 and "--parallel" in c["args"] and c["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert yaml.safe_load((out / "k8s" / "engine-hpa.yaml").read_text())["spec"]["maxReplicas"] == 4
+    # A wrong field in a manifest, a broken rule: the same checks say so.
+    dep["spec"]["replicas"] = "two"
+    (out / "k8s" / "engine-deployment.yaml").write_text(yaml.safe_dump(dep))
+    rules = yaml.safe_load((out / "prometheus" / "alerts.yml").read_text())
+    rules["groups"][0]["rules"][0]["expr"] = "histogram_quantile(0.99, rate(x[5m]) >"
+    (out / "prometheus" / "alerts.yml").write_text(yaml.safe_dump(rules))
+    res = bundle.validate(out)
+    assert not res["k8s schema Deployment/demo-engine"][0]
+    assert not res["promtool check rules"][0]
+    # No guard: no guard Deployment, the gateway config has no guardrail.
+    bundle.write(_bundle_cfg(guard="none"), tmp_path / "b2")
+    assert not (tmp_path / "b2" / "k8s" / "guard.yaml").exists()
+    assert "guardrails" not in yaml.safe_load((tmp_path / "b2" / "gateway" / "config.yaml").read_text())
+
+
+def test_metric_names_check_parses_a_scrape(tmp_path):
+    out = tmp_path / "bundle"
+    bundle.write(_bundle_cfg(), out)
+    engine = ("# HELP llamacpp:requests_deferred x\n# TYPE llamacpp:requests_deferred gauge\nllamacpp:requests_deferred 0\n"
+              "# HELP llamacpp:requests_processing x\n# TYPE llamacpp:requests_processing gauge\nllamacpp:requests_processing 1\n")
+    res = bundle.metric_names_check(out, {"engine": engine})
+    assert res["metric llamacpp:requests_deferred"][0]
+    assert not res["metric llamacpp:kv_cache_usage_ratio"][0]
+
+
+# ----------------------------------------------------------------------------- end to end
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    """A real store with a serving sweep (llama.cpp, SmolLM2), an injection guard's CV run and its
+    stack latency: what the chooser composes."""
+    tmp = tmp_path_factory.mktemp("system")
+    mp = pytest.MonkeyPatch()
+    uri = f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}"
+    (tmp / "mlruns").mkdir()
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    suite_file = tmp / "inputs.yaml"
+    suite_file.write_text(INPUTS)
+    out = runner.run_suite(config.load_suite(suite_file), progress=False)
+    assert all(o.status == "FINISHED" for o in out), {o.spec.name: o.error for o in out}
+    yield tmp
+    mp.undo()
+
+
+FEASIBLE = """system: e2e
+experiments: [sys-inputs]
+workload: {peak_rps: 0.5, mean_rps: 0.2, prompt_tokens: 64, output_tokens: 16}
+slos: {ttft_ms_p99: 8000, tpot_ms_p50: 500, error_rate: 0.05}
+quality:
+  - {name: injection F1, task: injection_f1, min: 0.3}
+safety: {guards: [injection]}
+budget_usd_month: 1000
+verify: {enabled: true, requests: 8, max_seconds: 120}
+"""
+
+
+def _links_ok(html: str, folder: Path) -> list[str]:
+    """Every href: an anchor on the page, a file in the report folder, or an MLflow run in the store."""
+    c = tracking.client()
+    bad = []
+    ids = set(re.findall(r"id='([^']+)'", html)) | set(re.findall(r'id="([^"]+)"', html))
+    for href in re.findall(r"href=['\"]([^'\"]+)['\"]", html):
+        if href.startswith("#"):
+            ok = href[1:] in ids
+        elif href.startswith("http://127.0.0.1:5000/#/experiments/"):
+            run_id = href.rsplit("/", 1)[1]
+            try:
+                ok = c.get_run(run_id).info.status == "FINISHED"
+            except Exception:  # noqa: BLE001 - a missing run is a broken link
+                ok = False
+        else:
+            ok = (folder / href).is_file()
+        if not ok:
+            bad.append(href)
+    return bad
+
+
+def test_report_recommends_verifies_bundles_and_renders(measured, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{measured / 'mlruns' / 'mlflow.db'}")
+    req = _req(measured, "feasible", FEASIBLE)
+    out_dir = measured / "report"
+    r = cli("system", "report", str(req), "--out", str(out_dir), "--screenshot")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "recommended: llamacpp/" in r.stdout and "guard:rules" in r.stdout
+    html = (out_dir / "report.html").read_text()
+    md = (out_dir / "report.md").read_text()
+    assert "Recommended:" in html and "INFEASIBLE" not in html
+    assert html.count("data:image/png;base64,") == 2 and "<svg" in html  # plots inline, diagram rendered
+    assert not _links_ok(html, out_dir), _links_ok(html, out_dir)
+    assert "## End-to-end check" in md and "| TTFT p50 (ms) |" in md
+    # The end-to-end check really ran: requests went through the gateway to the engine.
+    reqs = (out_dir / "report_files" / "verify_requests.csv").read_text().splitlines()
+    assert len(reqs) == 1 + 8
+    assert "behind the guarded LiteLLM gateway" in html
+    # The bundle passed every check.
+    bundle_checks = re.findall(r"<td>(ok|FAILED)</td>", html)
+    assert bundle_checks and set(bundle_checks) == {"ok"}
+    assert (out_dir / "bundle" / "chart" / "values.yaml").is_file()
+    # The first screen renders, with the plots in it (not a blank page).
+    img = Image.open(out_dir / "screenshot.png").convert("RGB")
+    assert img.size == (1280, 1000)
+    colours = img.resize((128, 100)).getcolors(128 * 100) or []
+    assert len(colours) > 50, "the screenshot is nearly uniform"
+    blue = sum(n for n, (r_, g, b) in colours if b > 150 and r_ < 90)  # the plots' feasible points and front
+    assert blue > 5, "no plot colour on the first screen"
+    # Logged to MLflow with the same files.
+    run = tracking.search("system", tags={"llmarch.name": "e2e"})[0]
+    assert run["metrics"]["count.system_replicas"] >= 1 and run["metrics"]["count.system_checks_failed"] == 0
+    arts = {a.path for a in tracking.client().list_artifacts(run["run_id"])}
+    assert {"report.html", "report.md", "bundle"} <= arts
+    # Nothing left running: the engine and the gateway were stopped.
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "llama_cpp.server" not in ps and "litellm" not in ps.replace("test_", "")
+
+
+def test_infeasible_requirements_name_the_binding_constraint(measured, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{measured / 'mlruns' / 'mlflow.db'}")
+    req = _req(measured, "broke", FEASIBLE.replace("system: e2e", "system: broke")
+               .replace("budget_usd_month: 1000", "budget_usd_month: 20"))
+    out_dir = measured / "broke"
+    r = cli("system", "report", str(req), "--out", str(out_dir))
+    assert r.returncode == 3, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "infeasible: binding constraint budget" in r.stdout
+    html = (out_dir / "report.html").read_text()
+    assert "INFEASIBLE" in html and "Binding constraint: budget" in html and "Nearest candidate" in html
+    assert "budget $20.00" in html
+    assert not (out_dir / "bundle").exists()
+    # A quality floor nobody reaches binds instead.
+    req2 = _req(measured, "strict", FEASIBLE.replace("system: e2e", "system: strict").replace("min: 0.3", "min: 0.999"))
+    r = cli("system", "choose", str(req2))
+    assert r.returncode == 3 and "binding constraint quality" in r.stdout, r.stdout[-2000:]
+
+
+def test_a_bad_requirements_file_writes_nothing(measured, monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{measured / 'mlruns' / 'mlflow.db'}")
+    req = _req(tmp_path, "bad", FEASIBLE.replace("peak_rps: 0.5", "peak_rps: zero"))
+    out_dir = tmp_path / "out"
+    r = cli("system", "report", str(req), "--out", str(out_dir))
+    assert r.returncode == 2 and "workload.peak_rps" in r.stderr and ":3:" in r.stderr
+    assert not out_dir.exists() and not list(tmp_path.glob(".out.*"))
