@@ -47,7 +47,7 @@ INSTALL = $(or $(INSTALL_$(INSTALLER)),$(error INSTALLER must be uv or pip, not 
 
 .PHONY: help setup lock lab test lint jupyter ui list bench-quant bench-finetune bench-ann rag \
 	clean-store engine-llamacpp engine-vllm engine-guidellm engine-litellm engine-garak engines serving guardrails bench-serving \
-	model-qwen model-qwen-0.5b model-qwen-1.5b cost tracking-server tracking-server-stop
+	model-qwen model-qwen-0.5b model-qwen-1.5b cost tracking-server tracking-server-stop system
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -114,7 +114,8 @@ GARAK ?= garak==0.17.1
 engine-litellm: $(ENGINES)/litellm/.installed ## LiteLLM proxy env, the guarded gateway (guardrails lab)
 $(ENGINES)/litellm/.installed:
 	@test -x $(ENGINES)/litellm/bin/python || $(PY) -m venv $(ENGINES)/litellm
-	$(ENGINES)/litellm/bin/pip install --quiet "$(LITELLM)"
+	@# prometheus_client: the proxy's `callbacks: ["prometheus"]` (/metrics) imports it; [proxy] does not pull it in.
+	$(ENGINES)/litellm/bin/pip install --quiet "$(LITELLM)" prometheus_client==0.26.0
 	@touch $@
 
 engine-garak: $(ENGINES)/garak/.installed ## garak env, the vulnerability scanner (CPU torch pinned first)
@@ -193,6 +194,12 @@ guardrails: setup engine-llamacpp engine-litellm engine-garak ## Guardrails stud
 
 cost: setup model-qwen engine-llamacpp engine-litellm ## Cost study (experiments/cost.yaml, resumable): routing, cache, gateway, plan
 	$(BIN)/python benchmarks/cost.py
+
+system: setup engine-llamacpp engine-litellm model-qwen-0.5b ## System chooser: the components (experiments/system_inputs.yaml), then a feasible and an infeasible report
+	$(BIN)/llmarch-lab run experiments/system_inputs.yaml
+	$(BIN)/llmarch-lab system report experiments/system/support_assistant.yaml --screenshot
+	@# exit status 3 = "infeasible", which is what this requirements file is for
+	$(BIN)/llmarch-lab system report experiments/system/clinical_strict.yaml --screenshot || test $$? -eq 3
 
 bench-serving: setup engine-llamacpp engine-vllm engine-guidellm ## Generator ceiling + guidellm cross-check (prints tables, logs to MLflow)
 	$(BIN)/python benchmarks/serving_ceiling.py

@@ -61,7 +61,8 @@ METRICS = {
 VERIFIED = {  # which catalogue entries a live scrape on this machine checked (see benchmarks/system_metrics.py)
     "vllm": "not scraped here (vLLM's CPU build is not in CI); names from vLLM's docs",
     "llamacpp": "not scraped here: llama-server is not built on this machine yet (the lab runs llama-cpp-python)",
-    "gateway": "not scraped yet",
+    "gateway": "checked against a live scrape of the guarded LiteLLM gateway in every end-to-end check "
+               "(the report's bundle table: 'metric ...' rows)",
 }
 
 
@@ -87,7 +88,7 @@ class BundleConfig:
 
     @property
     def served_name(self) -> str:
-        return Path(self.model).stem if self.model.endswith(".gguf") else self.model
+        return Path(self.model).name.removesuffix(".gguf")
 
 
 def config_from(choice) -> BundleConfig:
@@ -130,10 +131,9 @@ def _engine_args(c: BundleConfig) -> list[str]:
 def litellm_config(c: BundleConfig, engine_url: str) -> dict:
     from llmarch_lab.labs.guardrails import gateway
 
-    cfg = gateway._litellm_config(engine_url, c.served_name)
+    cfg = gateway._litellm_config(engine_url, c.served_name, prometheus=True)
     if c.guard == "none":
         cfg.pop("guardrails", None)
-    cfg.setdefault("litellm_settings", {})["callbacks"] = ["prometheus"]
     return cfg
 
 

@@ -72,7 +72,7 @@ def plots(ch) -> dict[str, bytes]:
         if ycol == "ttft_ms_p99" and ch.req.slos.ttft_ms_p99:
             ax.axhline(ch.req.slos.ttft_ms_p99, c="#ff7f0e", lw=1, label=f"SLO {ch.req.slos.ttft_ms_p99:g} ms")
         for _, r in d.iterrows():
-            ax.annotate(f"{Path(r.model).stem[:18]}\n{r.guard}", (r.usd_per_month, r[ycol]), fontsize=6,
+            ax.annotate(f"{chooser.model_label(r.model)[:22]}\n{r.guard}", (r.usd_per_month, r[ycol]), fontsize=6,
                         xytext=(4, 3), textcoords="offset points", color="#555555")
         ax.set_xlabel("cost ($/month, sized for peak)")
         ax.set_ylabel(ylabel)
@@ -91,7 +91,7 @@ def diagram(ch) -> tuple[str, str]:
     lines = ["digraph system {", "  rankdir=LR; node [shape=box, style=rounded, fontname=Helvetica, fontsize=11];",
              '  client [label="clients\\n%.2g req/s peak"];' % ch.req.workload.peak_rps,
              '  gateway [label="LiteLLM gateway\\n(OpenAI API, :4000)"];',
-             f'  engine [label="{r.engine} x{int(r.replicas or 0)} replica(s)\\n{Path(r.model).stem}\\non {r.hardware}"];',
+             f'  engine [label="{r.engine} x{int(r.replicas or 0)} replica(s)\\n{chooser.model_label(r.model)}\\non {r.hardware}"];',
              '  prom [label="Prometheus\\n(alerts: TTFT p99, errors,\\nqueue, KV cache)", shape=cylinder];',
              "  client -> gateway; gateway -> engine;"]
     if guard:
@@ -165,6 +165,9 @@ def build(req_path: str | Path, out_dir: str | Path | None = None, verify: bool 
             if do_verify:
                 _say(progress, f"verifying {ch.row().system} end to end ...")
                 ver = _verify(ch, tmp / "verify")
+                live = {k: v for k, v in (ver.get("scrapes") or {}).items() if k in ("engine", "gateway") and v}
+                if live:  # the bundle's metric names against what the running parts export
+                    validation.update(bundle.metric_names_check(tmp / "bundle", live))
         figs = plots(ch)
         dot_src, svg = diagram(ch)
         (tmp / "report_files").mkdir()
@@ -174,6 +177,9 @@ def build(req_path: str | Path, out_dir: str | Path | None = None, verify: bool 
         (tmp / "report_files" / "architecture.svg").write_text(svg)
         if ver is not None and isinstance(ver.get("records"), pd.DataFrame):
             ver["records"].to_csv(tmp / "report_files" / "verify_requests.csv", index=False)
+            for who in ("engine", "gateway"):
+                if (ver.get("scrapes") or {}).get(who):
+                    (tmp / "report_files" / f"{who}_metrics.txt").write_text(ver["scrapes"][who])
         sections = _sections(ch, ver, validation, mlflow_ui)
         (tmp / "report.html").write_text(_html(ch, sections, figs, svg))
         (tmp / "report.md").write_text(_markdown(ch, sections))
@@ -192,9 +198,13 @@ def build(req_path: str | Path, out_dir: str | Path | None = None, verify: bool 
 
 
 def default_dir(system: str) -> Path:
-    """mlruns/reports/<system>: beside the local store, ignored by git."""
+    """reports/<system> beside a sqlite store (mlruns/reports/<system> for the default store,
+    ignored by git); mlruns/reports/<system> for a server store."""
     from llmarch_lab import paths
 
+    db = paths.sqlite_path(paths.tracking_uri())
+    if db is not None:
+        return db.parent / "reports" / system
     return paths.mlruns_dir() / "reports" / system
 
 
@@ -283,7 +293,8 @@ def _sections(ch, ver, validation, ui) -> dict:
         if not h.measured_here:
             risks.append(f"{h.name} (${h.usd_per_hour:g}/h, {h.kind}): no serving run measured on it; the GPU code "
                          "paths (vLLM on CUDA, experiments/gpu/*.yaml) exist but could not run here, so it is not a candidate.")
-    if (df.quality_how == "composed").any():
+    hows = {df.loc[i, f"q{k}_how"] for i in df.index for k in range(len(req.quality))}
+    if "composed" in hows:
         risks.append("Quality marked 'composed' combines a model's measured task score with the guard's measured "
                      "false-positive rate (q x (1 - FPR)); no run measured that model behind that guard.")
     if (df.guard_latency == "stack (composed)").any():
@@ -295,9 +306,14 @@ def _sections(ch, ver, validation, ui) -> dict:
     if ch.feasible and ch.row().engine == "llamacpp":
         risks.append("The bundle deploys llama.cpp's llama-server (continuous batching over --parallel slots); the lab "
                      "measured llama-cpp-python, which serves one request at a time, so the sizing is conservative for it.")
-    for k in ("vllm", "llamacpp", "gateway"):
-        if ch.feasible and (k == "gateway" or k == ch.row().engine):
-            risks.append(f"Metric names ({k}): {bundle.VERIFIED[k]}.")
+    scr = (ver or {}).get("scrapes") or {}
+    if ch.feasible:
+        eng = ch.row().engine
+        got = f"GET /metrics of the engine run here answered {scr['engine_status']}" if "engine_status" in scr else ""
+        risks.append(f"Engine metric names ({eng}): {bundle.VERIFIED[eng]}" + (f"; {got}" if got and not scr.get("engine") else "") + ".")
+        if not scr.get("gateway"):
+            risks.append("Gateway metric names: not checked against a live scrape in this report (no guarded gateway "
+                         "was started: verify off or no guard).")
     risks.append("Quality is not re-measured in the end-to-end check (latency and throughput are).")
     s["risks"] = risks
     return s
@@ -313,7 +329,7 @@ def _verify_html(ver) -> str:
         r["within 15%"] = "yes" if r.pop("within_15pct") else "no"
     head = (f"<p>Started for real: <code>{html.escape(ver['engine_command'][:300])}</code>"
             f"{' behind the guarded LiteLLM gateway' if ver['guarded'] else ''}; Poisson load at "
-            f"{ver['rate_rps']:.3g} req/s (the peak one replica sees), {ver['requests']} requests, "
+            f"{ver['rate_rps']:.3g} req/s (the peak one replica sees; realised {ver.get('realised_rps', ver['rate_rps']):.3g}), {ver['requests']} requests, "
             f"{ver['errors']} errors, {ver['wall_s']:.0f} s in all.</p>")
     return head + _table(t, ["metric", "predicted", "measured", "error_pct", "within 15%"])
 
@@ -372,7 +388,9 @@ def _markdown(ch, s: dict) -> str:
     elif "error" in ver:
         out.append(f"Failed: {ver['error']}")
     else:
-        out.append(f"Poisson load at {ver['rate_rps']:.3g} req/s, {ver['requests']} requests, {ver['errors']} errors"
+        out.append(f"Poisson load at {ver['rate_rps']:.3g} req/s (realised {ver.get('realised_rps', ver['rate_rps']):.3g}; "
+                   "predicted again at the realised rate), "
+                   f"{ver['requests']} requests, {ver['errors']} errors"
                    f"{', behind the guarded gateway' if ver['guarded'] else ''}.")
         out += ["", _md_table(ver["table"].to_dict("records"), ["metric", "predicted", "measured", "error_pct", "within_15pct"])]
     out += ["", "## Architecture", "", "![architecture](report_files/architecture.svg)", "", "## Cost projection", ""]

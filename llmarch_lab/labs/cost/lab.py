@@ -163,14 +163,17 @@ def _accuracy_metrics(res: Result, pairs) -> None:
 # ------------------------------------------------------------------------------------- parts
 
 def _routing(p: CostParams, res: Result) -> None:
+    import numpy as np
+
     from llmarch_lab.labs.cost import outcomes, routing
 
     items, pairs, small, large = measured_outcomes(p)
     _accuracy_metrics(res, pairs)
     for side, df in (("small", small), ("large", large)):
         sp = outcomes.speeds(df)
-        res.add(f"throughput.{side}_prefill_tok_per_s", sp["prefill_tok_s"])
-        res.add(f"throughput.{side}_decode_tok_per_s", sp["decode_tok_s"])
+        for k, name in (("prefill_tok_s", "prefill"), ("decode_tok_s", "decode")):
+            if np.isfinite(sp[k]):  # decode needs GSM8K answers: gsm8k_n=0 measures prefill only
+                res.add(f"throughput.{side}_{name}_tok_per_s", sp[k])
     table, curves, scores = oof_router_table(p, pairs, p.routers)
     for r in table.itertuples():
         s = slug(r.router)

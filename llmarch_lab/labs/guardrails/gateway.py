@@ -396,7 +396,7 @@ class Gateway:
 
 def launch(engine_base_url: str, guard_config, log_path, *, model_name: str = "smollm2-135m-instruct",
            block_style: str = "refusal", stream_window_chars: int = 64, audit_path=None, redactor: str = "",
-           run_dir=None, ready_timeout_s: float = 180.0) -> Gateway:
+           run_dir=None, ready_timeout_s: float = 180.0, prometheus: bool = False) -> Gateway:
     """Start the guard service and the LiteLLM proxy in front of `engine_base_url` (an OpenAI base
     URL ending in /v1, serving `model_name`); wait until both answer; return the Gateway (use it as
     a context manager: every child is stopped on exit, also when starting fails).
@@ -426,7 +426,7 @@ def launch(engine_base_url: str, guard_config, log_path, *, model_name: str = "s
     (run_dir / "guard.json").write_text(cfg.model_dump_json(indent=2))
     lp.write_shim(run_dir / "lab_guard_hook.py", __file__, "llmarch_guard_gateway", "LabGuardrail", "guardrail_class",
                   writer="llmarch_lab.labs.guardrails.gateway.launch")
-    lp.write_config(run_dir / "config.yaml", _litellm_config(engine_base_url, model_name))
+    lp.write_config(run_dir / "config.yaml", _litellm_config(engine_base_url, model_name, prometheus))
     gw = Gateway(f"http://127.0.0.1:{proxy_port}/v1", model_name, f"http://127.0.0.1:{guard_port}", engine_base_url,
                  run_dir, log_path, log_path.with_suffix(".guard.log"), audit_path, run_dir / "escalations.jsonl",
                  block_style, stream_window_chars, api_key_env=lp.new_master_key(proxy_port))
@@ -454,8 +454,10 @@ def launch(engine_base_url: str, guard_config, log_path, *, model_name: str = "s
     return gw
 
 
-def _litellm_config(engine_base_url: str, model_name: str) -> dict:
-    return {
+def _litellm_config(engine_base_url: str, model_name: str, prometheus: bool = False) -> dict:
+    """The proxy's config; prometheus=True adds LiteLLM's Prometheus callback (GET /metrics, open
+    to a scraper without the master key, as a Prometheus server scrapes it)."""
+    cfg = {
         "model_list": [{"model_name": model_name,
                         "litellm_params": {"model": f"openai/{model_name}", "api_base": engine_base_url,
                                            "api_key": "none"}}],
@@ -464,6 +466,9 @@ def _litellm_config(engine_base_url: str, model_name: str) -> dict:
                                            "mode": ["pre_call", "post_call"], "default_on": True}}],
         "litellm_settings": {"drop_params": True, "num_retries": 0, "request_timeout": 600},
     }
+    if prometheus:
+        cfg["litellm_settings"].update({"callbacks": ["prometheus"], "require_auth_for_metrics_endpoint": False})
+    return cfg
 
 
 def main(argv=None) -> int:
