@@ -50,6 +50,13 @@ def run(p: SystemParams) -> Result:
                        "system.binding": ch.binding, "system.report_dir": str(out["dir"])})
     if ch.feasible:
         res.tags["system.recommended"] = ch.row().system
+    # Provenance: the data files (sha256 tags) behind the component runs this choice read; the
+    # chooser itself opens no dataset.
+    used = {v for c in ch.candidates.columns if c.endswith("_run") or c.startswith("guard_") and c.endswith("run")
+            for v in ch.candidates[c].dropna().astype(str) if v}
+    for r in ch.comps.runs:
+        if r["run_id"] in used:
+            res.tags.update({k: v for k, v in r["tags"].items() if k.startswith("data.")})
     res.tables["candidates"] = ch.candidates
     if out["verify"] and "table" in out["verify"]:
         res.tables["verify"] = out["verify"]["table"]
