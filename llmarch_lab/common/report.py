@@ -14,6 +14,7 @@ column is marked with a star in the console and in Markdown.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from dataclasses import dataclass, field
@@ -151,4 +152,25 @@ def write_atomic(path, text: str) -> None:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(folder):
+    """Build a folder in a temporary sibling and put it in place (replacing the old one) only when
+    the block ends without error; on any error, or a kill, the temporary folder is what is lost."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        yield tmp
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise

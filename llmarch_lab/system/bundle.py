@@ -553,15 +553,12 @@ Prometheus cannot scrape an engine replica.
 
 def write(c: BundleConfig, folder: Path) -> list[Path]:
     """Write the whole bundle into `folder` (replaced as a whole: never half a bundle)."""
-    import tempfile
-
+    from llmarch_lab.common.report import atomic_dir
     from llmarch_lab.labs.guardrails import gateway as gw_mod
     from llmarch_lab.llm import litellm_proxy
 
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
+    with atomic_dir(folder) as tmp:
         def put(rel: str, text: str) -> None:
             p = tmp / rel
             p.parent.mkdir(parents=True, exist_ok=True)
@@ -602,12 +599,6 @@ def write(c: BundleConfig, folder: Path) -> list[Path]:
                                  "metrics_verified": {k: VERIFIED[k] for k in (c.engine, "gateway")}})
         for name, text in render_chart(tmp / "chart").items():
             put(f"k8s/{Path(name).name}", text)
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return sorted(p for p in folder.rglob("*") if p.is_file())
 
 

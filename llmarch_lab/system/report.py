@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from llmarch_lab import LabError
+from llmarch_lab.common.report import atomic_dir
 from llmarch_lab.system import bundle, chooser, requirements
 
 EXPERIMENT = "system"
@@ -153,9 +154,7 @@ def build(req_path: str | Path, out_dir: str | Path | None = None, verify: bool 
     comps = chooser.components(req)
     ch = chooser.choose(req, comps)
     out_dir = Path(out_dir) if out_dir else default_dir(req.system)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
+    with atomic_dir(out_dir) as tmp:
         ver, validation = None, {}
         do_verify = req.verify.enabled if verify is None else verify
         if ch.feasible:
@@ -186,12 +185,6 @@ def build(req_path: str | Path, out_dir: str | Path | None = None, verify: bool 
         if screenshot:
             take_screenshot(tmp / "report.html", tmp / "screenshot.png")
         run_id = _log(ch, ver, validation, tmp) if log else ""
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {"dir": out_dir, "html": out_dir / "report.html", "md": out_dir / "report.md",
             "bundle": out_dir / "bundle" if ch.feasible else None, "choice": ch, "verify": ver,
             "validation": validation, "run_id": run_id}
