@@ -70,11 +70,17 @@ def scrub(d: dict[str, Any]) -> dict[str, Any]:
     return {k: scrub(v) if isinstance(v, dict) else v for k, v in d.items() if not is_secret(str(k))}
 
 
-@functools.lru_cache(maxsize=None)
 def client(uri: str | None = None):
+    """An MlflowClient for `uri`, or for the tracking URI in force now (MLFLOW_TRACKING_URI can
+    change within a process: a cached client for "the default" would keep the first store)."""
+    return _client(uri or paths.tracking_uri())
+
+
+@functools.lru_cache(maxsize=None)
+def _client(uri: str):
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri or paths.tracking_uri())
+    return MlflowClient(tracking_uri=uri)
 
 
 def ensure_experiment(name: str) -> str:

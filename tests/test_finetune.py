@@ -336,9 +336,15 @@ def test_qlora_restored_checkpoint_reproduces_its_dev_scores(monkeypatch):
     during = [df for desc, df in scored if desc == "dev scoring"]  # one per evaluation: steps 2, 4
     final = next(df for desc, df in scored if desc == "tuned dev")
     assert len(during) == 2 and result.metrics["count.best_step"] in (2, 4)
-    restored = during[int(result.metrics["count.best_step"]) // 2 - 1]
+    best = int(result.metrics["count.best_step"]) // 2 - 1
+    restored, other = during[best], during[1 - best]
     cols = [f"logp_{w}" for w in fd.LABELS]
-    np.testing.assert_allclose(final[cols].to_numpy(), restored[cols].to_numpy(), atol=2e-4)
+    # 1e-3 nats: the restored and the live adapter agree to numerical noise, which CI measured at
+    # up to 3e-4 on one run (2e-4 held on earlier ones; the source of the noise in the 4-bit CPU
+    # path is not pinned down). A wrong checkpoint is far further off, which this checks first:
+    diff_other = np.abs(final[cols].to_numpy() - other[cols].to_numpy()).max()
+    assert diff_other > 0.05, f"the two checkpoints score alike ({diff_other:.4f}): the test cannot tell them apart"
+    np.testing.assert_allclose(final[cols].to_numpy(), restored[cols].to_numpy(), atol=1e-3)
 
 
 @pytest.mark.slow
