@@ -20,6 +20,32 @@ if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_engine_outlives_its_module():
+    """Every engine or gateway a module starts is stopped by the end of that module. One left
+    running (a session-scoped fixture, a missed stop) is killed here and reported as an error at
+    the module's teardown, not later as a stray process in another module's check."""
+    import signal
+    import time
+
+    import labtest
+
+    before = labtest.engine_pids()
+    yield
+    left = set()
+    for _ in range(20):  # a stop in progress gets 10 s to finish
+        left = labtest.engine_pids() - before
+        if not left:
+            return
+        time.sleep(0.5)
+    for pid, _ in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    pytest.fail(f"left running by this module (now killed): {sorted(left)}")
+
+
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     """A fresh MLflow sqlite store for this test; returns its tracking URI."""

@@ -1,5 +1,7 @@
 """Parameter models for the runner's test notebooks (tests/notebooks/)."""
 
+import subprocess
+
 from pydantic import Field
 
 from llmarch_lab import schema
@@ -17,3 +19,15 @@ class ProbeParams(LabParams):
     sleep_s: float = Field(0.0, ge=0, description="Seconds to sleep before finishing.")
     fail: bool = Field(False, description="Raise inside the notebook.")
     api_key: str = Field("", description="A secret: must never reach MLflow params.")
+
+
+def engine_pids() -> set[tuple[int, str]]:
+    """(pid, command) of every llama.cpp server and LiteLLM process on the machine. Tests compare
+    the set before and after what they start (tests/conftest.py does it around every module)."""
+    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    out = set()
+    for line in ps.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        if "llama_cpp.server" in args or ("litellm" in args and "pytest" not in args):
+            out.add((int(pid), args[:160]))
+    return out

@@ -18,9 +18,10 @@ def _reqs(max_tokens=8):
             for i in itertools.count())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def llamacpp(tmp_path_factory):
-    """One real llama.cpp server for the session: SmolLM2 GGUF, 2 threads, on 127.0.0.1."""
+    """One real llama.cpp server for this module (stopped when it ends, not at the end of the
+    session, where it would outlive every later module): SmolLM2 GGUF, 2 threads, on 127.0.0.1."""
     eng = engines.launch("llamacpp", models.SMOLLM2, log_path=tmp_path_factory.mktemp("eng") / "llamacpp.log")
     yield eng
     eng.stop()

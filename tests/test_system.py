@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import labtest
 import pytest
 import yaml
 
@@ -242,6 +243,7 @@ def test_report_recommends_verifies_bundles_and_renders(measured, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{measured / 'mlruns' / 'mlflow.db'}")
     req = _req(measured, "feasible", FEASIBLE)
     out_dir = measured / "report"
+    before = labtest.engine_pids()
     r = cli("system", "report", str(req), "--out", str(out_dir), "--screenshot")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "recommended: llamacpp/" in r.stdout and "guard:rules" in r.stdout
@@ -275,9 +277,8 @@ def test_report_recommends_verifies_bundles_and_renders(measured, monkeypatch):
     assert run["metrics"]["count.system_replicas"] >= 1 and run["metrics"]["count.system_checks_failed"] == 0
     arts = {a.path for a in tracking.client().list_artifacts(run["run_id"])}
     assert {"report.html", "report.md", "bundle"} <= arts
-    # Nothing left running: the engine and the gateway were stopped.
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    assert "llama_cpp.server" not in ps and "litellm" not in ps.replace("test_", "")
+    # Nothing left running: the engine and the gateway this report started were stopped.
+    assert labtest.engine_pids() - before == set(), labtest.engine_pids() - before
 
 
 def test_infeasible_requirements_name_the_binding_constraint(measured, monkeypatch):
