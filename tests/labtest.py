@@ -22,12 +22,15 @@ class ProbeParams(LabParams):
 
 
 def engine_pids() -> set[tuple[int, str]]:
-    """(pid, command) of every llama.cpp server and LiteLLM process on the machine. Tests compare
+    """(pid, command) of every llama.cpp server (llama-cpp-python's and llama.cpp's own
+    llama-server binary) and LiteLLM process on the machine. Tests compare
     the set before and after what they start (tests/conftest.py does it around every module)."""
     ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
     out = set()
     for line in ps.splitlines():
         pid, _, args = line.strip().partition(" ")
-        if "llama_cpp.server" in args or ("litellm" in args and "pytest" not in args):
+        exe = args.split(" ", 1)[0]
+        if ("llama_cpp.server" in args or exe.rsplit("/", 1)[-1] == "llama-server"
+                or ("litellm" in args and "pytest" not in args)):
             out.add((int(pid), args[:160]))
     return out

@@ -182,6 +182,50 @@ def test_duration_bound_stops_a_level(server):
     assert 4 <= len(recs) <= 7 and wall < 3
 
 
+@pytest.mark.parametrize("server", [dict(tokens=6, ttft_ms=80, chunk_delay_ms=15, max_concurrency=2)], indirect=True)
+def test_truth_server_records_its_own_timing_and_queues(server):
+    """The fidelity benchmark's ground truth: the server keeps to its schedule, queues beyond its
+    slots, and records what it did; the lab's client, measured against it, sees the same."""
+    import httpx
+
+    from llmarch_lab.labs.serving import fidelity, metrics
+
+    root = server.removesuffix("/v1")
+    t = load.Target(server, "loopback")
+    load.run_level(t, _reqs(6), "concurrent", 1, max_requests=1)  # warm-up
+    httpx.post(root + "/truth/reset").raise_for_status()
+    recs, wall = load.run_level(t, _reqs(6), "concurrent", 4, max_requests=8, max_seconds=60)
+    truth = httpx.get(root + "/truth").json()
+    reqs = truth["requests"]
+    assert len(reqs) == 8 and all(len(r["sent"]) == 6 for r in reqs)
+    for r in reqs:  # a fixed schedule: chunk i is never sent before 80 + 15 i ms after arrival
+        assert all(s - r["arrived"] >= 0.080 + 0.015 * i - 1e-4 for i, s in enumerate(r["sent"]))
+    # Two slots, four streams: at any moment at most two requests are being sent ...
+    spans = [(r["sent"][0], r["sent"][-1]) for r in reqs]
+    assert max(sum(a <= t0 <= b for a, b in spans) for t0, _ in spans) <= 2
+    # ... so half of the requests waited a whole request (80 + 5 * 15 ms) before their first chunk.
+    tr = fidelity.truth_metrics(truth)
+    assert tr["requests"] == 8 and tr["ttft_p99_ms"] > 80 + 150
+    m = fidelity.from_lab(metrics.summarize(recs, wall))
+    err = fidelity.errors(m, tr)
+    assert set(err) == set(fidelity.METRICS) and fidelity.worst([err]) == max(abs(v) for v in err.values())
+    # The client sees the queueing too (its TTFT p99 is a waiting request's), within a few ms.
+    assert m["ttft_p99_ms"] == pytest.approx(tr["ttft_p99_ms"], abs=25)
+    httpx.post(root + "/truth/reset").raise_for_status()
+    with pytest.raises(LabError, match="no streamed request"):
+        fidelity.truth_metrics(httpx.get(root + "/truth").json())
+
+
+def test_fidelity_errors_are_signed_percentages():
+    from llmarch_lab.labs.serving import fidelity
+
+    e = fidelity.errors({"ttft_p50_ms": 110, "ttft_p99_ms": None, "itl_p50_ms": 19, "output_tok_per_s": 50},
+                        {"ttft_p50_ms": 100, "ttft_p99_ms": 200, "itl_p50_ms": 20, "output_tok_per_s": 50})
+    assert e["ttft_p50_ms"] == pytest.approx(10) and e["itl_p50_ms"] == pytest.approx(-5)
+    assert e["output_tok_per_s"] == 0 and e["ttft_p99_ms"] != e["ttft_p99_ms"]  # NaN: not measured
+    assert fidelity.worst([e]) == pytest.approx(10)
+
+
 # ------------------------------------------------------------------ arithmetic, deployment, params
 
 def test_summary_matches_hand_computation():

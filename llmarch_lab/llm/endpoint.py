@@ -60,6 +60,7 @@ class Stream:
     prompt_tokens: int | None = None  # from the usage chunk, when the server sends one
     output_tokens: int | None = None
     error: str = ""
+    reconnects: int = 0  # stale kept-alive connections replaced before any answer (sent again)
 
 
 @dataclass
@@ -255,13 +256,27 @@ class Endpoint:
                 "stream_options": {"include_usage": True}, "temperature": temperature, **self.extra_body, **kw}
         url, headers = self.url("/chat/completions"), self.headers()
         st, parts = Stream(t0=time.perf_counter()), []
+        answered = False
         try:
             async with asyncio.timeout(self.timeout_s):
-                async with session.post(url, json=body, headers=headers) as resp:
-                    if resp.status != 200:
-                        text = (await resp.read()).decode(errors="replace")
-                        raise RuntimeError(f"HTTP {resp.status}: {text[:300]}")
-                    await _read_sse(resp, st, parts)
+                for attempt in (0, 1):
+                    try:
+                        async with session.post(url, json=body, headers=headers) as resp:
+                            answered = True
+                            if resp.status != 200:
+                                text = (await resp.read()).decode(errors="replace")
+                                raise RuntimeError(f"HTTP {resp.status}: {text[:300]}")
+                            await _read_sse(resp, st, parts)
+                        break
+                    except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
+                        # A kept-alive connection the server had already closed (llama-server's
+                        # HTTP library closes some after a streamed answer): nothing was answered,
+                        # so the request is sent once more on a new connection, as HTTP clients
+                        # do for a stale pooled connection (RFC 9112, 9.3.1). A second failure,
+                        # or one after the answer began, is the request's error.
+                        if answered or attempt:
+                            raise
+                        st.reconnects += 1
         except TimeoutError:
             st.error = f"timeout after {self.timeout_s:g} s"
         except (aiohttp.ClientError, RuntimeError, OSError) as e:

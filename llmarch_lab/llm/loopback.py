@@ -6,6 +6,12 @@
 - fault injection for the robustness tests: `--malformed-every K` sends an unparseable chunk
   every K chunks, `--die-after N` kills the server process after N requests (an engine crash),
   `--chunk-delay-ms D` waits D ms between chunks (a known inter-token latency);
+- ground truth for measuring the measurers (benchmarks/serving_fidelity.py): `--ttft-ms T`
+  sends the first chunk T ms after the request arrived, `--chunk-delay-ms D` the next ones every
+  D ms after it (on a fixed schedule: a late send does not shift the later ones),
+  `--max-concurrency C` streams at most C requests at a time (the others queue, FCFS, and their
+  TTFT includes the wait), and every request's arrival and chunk send times are recorded
+  server-side: GET /truth returns them, POST /truth/reset clears them;
 - the endpoint client's tests (tests/test_endpoint.py), deterministically:
   /v1/chat/completions   streaming or not (stream=false: one message " t0 t1 ...", with usage)
   /v1/completions        greedy text + OpenAI-format logprobs: the next-token logits over VOCAB
@@ -64,12 +70,14 @@ def free_port() -> int:
 
 
 def make_app(tokens: int = 16, malformed_every: int = 0, die_after: int = 0, model: str = "loopback",
-             api_key: str = "", chunk_delay_ms: float = 0.0):
+             api_key: str = "", chunk_delay_ms: float = 0.0, ttft_ms: float = 0.0, max_concurrency: int = 0):
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse, StreamingResponse
     from starlette.routing import Route
 
     served = {"n": 0}
+    truth: list[dict] = []  # per streamed request: arrival and send times (s, this process's clock)
+    slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
 
     def denied(request):
         if api_key and request.headers.get("authorization") != f"Bearer {api_key}":
@@ -85,13 +93,14 @@ def make_app(tokens: int = 16, malformed_every: int = 0, die_after: int = 0, mod
         return JSONResponse({})
 
     async def chat(request):
+        arrived = time.perf_counter()  # as soon as the request's headers are in: the truth's t0
         if (d := denied(request)) is not None:
             return d
         body = await request.json()
         served["n"] += 1
         if die_after and served["n"] > die_after:
             os._exit(3)  # a crash, not a clean shutdown: connections drop mid-flight
-        n = int(body.get("max_tokens") or tokens)
+        n = int(body.get("max_completion_tokens") or body.get("max_tokens") or tokens)
         created = int(time.time())
         usage = {"prompt_tokens": 8, "completion_tokens": n, "total_tokens": 8 + n}
         if not body.get("stream"):
@@ -101,20 +110,40 @@ def make_app(tokens: int = 16, malformed_every: int = 0, die_after: int = 0, mod
                                  "usage": usage})
 
         async def events():
-            for i in range(n):
-                if chunk_delay_ms and i:
-                    await asyncio.sleep(chunk_delay_ms / 1000)
-                if malformed_every and i and i % malformed_every == 0:
-                    yield b"data: {not json\n\n"
-                chunk = {"id": "x", "object": "chat.completion.chunk", "created": created, "model": model,
-                         "choices": [{"index": 0, "delta": {"content": f" t{i}"}, "finish_reason": None}]}
-                yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
-            last = {"id": "x", "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
-                    "usage": usage}
-            yield b"data: " + json.dumps(last).encode() + b"\n\n"
-            yield b"data: [DONE]\n\n"
+            rec = {"arrived": arrived, "sent": []}
+            if slots is not None:
+                await slots.acquire()
+            try:
+                start = time.perf_counter()  # the first token is due ttft_ms after the slot is free
+                for i in range(n):
+                    due = start + ttft_ms / 1000 + i * chunk_delay_ms / 1000
+                    # (a loop: uvloop's timers are millisecond-grained and can wake early)
+                    while (wait := due - time.perf_counter()) > 0:
+                        await asyncio.sleep(wait)
+                    if malformed_every and i and i % malformed_every == 0:
+                        yield b"data: {not json\n\n"
+                    chunk = {"id": "x", "object": "chat.completion.chunk", "created": created, "model": model,
+                             "choices": [{"index": 0, "delta": {"content": f" t{i}"}, "finish_reason": None}]}
+                    rec["sent"].append(time.perf_counter())
+                    yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+                last = {"id": "x", "object": "chat.completion.chunk", "created": created, "model": model,
+                        "choices": [], "usage": usage}
+                yield b"data: " + json.dumps(last).encode() + b"\n\n"
+                yield b"data: [DONE]\n\n"
+            finally:
+                if slots is not None:
+                    slots.release()
+                truth.append(rec)
 
         return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def truth_get(request):
+        return JSONResponse({"ttft_ms": ttft_ms, "itl_ms": chunk_delay_ms, "max_concurrency": max_concurrency,
+                             "requests": truth})
+
+    async def truth_reset(request):
+        truth.clear()
+        return JSONResponse({})
 
     async def completions(request):
         if (d := denied(request)) is not None:
@@ -138,6 +167,7 @@ def make_app(tokens: int = 16, malformed_every: int = 0, die_after: int = 0, mod
                              "usage": {"prompt_tokens": sum(len(t.split()) for t in inputs), "total_tokens": 0}})
 
     return Starlette(routes=[Route("/health", health), Route("/v1/models", models),
+                             Route("/truth", truth_get), Route("/truth/reset", truth_reset, methods=["POST"]),
                              Route("/v1/chat/completions", chat, methods=["POST"]),
                              Route("/v1/completions", completions, methods=["POST"]),
                              Route("/v1/embeddings", embeddings, methods=["POST"])])
@@ -152,15 +182,17 @@ def main(argv=None):
     ap.add_argument("--malformed-every", type=int, default=0)
     ap.add_argument("--die-after", type=int, default=0)
     ap.add_argument("--chunk-delay-ms", type=float, default=0.0)
+    ap.add_argument("--ttft-ms", type=float, default=0.0)
+    ap.add_argument("--max-concurrency", type=int, default=0)
     a = ap.parse_args(argv)
     # The key comes from the environment, never the command line (ps would show it).
     app = make_app(a.tokens, a.malformed_every, a.die_after, api_key=os.environ.get("LOOPBACK_API_KEY", ""),
-                   chunk_delay_ms=a.chunk_delay_ms)
+                   chunk_delay_ms=a.chunk_delay_ms, ttft_ms=a.ttft_ms, max_concurrency=a.max_concurrency)
     uvicorn.run(app, host="127.0.0.1", port=a.port, log_level="warning", access_log=False, backlog=4096)
 
 
 def start(port: int = 0, tokens: int = 16, malformed_every: int = 0, die_after: int = 0, log_path=None,
-          api_key: str = "", chunk_delay_ms: float = 0.0):
+          api_key: str = "", chunk_delay_ms: float = 0.0, ttft_ms: float = 0.0, max_concurrency: int = 0):
     """Start the server in its own process (own core, own GIL) and wait for it; returns (proc, base_url)."""
     import subprocess
     import sys
@@ -173,7 +205,9 @@ def start(port: int = 0, tokens: int = 16, malformed_every: int = 0, die_after: 
     out = open(log_path, "wb") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen([sys.executable, "-m", "llmarch_lab.llm.loopback", "--port", str(port),
                              "--tokens", str(tokens), "--malformed-every", str(malformed_every),
-                             "--die-after", str(die_after), "--chunk-delay-ms", str(chunk_delay_ms)], stdout=out, stderr=subprocess.STDOUT,
+                             "--die-after", str(die_after), "--chunk-delay-ms", str(chunk_delay_ms),
+                             "--ttft-ms", str(ttft_ms), "--max-concurrency", str(max_concurrency)],
+                            stdout=out, stderr=subprocess.STDOUT,
                             env={**os.environ, "LOOPBACK_API_KEY": api_key})
     base = f"http://127.0.0.1:{port}/v1"
     for _ in range(200):

@@ -36,21 +36,21 @@ ENGINES = {
     # measured llama-cpp-python, one request at a time; llama-server batches over --parallel slots,
     # so the sizing from the lab's runs is conservative for it) and vLLM's OpenAI server image.
     "llamacpp": {"image": "ghcr.io/ggml-org/llama.cpp:server", "port": 8080, "health": "/health"},
+    "llama-server": {"image": "ghcr.io/ggml-org/llama.cpp:server", "port": 8080, "health": "/health"},
     "vllm": {"image": "vllm/vllm-openai:latest", "port": 8000, "health": "/health"},
 }
 
+def _engine_names(engine: str) -> dict[str, str]:
+    # The serving lab's catalogue (one place for the names): llmarch_lab.llm.engine_metrics.
+    from llmarch_lab.llm.engine_metrics import NAMES
+
+    return dict(NAMES[engine])
+
+
 METRICS = {
-    "vllm": {
-        "queue": "vllm:num_requests_waiting", "running": "vllm:num_requests_running",
-        "kv_cache": "vllm:kv_cache_usage_perc", "ttft_hist": "vllm:time_to_first_token_seconds",
-        "itl_hist": "vllm:inter_token_latency_seconds", "e2e_hist": "vllm:e2e_request_latency_seconds",
-        "gen_tokens": "vllm:generation_tokens_total", "prompt_tokens": "vllm:prompt_tokens_total",
-    },
-    "llamacpp": {  # llama-server --metrics
-        "queue": "llamacpp:requests_deferred", "running": "llamacpp:requests_processing",
-        "kv_cache": "llamacpp:kv_cache_usage_ratio", "gen_tokens": "llamacpp:tokens_predicted_total",
-        "prompt_tokens": "llamacpp:prompt_tokens_total", "gen_rate": "llamacpp:predicted_tokens_seconds",
-    },
+    "vllm": _engine_names("vllm"),
+    "llama-server": _engine_names("llama-server"),
+    "llamacpp": _engine_names("llama-server"),  # the bundle deploys llama-server for the lab's llama.cpp runs
     "gateway": {  # LiteLLM proxy, callbacks: ["prometheus"]
         "ttft_hist": "litellm_llm_api_time_to_first_token_metric",
         "latency_hist": "litellm_request_total_latency_metric",
@@ -58,9 +58,13 @@ METRICS = {
         "failed": "litellm_proxy_failed_requests_metric_total",
     },
 }
-VERIFIED = {  # which catalogue entries a live scrape on this machine checked (see benchmarks/system_metrics.py)
+_LLAMA_SERVER_SCRAPED = ("checked against a live scrape of llama-server (llama.cpp from llama-cpp-python 0.3.36's "
+                         "sources, make engine-llama-server) in tests/test_llama_server.py; it exports no KV-cache "
+                         "usage, so the bundle has no KV-cache alert for it")
+VERIFIED = {  # which catalogue entries a live scrape on this machine checked
     "vllm": "not scraped here (vLLM's CPU build is not in CI); names from vLLM's docs",
-    "llamacpp": "not scraped here: llama-server is not built on this machine yet (the lab runs llama-cpp-python)",
+    "llama-server": _LLAMA_SERVER_SCRAPED,
+    "llamacpp": _LLAMA_SERVER_SCRAPED,
     "gateway": "checked against a live scrape of the guarded LiteLLM gateway in every end-to-end check "
                "(the report's bundle table: 'metric ...' rows)",
 }
@@ -102,7 +106,7 @@ def config_from(choice) -> BundleConfig:
     serving = next(s for s in choice.comps.serving if s.run_id == row.serving_run)
     p = serving_params(serving.params)
     hw = next(h for h in req.hardware if h.name == row.hardware)
-    if p.engine == "llamacpp":
+    if p.engine in ("llamacpp", "llama-server"):
         from llmarch_lab.llm.engines import _gguf_path
 
         model_file = _gguf_path(p.model).name
@@ -111,7 +115,9 @@ def config_from(choice) -> BundleConfig:
     return BundleConfig(
         system=req.system, engine=p.engine, model=p.model, model_file=model_file, replicas=int(row.replicas),
         max_replicas=max(int(row.replicas), min(req.sizing.max_replicas, 2 * int(row.replicas))),
-        slots=max(1, math.ceil(float(max(lv["level"] for lv in serving.levels)))), threads=p.engine_threads,
+        # llama-server: the slots it was measured with; else one slot per request of the top level
+        slots=p.parallel if p.engine == "llama-server" else max(1, math.ceil(float(max(lv["level"] for lv in serving.levels)))),
+        threads=p.engine_threads,
         ctx=p.max_model_len, cpu=hw.cpu, memory=hw.memory, gpus=hw.gpus, guard=row.guard,
         pii_config=req.safety.pii_config, slos=req.slos.model_dump())
 
@@ -120,7 +126,7 @@ def config_from(choice) -> BundleConfig:
 
 def _engine_args(c: BundleConfig) -> list[str]:
     port = str(ENGINES[c.engine]["port"])
-    if c.engine == "llamacpp":
+    if c.engine in ("llamacpp", "llama-server"):
         return ["-m", f"/models/{c.model_file}", "--host", "0.0.0.0", "--port", port, "--alias", c.served_name,
                 "--parallel", str(c.slots), "--cont-batching", "--metrics", "--threads", str(c.threads),
                 "--ctx-size", str(c.ctx * c.slots)]
@@ -445,7 +451,7 @@ def compose(c: BundleConfig, litellm_cfg_rel: str = "gateway/config.yaml") -> di
                              "ports": ["8090:8090"], "volumes": ["./gateway:/config:ro"]}
         services["gateway"]["environment"]["LLMARCH_GUARD_URL"] = "http://guard:8090"
         services["gateway"]["depends_on"]["guard"] = {"condition": "service_started"}
-    if c.engine == "llamacpp":
+    if c.engine == "llamacpp":  # (a llama-server run was measured as deployed)
         services["engine"]["x-note"] = ("the lab measured llama-cpp-python (one request at a time); llama-server "
                                         "batches over --parallel slots")
     # The vector store: LanceDB (the RAG lab's) is embedded in the application process, a folder on
@@ -481,13 +487,14 @@ def alert_rules(c: BundleConfig) -> dict:
          "expr": f"avg({em['queue']}) > {c.queue_target:g}",
          "labels": {"severity": "warn"},
          "annotations": {"summary": "requests wait for a slot: replicas at capacity", "runbook": "RUNBOOK.md#queuebuildingup"}},
-        {"alert": "KVCacheNearlyFull", "for": "5m",
-         "expr": f"max({em['kv_cache']}) > 0.9",
-         "labels": {"severity": "warn"},
-         "annotations": {"summary": "KV cache above 90%: preemptions and TTFT spikes follow", "runbook": "RUNBOOK.md#kvcachenearlyfull"}},
         {"alert": "EngineDown", "for": "2m", "expr": 'up{job="engine"} == 0', "labels": {"severity": "page"},
          "annotations": {"summary": "an engine replica is not scraped", "runbook": "RUNBOOK.md#enginedown"}},
     ]
+    if "kv_usage" in em:  # vLLM; llama-server exports no KV-cache usage
+        rules.insert(3, {"alert": "KVCacheNearlyFull", "for": "5m", "expr": f"max({em['kv_usage']}) > 0.9",
+                         "labels": {"severity": "warn"},
+                         "annotations": {"summary": "KV cache above 90%: preemptions and TTFT spikes follow",
+                                         "runbook": "RUNBOOK.md#kvcachenearlyfull"}})
     return {"groups": [{"name": f"{c.system}-slo", "rules": rules}]}
 
 
@@ -498,10 +505,11 @@ def dashboard(c: BundleConfig) -> dict:
         ("TTFT p50 / p99 (s)", [f"histogram_quantile(0.5, sum by (le) (rate({ttft_hist}_bucket[5m])))",
                                 f"histogram_quantile(0.99, sum by (le) (rate({ttft_hist}_bucket[5m])))"]),
         ("Request latency p99 (s, gateway)", [f"histogram_quantile(0.99, sum by (le) (rate({gm['latency_hist']}_bucket[5m])))"]),
-        ("Output tokens/s", [f"sum(rate({em['gen_tokens']}[1m]))"]),
+        ("Output tokens/s", [f"sum(rate({em['generated']}[1m]))"]),
         ("Prompt tokens/s", [f"sum(rate({em['prompt_tokens']}[1m]))"]),
         ("Queue: waiting / running", [f"sum({em['queue']})", f"sum({em['running']})"]),
-        ("KV cache usage", [f"max({em['kv_cache']})"]),
+        ("KV cache usage", [f"max({em['kv_usage']})"]) if "kv_usage" in em
+        else ("Busy slots per decode call (batching)", [f"avg({em['busy_per_decode']})"]),
         ("Error rate (gateway)", [f"sum(rate({gm['failed']}[5m])) / clamp_min(sum(rate({gm['requests']}[5m])), 1e-9)"]),
     ]
     if "itl_hist" in em:
@@ -527,7 +535,7 @@ Time to first token p99 has been above the SLO for 10 minutes.
    should already be doing so; check `kubectl get hpa`) or shed load at the gateway.
 2. No queue: look for long prompts (prompt tokens/s jumped) or a slow guard (gateway latency minus
    engine latency); the guard's own latency is in its log.
-3. KV cache near full: fewer slots per replica or a longer context than sized; see KVCacheNearlyFull.
+3. KV cache near full (vLLM): fewer slots per replica or a longer context than sized; see KVCacheNearlyFull.
 
 ## ErrorRateSLOBurn
 The gateway's failed-request share is above the SLO.
@@ -541,6 +549,8 @@ Requests wait for a free slot on average over the replicas.
    lower than measured (different prompts or outputs than the requirements file): re-measure.
 
 ## KVCacheNearlyFull
+(vLLM only: llama-server exports no KV-cache usage; its context is fixed, --ctx-size split over
+--parallel slots, and a request waits for a free slot instead: QueueBuildingUp.)
 The engine's KV cache is over 90%: new requests wait or are preempted.
 1. Lower --parallel / --max-num-seqs, or raise the context memory; check for runaway output lengths.
 

@@ -82,7 +82,8 @@ def run(choice, log_dir: Path, progress: bool = True) -> dict:
     guard_on = row.guard != "none" and req.verify.guard
     eng = engines.launch(p.engine, p.model, log_path=log_dir / "engine.log", dtype=p.dtype,
                          max_model_len=max(p.max_model_len, w.prompt_tokens + w.output_tokens + 64),
-                         threads=p.engine_threads, extra_args=p.engine_args, ready_timeout_s=p.ready_timeout_s)
+                         threads=p.engine_threads, extra_args=p.engine_args, ready_timeout_s=p.ready_timeout_s,
+                         parallel=p.parallel)
     gw = None
     try:
         base_url, name, key_env = eng.base_url, eng.model_name, ""

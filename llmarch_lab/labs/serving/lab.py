@@ -25,7 +25,7 @@ from pydantic import Field, model_validator
 from llmarch_lab import LabError, models, paths
 from llmarch_lab.config import EndpointFields
 from llmarch_lab.labs.serving import deploy, metrics, report, workload
-from llmarch_lab.llm import engines, load
+from llmarch_lab.llm import engine_metrics, engines, load
 from llmarch_lab.results import Result
 
 
@@ -35,7 +35,9 @@ class ServingParams(EndpointFields):
                    "throughput.goodput_req_per_s", "errors.error_rate", "throughput.roofline_efficiency")
 
     # target
-    engine: Literal["llamacpp", "vllm", "external"] = Field("llamacpp", description="llamacpp or vllm: started by the lab on 127.0.0.1 from .engines/<engine> (make engine-<engine>); external: base_url.")
+    engine: Literal["llamacpp", "llama-server", "vllm", "external"] = Field("llamacpp", description="llamacpp (llama-cpp-python, one request at a time), llama-server (llama.cpp's own, continuous batching over `parallel` slots) or vllm: started by the lab on 127.0.0.1 from .engines/<engine> (make engine-<engine>); external: base_url.")
+    parallel: int = Field(1, ge=1, le=256, description="llama-server --parallel: slots decoded together (each gets max_model_len of context); 1 for the other engines.")
+    scrape_interval_s: float = Field(0.5, gt=0, le=60, description="Seconds between scrapes of the engine's /metrics during each level (llama-server, vLLM).")
     model: str = Field(models.SMOLLM2, description="Model spec the lab's engine serves (alias, HF id, local folder or .gguf); for external, the served model name.")
     # base_url (engine=external only), api_key_env: config.EndpointFields
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("float32", description="vLLM --dtype (llama.cpp serves the GGUF as it is).")
@@ -79,6 +81,8 @@ class ServingParams(EndpointFields):
             raise ValueError("levels: concurrency levels must be whole numbers")
         if sorted(self.levels) != list(self.levels) or len(set(self.levels)) != len(self.levels):
             raise ValueError("levels: give distinct levels in increasing order")
+        if self.parallel != 1 and self.engine != "llama-server":
+            raise ValueError(f"parallel: only llama-server has slots; engine={self.engine} needs parallel=1")
         if self.input_tokens + self.output_tokens > self.max_model_len:
             raise ValueError(f"input_tokens + output_tokens ({self.input_tokens + self.output_tokens}) exceed max_model_len ({self.max_model_len})")
         return self
@@ -101,7 +105,7 @@ def fixed_output_body(p: ServingParams, tok) -> dict:
                                "(set tokenizer, or fixed_output: false)")
             body["logit_bias"] = {str(eos): -100}
         else:
-            body["ignore_eos"] = True  # vLLM (and SGLang); TGI ignores unknown fields at its own risk
+            body["ignore_eos"] = True  # vLLM, llama-server (and SGLang); TGI ignores unknown fields at its own risk
     return {**body, **p.extra_body}
 
 
@@ -151,7 +155,8 @@ def _target(p: ServingParams, tok, res: Result, log_path: Path):
         load.preflight(target)
         return target, None
     eng = engines.launch(p.engine, p.model, log_path=log_path, dtype=p.dtype, max_model_len=p.max_model_len,
-                         threads=p.engine_threads, extra_args=p.engine_args, ready_timeout_s=p.ready_timeout_s)
+                         threads=p.engine_threads, extra_args=p.engine_args, ready_timeout_s=p.ready_timeout_s,
+                         parallel=p.parallel)
     res.add("latency.engine_start_s", eng.start_s)
     res.tags["serving.engine_command"] = " ".join(eng.command[1:])
     return load.Target(eng.base_url, eng.model_name, p.api_key_env, fixed_output_body(p, tok), p.request_timeout_s), eng
@@ -161,7 +166,7 @@ def _sweep(p: ServingParams, target, eng, pool, count, on_level, progress: bool,
     """Warm up, then drive every level; (request rows, sweep rows, {level: (metrics, records)}, crashed)."""
     from tqdm.auto import tqdm
 
-    rows, sweep, per_level = [], [], {}
+    rows, sweep, per_level, engine_series = [], [], {}, []
     load.preflight(target)
     stream = workload.cycle(pool)
     if p.warmup_requests:
@@ -175,11 +180,25 @@ def _sweep(p: ServingParams, target, eng, pool, count, on_level, progress: bool,
     try:
         for i, level in enumerate(levels):
             bar.set_postfix(level=f"{level:g}")
-            recs, wall = load.run_level(target, stream, p.profile, level, p.max_requests, p.max_seconds,
-                                        seed=p.seed + i, count_tokens=count, progress=bar)
+            with engine_metrics.Scraper(eng.metrics_url if eng is not None else None, p.engine,
+                                        p.scrape_interval_s) as sc:
+                recs, wall = load.run_level(target, stream, p.profile, level, p.max_requests, p.max_seconds,
+                                            seed=p.seed + i, count_tokens=count, progress=bar)
             m = metrics.summarize(recs, wall, p.slo_ttft_ms, p.slo_tpot_ms, p.usd_per_hour)
+            series = sc.frame()
+            em = engine_metrics.summarize(series, p.engine, len(recs))
+            ok_ttft = [r.ttft_ms for r in recs if r.ok and r.ttft_ms is not None]
+            if "latency.engine_prefill_ms_mean" in em and ok_ttft:
+                # What the client waits beyond the engine's own prompt time: queueing + transport.
+                em["latency.client_minus_engine_ttft_ms_mean"] = sum(ok_ttft) / len(ok_ttft) - em["latency.engine_prefill_ms_mean"]
+            if "latency.engine_ttft_ms_mean" in em and ok_ttft:
+                em["latency.client_minus_engine_ttft_ms_mean"] = sum(ok_ttft) / len(ok_ttft) - em["latency.engine_ttft_ms_mean"]
+            m.update(em)
+            if len(series):
+                engine_series.append(series.assign(level=level))
             per_level[level] = (m, recs)
-            sweep.append({**report.sweep_row(level, len(recs), m), "wall_s": wall})
+            sweep.append({**report.sweep_row(level, len(recs), m), "wall_s": wall,
+                          **{k.split(".", 1)[1]: v for k, v in em.items()}})
             rows += [r.row() for r in recs]
             if on_level is not None:
                 step = int(level) if p.profile not in ("constant", "poisson") else i
@@ -189,6 +208,10 @@ def _sweep(p: ServingParams, target, eng, pool, count, on_level, progress: bool,
                 return rows, sweep, per_level, True
     finally:
         bar.close()
+        if engine_series:
+            import pandas as pd
+
+            res.tables["engine_metrics"] = pd.concat(engine_series, ignore_index=True)
     return rows, sweep, per_level, False
 
 
@@ -234,4 +257,7 @@ def _summarize(p: ServingParams, res: Result, sweep: list, rows: list, per_level
     title = f"{p.engine} ({p.model if p.engine == 'external' else Path(p.model).name})"
     res.figures["latency_vs_throughput"] = report.latency_vs_throughput(sweep_df, title, level_name)
     res.figures["ttft_cdf"] = report.ttft_cdf(req_df, title, p.slo_ttft_ms)
+    if "engine_metrics" in res.tables:
+        res.figures["engine_metrics"] = report.engine_metrics(res.tables["engine_metrics"], req_df, title,
+                                                              engine_metrics.NAMES.get(p.engine, {}))
     return op

@@ -87,6 +87,37 @@ def ttft_cdf(requests, title: str, slo_ttft_ms: float | None = None):
     return fig
 
 
+def engine_metrics(series, requests, title: str, names: dict):
+    """What the engine reported during each level (queue and busy slots from its /metrics, top)
+    beside what the client measured (TTFT of each request at the moment it was sent, bottom),
+    on the same time axis: levels side by side, each from its own start."""
+    import matplotlib.pyplot as plt
+
+    levels = sorted(series.level.unique())
+    fig, axes = plt.subplots(2, len(levels), figsize=(max(6.5, 2.6 * len(levels)), 5.2), sharex="col",
+                             sharey="row", squeeze=False)
+    ok = requests[requests.error == ""]
+    for j, level in enumerate(levels):
+        top, bottom = axes[0][j], axes[1][j]
+        g = series[series.level == level]
+        for role, style in (("running", "-"), ("queue", "--")):
+            s = g[g.metric == names.get(role, "")]
+            if len(s):
+                top.step(s.t_s, s.value, style, where="post", label=f"{role} ({names[role].split(':')[-1]})")
+        r = ok[ok.level == level]
+        bottom.plot(r.start_ms / 1000.0, r.ttft_ms, ".", ms=5, color="C3")
+        top.set_title(f"level {level:g}", fontsize=9)
+        bottom.set_xlabel("s into the level")
+        top.grid(alpha=0.3)
+        bottom.grid(alpha=0.3)
+    axes[0][0].set_ylabel("engine: requests")
+    axes[1][0].set_ylabel("client: TTFT (ms)")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{title}: engine /metrics (top) beside client-side TTFT (bottom)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------------------------- suite table
 
 COLUMNS = {  # table column -> sweep metric
