@@ -163,7 +163,7 @@ model-qwen-1.5b: setup ## Assemble Qwen2.5-Coder-1.5B-Instruct Q4_K_M (22 parts,
 lab: setup engine-llamacpp ## Set up if needed, then run experiments/quickstart.yaml (resumes) and print the summary
 	$(BIN)/llmarch-lab run experiments/quickstart.yaml
 
-test: setup engine-llamacpp engine-litellm model-qwen-0.5b ## Set up if needed (lab, llama.cpp and LiteLLM envs, the 0.5B Qwen), then the import contracts and the whole test suite
+test: setup engine-llamacpp engine-llama-server engine-litellm model-qwen-0.5b ## Set up if needed (lab, llama.cpp and LiteLLM envs, llama-server, the 0.5B Qwen), then the import contracts and the whole test suite
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -76,11 +76,35 @@ def test_serving_lab_sweeps_llama_server_with_engine_metrics(store):
     assert res.metrics["count.engine_generated_tokens"] >= 6 * 47
 
 
+def test_ngram_speculation_keeps_greedy_output_and_counts_acceptance(server, tmp_path):
+    """Speculative decoding (n-gram drafts, no draft model) must not change a greedy answer; the
+    engine's counters say how many drafted tokens it accepted."""
+    from benchmarks.serving_speculative import PROMPTS
+
+    def answers(eng):
+        target = load.Target(eng.base_url, eng.model_name, timeout_s=120)
+        reqs = (load.Request(i, [{"role": "user", "content": p}], 40) for i, p in enumerate(PROMPTS[:3]))
+        with engine_metrics.Scraper(eng.metrics_url, "llama-server", 0.5) as sc:
+            recs, _ = load.run_level(target, reqs, "concurrent", 1, 3, 300)
+        assert all(r.ok for r in recs), [r.error for r in recs]
+        return [r.text for r in recs], engine_metrics.summarize(sc.frame(), "llama-server", 3)
+
+    base, _ = answers(server)
+    with engines.launch("llama-server", models.SMOLLM2, parallel=4, max_model_len=512,
+                        extra_args=["--spec-type", "ngram-simple", "--spec-draft-n-max", "8"],
+                        log_path=tmp_path / "spec.log") as spec:
+        got, m = answers(spec)
+    assert got == base  # token for token
+    assert 0 < m["count.engine_spec_acceptance_rate"] <= 1  # it drafted, and the model accepted some
+
+
 def test_parallel_is_only_for_llama_server():
     with pytest.raises(ValueError, match="parallel: only llama-server"):
         ServingParams(engine="llamacpp", parallel=4)
     with pytest.raises(LabError, match="parallel"):
         engines._command("llamacpp", models.SMOLLM2, 1, "x", "float32", 512, 2, [], parallel=4)
+    with pytest.raises(ValueError, match="draft_model: only llama-server"):
+        ServingParams(engine="vllm", draft_model="qwen2.5-coder-0.5b-instruct")
 
 
 def test_bundle_metric_names_match_a_live_scrape(server, tmp_path):

@@ -130,10 +130,14 @@ def stop_group(proc, timeout: float = 20.0) -> None:
 
 
 def _command(engine: str, model: str, port: int, name: str, dtype: str, max_model_len: int,
-             threads: int, extra_args: list[str], parallel: int = 1) -> tuple[list[str], dict, int, str]:
+             threads: int, extra_args: list[str], parallel: int = 1,
+             draft_model: str = "") -> tuple[list[str], dict, int, str]:
     if parallel != 1 and engine != "llama-server":
         raise LabError(f"parallel: only llama-server has slots (got parallel={parallel} for engine {engine}; "
                        "vLLM batches by itself, --max-num-seqs in engine_args caps it)")
+    if draft_model and engine != "llama-server":
+        raise LabError(f"draft_model: only llama-server takes a draft model here (engine {engine}; vLLM's "
+                       "speculative decoding goes in engine_args as --speculative-config)")
     py = str(engine_python(engine))
     env = {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
            "TRANSFORMERS_OFFLINE": os.environ.get("TRANSFORMERS_OFFLINE", "1")}
@@ -144,6 +148,10 @@ def _command(engine: str, model: str, port: int, name: str, dtype: str, max_mode
         cmd = [py, "--model", str(gguf), "--alias", name, "--host", "127.0.0.1", "--port", str(port),
                "--threads", str(threads), "--threads-batch", str(threads), "--parallel", str(parallel),
                "--ctx-size", str(max_model_len * parallel), "--metrics", "--no-webui"]
+        if draft_model:  # speculative decoding: the draft proposes, the model verifies (same tokenizer)
+            cmd += ["--model-draft", str(_gguf_path(draft_model))]
+            if "--spec-type" not in extra_args:
+                cmd += ["--spec-type", "draft-simple"]
         return cmd + extra_args, env, gguf.stat().st_size, "gguf(" + gguf.name.rsplit(".", 2)[-2] + ")"
     if engine == "llamacpp":
         gguf = _gguf_path(model)
@@ -197,15 +205,17 @@ def _hf_weight_bytes(folder, dtype: str) -> int:
 
 def launch(engine: str, model: str = models.SMOLLM2, *, log_path: Path, dtype: str = "float32",
            max_model_len: int = 2048, threads: int = 2, port: int = 0, name: str = "",
-           extra_args: list[str] | None = None, ready_timeout_s: float = 240.0, parallel: int = 1) -> Engine:
+           extra_args: list[str] | None = None, ready_timeout_s: float = 240.0, parallel: int = 1,
+           draft_model: str = "") -> Engine:
     """Start an engine, wait until it answers, and return it (use it as a context manager).
-    parallel: llama-server's slots (requests decoded together); 1 for the other engines."""
+    parallel: llama-server's slots (requests decoded together); 1 for the other engines.
+    draft_model: llama-server's speculative-decoding draft (a GGUF spec like `model`)."""
     import httpx
 
     port = port or free_port()
     name = name or (model if model != models.SMOLLM2 else "smollm2-135m-instruct")
     cmd, env, wbytes, wdtype = _command(engine, model, port, name, dtype, max_model_len, threads, extra_args or [],
-                                        parallel)
+                                        parallel, draft_model)
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     base = f"http://127.0.0.1:{port}"

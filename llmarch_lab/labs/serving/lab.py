@@ -37,6 +37,7 @@ class ServingParams(EndpointFields):
     # target
     engine: Literal["llamacpp", "llama-server", "vllm", "external"] = Field("llamacpp", description="llamacpp (llama-cpp-python, one request at a time), llama-server (llama.cpp's own, continuous batching over `parallel` slots) or vllm: started by the lab on 127.0.0.1 from .engines/<engine> (make engine-<engine>); external: base_url.")
     parallel: int = Field(1, ge=1, le=256, description="llama-server --parallel: slots decoded together (each gets max_model_len of context); 1 for the other engines.")
+    draft_model: str = Field("", description="llama-server speculative decoding: the draft model (GGUF spec, same tokenizer as model); '' for none. N-gram drafting needs no model: engine_args [--spec-type, ngram-simple].")
     scrape_interval_s: float = Field(0.5, gt=0, le=60, description="Seconds between scrapes of the engine's /metrics during each level (llama-server, vLLM).")
     model: str = Field(models.SMOLLM2, description="Model spec the lab's engine serves (alias, HF id, local folder or .gguf); for external, the served model name.")
     # base_url (engine=external only), api_key_env: config.EndpointFields
@@ -53,7 +54,7 @@ class ServingParams(EndpointFields):
     request_timeout_s: float = Field(120.0, gt=0, description="A request still streaming after this many seconds counts as an error.")
     warmup_requests: int = Field(2, ge=0, le=1000, description="Synchronous requests sent before measuring (not counted).")
     # workload
-    workload: Literal["synthetic", "pubmedqa"] = Field("synthetic", description="synthetic (WikiText-2 text cut to exactly input_tokens) or pubmedqa (question + abstract capped at input_tokens).")
+    workload: Literal["synthetic", "pubmedqa", "pubmedqa-shared"] = Field("synthetic", description="synthetic (WikiText-2 text cut to exactly input_tokens), pubmedqa (question + abstract capped at input_tokens) or pubmedqa-shared (4 questions per abstract in a row, abstract first: a shared prefix for prompt caching).")
     input_tokens: int = Field(128, ge=1, le=1_000_000, description="Prompt tokens (synthetic) or abstract token cap (pubmedqa).")
     output_tokens: int = Field(64, ge=1, le=1_000_000, description="max_tokens per request.")
     fixed_output: bool = Field(True, description="Generate exactly output_tokens (vLLM ignore_eos; llama.cpp a -100 logit bias on end-of-turn) so load is comparable.")
@@ -83,6 +84,8 @@ class ServingParams(EndpointFields):
             raise ValueError("levels: give distinct levels in increasing order")
         if self.parallel != 1 and self.engine != "llama-server":
             raise ValueError(f"parallel: only llama-server has slots; engine={self.engine} needs parallel=1")
+        if self.draft_model and self.engine != "llama-server":
+            raise ValueError(f"draft_model: only llama-server takes a draft model (engine={self.engine})")
         if self.input_tokens + self.output_tokens > self.max_model_len:
             raise ValueError(f"input_tokens + output_tokens ({self.input_tokens + self.output_tokens}) exceed max_model_len ({self.max_model_len})")
         return self
@@ -156,7 +159,7 @@ def _target(p: ServingParams, tok, res: Result, log_path: Path):
         return target, None
     eng = engines.launch(p.engine, p.model, log_path=log_path, dtype=p.dtype, max_model_len=p.max_model_len,
                          threads=p.engine_threads, extra_args=p.engine_args, ready_timeout_s=p.ready_timeout_s,
-                         parallel=p.parallel)
+                         parallel=p.parallel, draft_model=p.draft_model)
     res.add("latency.engine_start_s", eng.start_s)
     res.tags["serving.engine_command"] = " ".join(eng.command[1:])
     return load.Target(eng.base_url, eng.model_name, p.api_key_env, fixed_output_body(p, tok), p.request_timeout_s), eng

@@ -1,6 +1,8 @@
 """Request workloads: real PubMedQA questions with their abstracts, or synthetic prompts of an
 exact token length cut from real WikiText-2 text (random offsets, so no two prompts share a
-prefix an engine's prefix cache could reuse).
+prefix an engine's prefix cache could reuse), or `pubmedqa-shared`: each abstract asked
+SHARED_QUESTIONS in a row, the abstract first (a shared prefix, as in RAG over one document),
+for measuring prefix / prompt caching.
 
     reqs = workload.build("synthetic", tokenizer, n=64, input_tokens=128, output_tokens=64, seed=0)
 """
@@ -14,7 +16,9 @@ from typing import Iterator
 from llmarch_lab import LabError, datasets
 from llmarch_lab.llm.load import Request
 
-WORKLOADS = ("synthetic", "pubmedqa")
+WORKLOADS = ("synthetic", "pubmedqa", "pubmedqa-shared")
+# Asked of every abstract after its own PubMedQA question (pubmedqa-shared): 4 requests per abstract.
+SHARED_QUESTIONS = ("What was the study design?", "Which population was studied?", "What was the main finding?")
 
 
 def _count(tok, text: str) -> int:
@@ -51,6 +55,16 @@ def build(workload: str, tok, n: int, input_tokens: int, output_tokens: int, see
     pq = datasets.pubmedqa()
     order = list(range(len(pq)))
     rng.shuffle(order)
+    if workload == "pubmedqa-shared":
+        for j in order:
+            row = pq.iloc[j]
+            context = f"Context: {_cut(tok, ' '.join(row.contexts), input_tokens)}\n\n"
+            for q in (row.question, *SHARED_QUESTIONS):
+                if len(out) == n:
+                    return out
+                prompt = f"{context}Question: {q}\nAnswer briefly."
+                out.append(Request(len(out), [{"role": "user", "content": prompt}], output_tokens, _count(tok, prompt)))
+        return out
     for i, j in enumerate(itertools.islice(itertools.cycle(order), n)):
         row = pq.iloc[j]
         context = _cut(tok, " ".join(row.contexts), input_tokens)
