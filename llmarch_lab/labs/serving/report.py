@@ -167,4 +167,28 @@ def report(suite: str) -> Report:
     df = compare(suite)
     dirs = directions_for({**COLUMNS, "roofline_efficiency": "throughput.roofline_efficiency",
                            "speedup_vs_level1": "throughput.max_speedup_vs_level1"})
-    return Report(f"serving sweeps of suite {suite} (one row per run x level)", df, dirs)
+    figs = {"ttft_p99_vs_throughput": tradeoff(df, f"suite {suite}")} if not df.empty else {}
+    return Report(f"serving sweeps of suite {suite} (one row per run x level)", df, dirs, figures=figs)
+
+
+def tradeoff(df, title: str):
+    """Every run of a suite on one plane: output tokens/s (x) against TTFT p99 (y), one line per
+    run through its levels (labelled), so engine settings that buy throughput with tail latency
+    (slots, batch sizes, chunked prefill) can be read off directly. Down and right is better."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for i, (name, g) in enumerate(df.groupby("run", sort=False)):
+        g = g.sort_values("level")
+        ax.plot(g.output_tok_per_s, g.ttft_p99_ms, "o-", color=f"C{i % 10}", label=name, ms=4)
+        for row in g.itertuples():
+            ax.annotate(f"{row.level:g}", (row.output_tok_per_s, row.ttft_p99_ms), fontsize=6,
+                        xytext=(3, 3), textcoords="offset points", color=f"C{i % 10}")
+    ax.set_xlabel("output tokens/s (all streams)")
+    ax.set_ylabel("TTFT p99 (ms)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(f"{title}: tail latency against throughput (points: load level)", fontsize=10)
+    fig.tight_layout()
+    return fig
