@@ -62,7 +62,7 @@ def test_parallel_slots_decode_together(server, tok):
 def test_serving_lab_sweeps_llama_server_with_engine_metrics(store):
     from llmarch_lab.labs.serving.lab import run
 
-    p = ServingParams(engine="llama-server", parallel=2, levels=[1, 2], max_requests=6, input_tokens=32,
+    p = ServingParams(engine="llama-server", parallel=2, levels=[1, 2], max_requests=6, input_tokens=96,
                       output_tokens=48, max_model_len=256, warmup_requests=1, scrape_interval_s=0.2)
     before = labtest.engine_pids()
     res = run(p, progress=False)
@@ -72,6 +72,9 @@ def test_serving_lab_sweeps_llama_server_with_engine_metrics(store):
     assert set(em.level) == {1, 2} and set(em.metric) <= engine_metrics.wanted("llama-server")
     sweep = res.tables["sweep"].set_index("level")
     assert sweep.loc[2, "engine_running_max"] == 2 and sweep.loc[1, "engine_running_max"] == 1
+    # No prompt is sent twice in a run, so only the chat template's shared head is a prompt-cache
+    # hit (a workload that cycled its prompts gave ~0.99 from the second level on).
+    assert (sweep.engine_prefix_cache_hit_rate < 0.4).all(), sweep.engine_prefix_cache_hit_rate
     assert "engine_metrics" in res.figures
     assert res.metrics["count.engine_generated_tokens"] >= 6 * 47
 

@@ -241,7 +241,10 @@ class Endpoint:
         import aiohttp
 
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(10.0, self.timeout_s), sock_read=self.timeout_s)
-        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit), timeout=timeout)
+        # An idle connection is dropped after 4 s, before the servers do (cpp-httplib in llama-server
+        # and uvicorn in vLLM close idle keep-alive connections after 5 s; aiohttp's default is 15 s).
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit, keepalive_timeout=4.0),
+                                     timeout=timeout)
 
     async def astream_chat(self, messages: list[dict], max_tokens: int, temperature: float = 0.0,
                            session=None, **kw) -> Stream:
@@ -261,7 +264,11 @@ class Endpoint:
             async with asyncio.timeout(self.timeout_s):
                 for attempt in (0, 1):
                     try:
-                        async with session.post(url, json=body, headers=headers) as resp:
+                        # The second attempt goes on a connection of its own (a pooled one may be
+                        # just as stale as the first).
+                        fresh = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
+                                                      timeout=session.timeout) if attempt else None
+                        async with (fresh or session).post(url, json=body, headers=headers) as resp:
                             answered = True
                             if resp.status != 200:
                                 text = (await resp.read()).decode(errors="replace")
@@ -277,6 +284,9 @@ class Endpoint:
                         if answered or attempt:
                             raise
                         st.reconnects += 1
+                    finally:
+                        if fresh is not None:
+                            await fresh.close()
         except TimeoutError:
             st.error = f"timeout after {self.timeout_s:g} s"
         except (aiohttp.ClientError, RuntimeError, OSError) as e:

@@ -65,6 +65,7 @@ class Record:
     chunks: int = 0
     malformed_chunks: int = 0
     usage_reported: bool = False
+    reconnects: int = 0  # sent again on a new connection: the kept-alive one was closed (endpoint.py)
     error: str = ""
     text: str = ""
 
@@ -89,7 +90,7 @@ async def stream_one(session, target: Endpoint, req: Request, t_level: float,
     st = await target.astream_chat(req.messages, req.max_tokens, session=session)
     rec = Record(id=req.id, start_ms=(st.t0 - t_level) * 1000, ttft_ms=st.ttft_ms, e2e_ms=st.e2e_ms,
                  itl_ms=st.itl_ms, prompt_tokens=st.prompt_tokens or req.prompt_tokens, chunks=st.chunks,
-                 malformed_chunks=st.malformed_chunks, error=st.error, text=st.text)
+                 malformed_chunks=st.malformed_chunks, reconnects=st.reconnects, error=st.error, text=st.text)
     if st.output_tokens is not None:
         rec.output_tokens, rec.usage_reported = st.output_tokens, True
     else:

@@ -130,7 +130,11 @@ def run(p: ServingParams, on_level: Callable[[dict, int], None] | None = None, p
                        "serving.workload": p.workload})
     tok = _tokenizer(p)
     count = (lambda text: len(tok(text, add_special_tokens=False)["input_ids"])) if tok is not None else None
-    pool = workload.build(p.workload, tok, max(64, p.max_requests), p.input_tokens, p.output_tokens, p.seed)
+    # One prompt per request of the whole run (warm-up and every level), none sent twice: a repeated
+    # prompt is a prompt-cache hit on engines that keep one (llama-server, vLLM's prefix cache), and
+    # would make every level after the first measure cached prefills.
+    n_pool = min(p.warmup_requests + p.max_requests * len(p.levels), 5000)  # (beyond 5000 they repeat)
+    pool = workload.build(p.workload, tok, n_pool, p.input_tokens, p.output_tokens, p.seed)
     bandwidth = None
     if p.measure_bandwidth and p.engine != "external":
         bandwidth = metrics.copy_bandwidth_gbs(threads=p.engine_threads)  # before the engine runs
