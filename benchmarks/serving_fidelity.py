@@ -164,7 +164,11 @@ def main(argv=None) -> int:
     ap.add_argument("--prompt-tokens", type=int, default=64)
     ap.add_argument("--output-tokens", type=int, default=32)
     ap.add_argument("--no-log", action="store_true")
+    ap.add_argument("--report-only", action="store_true",
+                    help="Do not measure: print the table of the newest logged run of each tool.")
     a = ap.parse_args(argv)
+    if a.report_only:
+        return report_only(a)
 
     import httpx
     import pandas as pd
@@ -221,18 +225,13 @@ def main(argv=None) -> int:
         proc.kill()
         proc.wait()
     df = pd.DataFrame(rows)
-    wide = df.pivot_table(index=["level", "metric"], columns="tool", values=["measured", "error_pct"], sort=False)
-    wide.columns = [f"{t} {'err %' if v == 'error_pct' else ''}".strip() for v, t in wide.columns]
-    truth_col = df.drop_duplicates(["level", "metric"]).set_index(["level", "metric"]).truth
-    wide.insert(0, "truth", truth_col)
-    cols = ["truth"] + [c for t in tools for c in (t, f"{t} err %")]
-    wide = wide[cols].reset_index()
-    print(f"\nfidelity vs server-recorded truth: loopback, TTFT {a.ttft_ms:g} ms after a free slot, ITL {a.itl_ms:g} ms, "
-          f"{a.max_concurrency or 'unlimited'} slots, {a.output_tokens} output tokens; {a.requests}+ requests per level")
-    print(wide.to_markdown(index=False, floatfmt=".2f"))
-    worst = {t: fidelity.worst([{"e": e} for e in df[df.tool == t].error_pct]) for t in tools}
-    print("\nworst |error| per tool: " + ", ".join(f"{t} {w:.2f}%" for t, w in worst.items())
-          + "".join(f"; {t}: not run ({why})" for t, why in skipped.items()))
+    worst = show(df, tools, a)
+    print("".join(f"; {t}: not run ({why})" for t, why in skipped.items()))
+    lab_worse = [f"{lv} {m}" for (lv, m), g in df.groupby(["level", "metric"], sort=False)
+                 if "lab" in set(g.tool) and len(g) > 1
+                 and abs(g[g.tool == "lab"].error_pct.iloc[0]) > g[g.tool != "lab"].error_pct.abs().min()]
+    if lab_worse:
+        print(f"lab less accurate than a peer at: {', '.join(lab_worse)}")
     if not a.no_log:
         from llmarch_lab import bench
         from llmarch_lab.results import Result
@@ -245,6 +244,44 @@ def main(argv=None) -> int:
                                   "ttft_ms": a.ttft_ms, "itl_ms": a.itl_ms, "max_concurrency": a.max_concurrency}, res)
     return 0 if worst.get("lab", 0.0) <= 2.0 else 1
 
+
+def report_only(a) -> int:
+    import pandas as pd
+
+    from llmarch_lab import tracking
+
+    runs = tracking.search("interactive", tags={"lab": "serving_fidelity"})
+    newest = {}
+    for r in runs:  # newest first
+        newest.setdefault(r["params"].get("tool"), r)
+    if not newest:
+        print("error: no serving_fidelity run in the store (experiment 'interactive')", file=sys.stderr)
+        return 1
+    tools = [t for t in TOOLS if t in newest]
+    prm = newest[tools[0]]["params"]  # the settings the table's header names
+    a.ttft_ms, a.itl_ms = float(prm["ttft_ms"]), float(prm["itl_ms"])
+    a.max_concurrency, a.requests = int(prm["max_concurrency"]), int(prm["requests"])
+    df = pd.concat([tracking.load_table(newest[t]["run_id"], "fidelity") for t in tools], ignore_index=True)
+    show(df, tools, a)
+    print()
+    return 0
+
+
+def show(df, tools: list[str], a) -> dict[str, float]:
+    """Print the table (truth, measured, error per tool and level) and return each tool's worst |error|."""
+    from llmarch_lab.labs.serving import fidelity
+
+    # Each tool ran its own load, so each has its own truth (what the server did for that load).
+    wide = df.pivot_table(index=["level", "metric"], columns="tool", values=["truth", "measured", "error_pct"],
+                          sort=False)
+    wide.columns = [f"{t} {dict(truth='truth', measured='measured', error_pct='err %')[v]}" for v, t in wide.columns]
+    wide = wide[[f"{t} {c}" for t in tools for c in ("truth", "measured", "err %")]].reset_index()
+    print(f"\nfidelity vs server-recorded truth: loopback, TTFT {a.ttft_ms:g} ms after a free slot, ITL {a.itl_ms:g} ms, "
+          f"{a.max_concurrency or 'unlimited'} slots, {a.output_tokens} output tokens; {a.requests}+ requests per level")
+    print(wide.to_markdown(index=False, floatfmt=".2f"))
+    worst = {t: fidelity.worst([{"e": e} for e in df[df.tool == t].error_pct]) for t in tools}
+    print("\nworst |error| per tool: " + ", ".join(f"{t} {w:.2f}%" for t, w in worst.items()), end="")
+    return worst
 
 if __name__ == "__main__":
     sys.exit(main())

