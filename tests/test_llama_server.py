@@ -80,8 +80,10 @@ def test_serving_lab_sweeps_llama_server_with_engine_metrics(store):
 
 
 def test_ngram_speculation_keeps_greedy_output_and_counts_acceptance(server, tmp_path):
-    """Speculative decoding (n-gram drafts, no draft model) must not change a greedy answer; the
-    engine's counters say how many drafted tokens it accepted."""
+    """Speculative decoding (n-gram drafts, no draft model) is verified by the model: on these
+    prompts the greedy answers are token for token those without it (not guaranteed in general:
+    a batched verification step can flip a near-tie; docs/results/serving.md shows 1 of 8 Qwen
+    answers differing). The engine's counters say how many drafted tokens it accepted."""
     from benchmarks.serving_speculative import PROMPTS
 
     def answers(eng):
