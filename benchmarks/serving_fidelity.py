@@ -78,23 +78,12 @@ def run_lab(base_url: str, profile: str, level: float, n: int, prompt_tokens: in
 
 def run_guidellm(base_url: str, profile: str, level: float, n: int, prompt_tokens: int, output_tokens: int,
                  tokenizer_dir: Path, out: Path) -> dict:
-    from benchmarks.serving_guidellm import guidellm_bin, parse_guidellm
+    from benchmarks import serving_guidellm
 
     prof = f"kind=concurrent,streams={int(level)}" if profile == "concurrent" else f"kind=poisson,rate={level:g}"
-    cmd = [str(guidellm_bin()), "run",
-           "--backend", f"kind=openai_http,target={base_url.removesuffix('/v1')},model=loopback",
-           "--tokenizer", f"kind=hf_auto,model={tokenizer_dir}",
-           "--data", f"kind=synthetic_text,prompt_tokens={prompt_tokens},output_tokens={output_tokens}",
-           "--profile", prof, "--constraint", f"kind=max_requests,count={n}",
-           "--output", f"kind=json,path={out}", "--disable-console-interactive"]
-    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if p.returncode != 0 or not out.exists():
-        raise RuntimeError(f"guidellm failed ({p.returncode}): {(p.stderr or p.stdout)[-1500:]}")
-    g = parse_guidellm(json.loads(out.read_text()))
-    return {"ttft_p50_ms": g["ttft_p50_ms"], "ttft_p99_ms": g["ttft_p99_ms"], "itl_p50_ms": g["itl_p50_ms"],
-            "output_tok_per_s": g["output_tok_per_s"], "cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)}
+    g = serving_guidellm.run_guidellm(base_url.removesuffix("/v1"), "loopback", tokenizer_dir, prompt_tokens,
+                                      output_tokens, int(level), n, out, profile=prof)
+    return {k: g[k] for k in ("ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "output_tok_per_s", "cpu_s")}
 
 
 def vllm_bench_python() -> Path | None:

