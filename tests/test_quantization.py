@@ -132,3 +132,21 @@ def test_embedder_int8_vs_fp32_on_cranfield(store):
     assert abs(m["quality.ndcg_delta_pct"]) < 20  # int8 MiniLM stays close to fp32 retrieval
     assert m["memory.weights_mb"] < weights_mb(models.load_embedder(models.MINILM))
     assert len(res.tables["per_query"]) == int(res.tags["queries"])
+
+
+def test_prompt_lookup_keeps_greedy_tokens_and_counts_acceptance():
+    """transformers' prompt-lookup decoding (benchmarks/assisted_generation.py) on SmolLM2, for
+    real: the greedy tokens are the plain greedy ones, and the acceptance read off the target's
+    forward calls adds up (accepted <= drafted, every round yields at least one token)."""
+    from benchmarks.assisted_generation import run, table
+    from benchmarks.serving_speculative import PROMPTS
+
+    res = run(models.SMOLLM2, "", ["base", "lookup"], lookup_n=6, max_tokens=48, threads=2, prompts=PROMPTS[:2])
+    for base, look in zip(res["base"], res["lookup"]):
+        assert look["ids"] == base["ids"] and len(base["ids"]) > 0
+        assert base["rounds"] == len(base["ids"]) and base["drafted"] == 0  # plain decoding: a call a token
+        assert look["rounds"] <= len(look["ids"]) and 0 <= look["accepted"] <= look["drafted"]
+    df = table(res, ["base", "lookup"]).set_index("mode")
+    assert df.loc["lookup", "identical greedy tokens"] == "2/2"
+    # The code prompts quote the code the answer repeats: the lookup drafts something and some of it is kept.
+    assert df.loc["lookup", "acceptance"] > 0 and df.loc["lookup", "tokens per target call"] > 1

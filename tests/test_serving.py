@@ -294,6 +294,8 @@ def test_deployment_files_parse_and_carry_the_configuration():
     ({"input_tokens": 2000, "output_tokens": 100}, "exceed max_model_len"),
     ({"engine": "tgi"}, "engine"),
     ({"api_key": "sk-123"}, "api_key"),
+    ({"api": "tgi"}, "engine=external"),
+    ({"engine": "external", "base_url": "http://x/v1", "api": "triton"}, "fixed_output.*no ignore_eos"),
 ])
 def test_bad_parameters_name_the_field(kw, msg):
     with pytest.raises(ValueError, match=msg):
@@ -344,3 +346,70 @@ def test_api_key_comes_from_the_environment_and_is_never_logged(server, store, m
     logged = tracking.search("interactive")[0]
     everything = str(logged["params"]) + str(logged["tags"]) + res.tables["requests"].to_csv()
     assert "sk-loopback-secret-123" not in everything
+
+
+# ------------------------------------------------------------------ other servers' stream formats
+
+@pytest.fixture
+def imitation(request):
+    """A loopback server speaking TGI's or Triton's documented stream format (llm/api_presets.py)."""
+    from llmarch_lab.llm import loopback
+
+    api, kw = request.param
+    proc, base = loopback.start(api=api, tokens=8, chunk_delay_ms=20, ttft_ms=100, max_concurrency=2, **kw)
+    yield api, base
+    proc.kill()
+    proc.wait(10)
+
+
+@pytest.mark.parametrize("imitation", [("tgi", {})], indirect=True)
+def test_lab_against_tgi_messages_api(imitation):
+    """TGI: `data:` without a space, keep-alive comments, the role in every chunk, an empty
+    end-of-sequence chunk, usage in a chunk of its own; any model name; /metrics with tgi_* names."""
+    _, base = imitation
+    p = ServingParams(engine="external", api="tgi", base_url=base, model="tgi", tokenizer=models.SMOLLM2, fixed_output=False,
+                      levels=[1, 4], max_requests=8, input_tokens=32, output_tokens=16, warmup_requests=1,
+                      scrape_interval_s=0.05, measure_bandwidth=False)
+    res = run(p, progress=False)
+    req = res.tables["requests"]
+    assert (req.error == "").all(), req.error.tolist()
+    # 8 text chunks (the answer's natural length), usage says 9 (TGI counts the end token)
+    assert set(req.output_tokens) == {9} and set(req.chunks) == {8}
+    assert (req.ttft_ms >= 100).all()
+    sweep = res.tables["sweep"].set_index("level")
+    # 4 streams against 2 server slots: the engine's own gauges saw a queue and a full batch
+    assert sweep.loc[4.0, "engine_queue_max"] >= 1 and 1 <= sweep.loc[4.0, "engine_running_max"] <= 2
+    assert sweep.loc[4.0, "engine_generated_tokens"] == 8 * 9
+    assert set(res.tables["engine_metrics"].metric) >= {"tgi_queue_size", "tgi_batch_current_size"}
+    assert res.tags["serving.api"] == "tgi"
+
+
+@pytest.mark.parametrize("imitation", [("triton", {"tokens_per_chunk": 2, "model": "qwen", "usage": False})],
+                         indirect=True)
+def test_lab_against_triton_openai_frontend(imitation, tok):
+    """Triton: a role-only first chunk (not the first token), two tokens per chunk, no usage (the
+    lab counts with the tokenizer), 422 for a field outside OpenAI's schema, 400 for a wrong model."""
+    _, base = imitation
+    common = dict(engine="external", api="triton", base_url=base, fixed_output=False, levels=[2], max_requests=4,
+                  input_tokens=32, output_tokens=8, warmup_requests=1, measure_bandwidth=False,
+                  tokenizer=models.SMOLLM2, scrape_interval_s=0.05)
+    res = run(ServingParams(model="qwen", **common), progress=False)
+    req = res.tables["requests"]
+    assert (req.error == "").all(), req.error.tolist()
+    assert set(req.chunks) == {4}  # 8 tokens, 2 per chunk; the role chunk is not content
+    assert (req.ttft_ms >= 100).all()
+    counted = len(tok(" t0 t1 t2 t3 t4 t5 t6 t7", add_special_tokens=False)["input_ids"])
+    assert set(req.output_tokens) == {counted} and not req.usage_reported.any()
+    assert "nv_inference_pending_request_count" in set(res.tables["engine_metrics"].metric)
+    with pytest.raises(LabError, match="422.*ignore_eos"):  # what a vLLM-style extra field gets
+        run(ServingParams(model="qwen", extra_body={"ignore_eos": True}, **common), progress=False)
+    with pytest.raises(LabError, match="does not serve model 'tgi'"):
+        run(ServingParams(model="tgi", **common), progress=False)
+
+
+def test_preset_health_check_names_the_url():
+    from llmarch_lab.llm import api_presets, loopback
+
+    url = f"http://127.0.0.1:{loopback.free_port()}/v1"
+    with pytest.raises(LabError, match=r"triton health check http://127\.0\.0\.1:\d+/health/ready"):
+        api_presets.check_health(url, api_presets.get("triton"), timeout_s=2)

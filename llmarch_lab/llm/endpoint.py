@@ -87,6 +87,7 @@ class Endpoint:
     extra_body: dict = field(default_factory=dict)  # engine-specific fields merged into chat/completions bodies
     timeout_s: float = 60.0
     key_required: bool = False  # True: an unset variable is an error before any request
+    check_model: bool = True  # preflight: `model` must be among GET /models (False: TGI, which ignores it)
     _client: object = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -180,7 +181,7 @@ class Endpoint:
         except (KeyError, TypeError):
             raise LabError(f"endpoint {self.base_url}: GET /models is not an OpenAI model list "
                            "(no data[].id); is this an OpenAI-compatible server?") from None
-        if names and self.model not in names:
+        if names and self.check_model and self.model not in names:
             raise LabError(f"endpoint {self.base_url} does not serve model {self.model!r}; it serves {names}")
         return names
 

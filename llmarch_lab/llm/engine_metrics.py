@@ -54,6 +54,22 @@ NAMES: dict[str, dict[str, str]] = {
         "spec_draft": "vllm:spec_decode_num_draft_tokens_total",
         "spec_accepted": "vllm:spec_decode_num_accepted_tokens_total",
     },
+    # Servers the lab does not start (engine: external with api: tgi or triton, llm/api_presets.py):
+    # names from their documentation (TGI docs/source/reference/metrics.md; Triton
+    # docs/user_guide/metrics.md), not checked against a live server (none runs here); the
+    # loopback imitations of both (llm/loopback.py --api) export them.
+    "tgi": {
+        "queue": "tgi_queue_size",  # gauge: requests waiting for a batch
+        "running": "tgi_batch_current_size",  # gauge: requests in the running batch
+        "generated": "tgi_request_generated_tokens_sum",  # histogram sum: tokens generated
+        "e2e_hist": "tgi_request_duration",  # histogram (seconds)
+        "queue_hist": "tgi_request_queue_duration",  # histogram (seconds)
+    },
+    "triton": {
+        "queue": "nv_inference_pending_request_count",  # gauge: requests waiting for the backend
+        "success": "nv_inference_request_success",  # counter (no _total suffix in Triton's text)
+        "queue_us": "nv_inference_queue_duration_us",  # counter: microseconds spent queued
+    },
 }
 
 
@@ -104,19 +120,22 @@ class Scraper:
         self.scrapes += 1
         self.rows += [(t, k, v) for k, v in values.items() if k in self.wanted]
 
-    def _loop(self) -> None:
-        import httpx
-
-        with httpx.Client(timeout=5.0) as client:
-            self._once(client)  # the counters' values before the level
+    def _loop(self, client) -> None:
+        try:
             while not self._stop.wait(self.interval_s):
                 self._once(client)
-            self._once(client)  # and after it
+            self._once(client)  # the counters' values after the level
+        finally:
+            client.close()
 
     def __enter__(self):
         if self.url:
+            import httpx
+
             self._t0 = time.perf_counter()
-            self._thread = threading.Thread(target=self._loop, name="engine-metrics", daemon=True)
+            client = httpx.Client(timeout=5.0)
+            self._once(client)  # the counters' values before the level, before the block starts it
+            self._thread = threading.Thread(target=self._loop, args=(client,), name="engine-metrics", daemon=True)
             self._thread.start()
         return self
 

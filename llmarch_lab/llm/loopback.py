@@ -12,6 +12,15 @@
   `--max-concurrency C` streams at most C requests at a time (the others queue, FCFS, and their
   TTFT includes the wait), and every request's arrival and chunk send times are recorded
   server-side: GET /truth returns them, POST /truth/reset clears them;
+- imitations of other servers' stream formats (`--api tgi|triton`, llm/api_presets.py): TGI's
+  Messages API (`data:` without a space, the role in every chunk, a `:` keep-alive comment,
+  an empty end-of-sequence chunk on a natural stop, usage in a chunk of its own only with
+  stream_options.include_usage, `data:[DONE]`, any `model` accepted, GET /health) and Triton's
+  OpenAI frontend (a role-only first chunk, `--tokens-per-chunk` tokens per chunk,
+  finish_reason always "stop", usage only with include_usage and not at all with `--no-usage`,
+  422 for a request field outside OpenAI's schema, 400 for an unknown model, GET /health/ready);
+  for both a natural answer is `--tokens` long (a larger max_tokens stops there), and /metrics
+  exports that server's queue and batch gauges with its own names, written as the real one does;
 - the endpoint client's tests (tests/test_endpoint.py), deterministically:
   /v1/chat/completions   streaming or not (stream=false: one message " t0 t1 ...", with usage)
   /v1/completions        greedy text + OpenAI-format logprobs: the next-token logits over VOCAB
@@ -69,8 +78,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Triton's chat request schema (openai_frontend/schemas/openai.py, extra="forbid"): the fields
+# the imitation accepts; any other is a 422 as there.
+TRITON_FIELDS = {"model", "messages", "max_tokens", "max_completion_tokens", "stream", "stream_options",
+                 "temperature", "top_p", "n", "stop", "seed", "presence_penalty", "frequency_penalty",
+                 "logit_bias", "logprobs", "top_logprobs", "user", "tools", "tool_choice", "response_format",
+                 "parallel_tool_calls", "function_call", "functions"}
+APIS = ("openai", "tgi", "triton")
+
+
 def make_app(tokens: int = 16, malformed_every: int = 0, die_after: int = 0, model: str = "loopback",
-             api_key: str = "", chunk_delay_ms: float = 0.0, ttft_ms: float = 0.0, max_concurrency: int = 0):
+             api_key: str = "", chunk_delay_ms: float = 0.0, ttft_ms: float = 0.0, max_concurrency: int = 0,
+             api: str = "openai", tokens_per_chunk: int = 1, usage_counts: bool = True):
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse, StreamingResponse
     from starlette.routing import Route
@@ -78,6 +97,9 @@ def make_app(tokens: int = 16, malformed_every: int = 0, die_after: int = 0, mod
     served = {"n": 0}
     truth: list[dict] = []  # per streamed request: arrival and send times (s, this process's clock)
     slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+    if api not in APIS:
+        raise ValueError(f"api {api!r}: one of {', '.join(APIS)}")
+    state = {"waiting": 0, "running": 0, "done": 0, "gen": 0, "secs": 0.0, "queued_s": 0.0}
 
     def denied(request):
         if api_key and request.headers.get("authorization") != f"Bearer {api_key}":
@@ -87,10 +109,38 @@ def make_app(tokens: int = 16, malformed_every: int = 0, die_after: int = 0, mod
     async def models(request):
         if (d := denied(request)) is not None:
             return d
-        return JSONResponse({"object": "list", "data": [{"id": model, "object": "model"}]})
+        served_id = "loopback/model-id" if api == "tgi" else model  # TGI lists its model id, takes any name
+        return JSONResponse({"object": "list", "data": [{"id": served_id, "object": "model"}]})
 
     async def health(request):  # unauthenticated, like vLLM's
         return JSONResponse({})
+
+    async def metrics_text(request):
+        # Written by hand, not with prometheus_client: the imitated servers' counters carry no
+        # _total suffix, which prometheus_client's Counter would add.
+        if api == "tgi":
+            lines = ["# TYPE tgi_queue_size gauge", f"tgi_queue_size {state['waiting']}",
+                     "# TYPE tgi_batch_current_size gauge", f"tgi_batch_current_size {state['running']}",
+                     "# TYPE tgi_request_generated_tokens histogram",
+                     f"tgi_request_generated_tokens_sum {state['gen']}",
+                     f"tgi_request_generated_tokens_count {state['done']}",
+                     "# TYPE tgi_request_duration histogram", f"tgi_request_duration_sum {state['secs']}",
+                     f"tgi_request_duration_count {state['done']}",
+                     "# TYPE tgi_request_queue_duration histogram",
+                     f"tgi_request_queue_duration_sum {state['queued_s']}",
+                     f"tgi_request_queue_duration_count {state['done']}"]
+        elif api == "triton":
+            lab = f'{{model="{model}",version="1"}}'
+            lines = ["# TYPE nv_inference_request_success counter", f"nv_inference_request_success{lab} {state['done']}",
+                     "# TYPE nv_inference_queue_duration_us counter",
+                     f"nv_inference_queue_duration_us{lab} {int(state['queued_s'] * 1e6)}",
+                     "# TYPE nv_inference_pending_request_count gauge",
+                     f"nv_inference_pending_request_count{lab} {state['waiting']}"]
+        else:
+            return JSONResponse({"error": "no /metrics on the plain loopback"}, status_code=404)
+        from starlette.responses import PlainTextResponse
+
+        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
     async def chat(request):
         arrived = time.perf_counter()  # as soon as the request's headers are in: the truth's t0
@@ -100,37 +150,87 @@ def make_app(tokens: int = 16, malformed_every: int = 0, die_after: int = 0, mod
         served["n"] += 1
         if die_after and served["n"] > die_after:
             os._exit(3)  # a crash, not a clean shutdown: connections drop mid-flight
-        n = int(body.get("max_completion_tokens") or body.get("max_tokens") or tokens)
+        if api == "triton":
+            extra = sorted(set(body) - TRITON_FIELDS)
+            if extra:  # pydantic's extra="forbid", as FastAPI reports it
+                return JSONResponse({"detail": [{"type": "extra_forbidden", "loc": ["body", k],
+                                                 "msg": "Extra inputs are not permitted"} for k in extra]},
+                                    status_code=422)
+            if body.get("model") != model:
+                return JSONResponse({"detail": f"Unknown model: {body.get('model')}"}, status_code=400)
+            if body.get("stream_options") and not body.get("stream"):
+                return JSONResponse({"detail": "`stream_options` can only be used when `stream` is True"},
+                                    status_code=400)
+        asked = int(body.get("max_completion_tokens") or body.get("max_tokens") or tokens)
+        # The imitations answer naturally in `tokens` tokens (an end-of-sequence then); the plain
+        # loopback always streams what was asked.
+        n = asked if api == "openai" else min(asked, tokens)
+        eos = api != "openai" and n < asked
         created = int(time.time())
-        usage = {"prompt_tokens": 8, "completion_tokens": n, "total_tokens": 8 + n}
+        n_usage = n + (1 if eos and api == "tgi" else 0)  # TGI counts the end-of-sequence token
+        usage = {"prompt_tokens": 8, "completion_tokens": n_usage, "total_tokens": 8 + n_usage}
+        want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         if not body.get("stream"):
             msg = {"role": "assistant", "content": "".join(f" t{i}" for i in range(n))}
             return JSONResponse({"id": "x", "object": "chat.completion", "created": created, "model": model,
                                  "choices": [{"index": 0, "message": msg, "finish_reason": "length"}],
                                  "usage": usage})
 
+        def frame(obj) -> bytes:  # TGI (axum) writes `data:` with no space
+            return (b"data:" if api == "tgi" else b"data: ") + json.dumps(obj).encode() + b"\n\n"
+
+        def chunk(text: str, i: int, last: bool, first: bool = False) -> dict:
+            if api == "tgi":
+                return {"object": "chat.completion.chunk", "id": "", "created": created, "model": "loopback/model-id",
+                        "system_fingerprint": "3.1.2-dev0-native",
+                        "choices": [{"index": 0, "delta": {"role": "assistant", "content": text, "tool_calls": None},
+                                     "logprobs": None, "finish_reason": ("stop" if eos else "length") if last else None}],
+                        "usage": None}
+            if api == "triton":
+                delta = {"content": text, "function_call": None, "role": "assistant" if first else None}
+                return {"id": "cmpl-loopback", "choices": [{"delta": delta, "logprobs": None,
+                                                            "finish_reason": "stop" if last else None, "index": 0}],
+                        "created": created, "model": model, "system_fingerprint": None,
+                        "object": "chat.completion.chunk", "usage": None}
+            return {"id": "x", "object": "chat.completion.chunk", "created": created, "model": model,
+                    "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+
         async def events():
             rec = {"arrived": arrived, "sent": []}
+            state["waiting"] += 1
             if slots is not None:
                 await slots.acquire()
+            state["waiting"] -= 1
+            state["running"] += 1
             try:
                 start = time.perf_counter()  # the first token is due ttft_ms after the slot is free
-                for i in range(n):
+                state["queued_s"] += start - arrived
+                if api == "triton":
+                    yield frame(chunk("", -1, False, first=True))  # the role, no token yet
+                per = max(1, tokens_per_chunk) if api == "triton" else 1
+                for i in range(0, n, per):
                     due = start + ttft_ms / 1000 + i * chunk_delay_ms / 1000
                     # (a loop: uvloop's timers are millisecond-grained and can wake early)
                     while (wait := due - time.perf_counter()) > 0:
                         await asyncio.sleep(wait)
                     if malformed_every and i and i % malformed_every == 0:
                         yield b"data: {not json\n\n"
-                    chunk = {"id": "x", "object": "chat.completion.chunk", "created": created, "model": model,
-                             "choices": [{"index": 0, "delta": {"content": f" t{i}"}, "finish_reason": None}]}
+                    text = "".join(f" t{j}" for j in range(i, min(n, i + per)))
                     rec["sent"].append(time.perf_counter())
-                    yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
-                last = {"id": "x", "object": "chat.completion.chunk", "created": created, "model": model,
-                        "choices": [], "usage": usage}
-                yield b"data: " + json.dumps(last).encode() + b"\n\n"
-                yield b"data: [DONE]\n\n"
+                    yield frame(chunk(text, i, last=i + per >= n and not (eos and api == "tgi")))
+                    if api == "tgi" and i == 0:
+                        yield b":\n\n"  # axum's keep-alive comment
+                if eos and api == "tgi":  # the end-of-sequence token: empty content
+                    yield frame(chunk("", n, last=True))
+                if api == "openai" or (want_usage and usage_counts):
+                    yield frame({"id": "x", "object": "chat.completion.chunk", "created": created, "model": model,
+                                 "choices": [], "usage": usage})
+                yield b"data:[DONE]\n\n" if api == "tgi" else b"data: [DONE]\n\n"
             finally:
+                state["running"] -= 1
+                state["done"] += 1
+                state["gen"] += n_usage
+                state["secs"] += time.perf_counter() - arrived
                 if slots is not None:
                     slots.release()
                 truth.append(rec)
@@ -166,7 +266,8 @@ def make_app(tokens: int = 16, malformed_every: int = 0, die_after: int = 0, mod
         return JSONResponse({"object": "list", "model": model, "data": data[::-1],
                              "usage": {"prompt_tokens": sum(len(t.split()) for t in inputs), "total_tokens": 0}})
 
-    return Starlette(routes=[Route("/health", health), Route("/v1/models", models),
+    return Starlette(routes=[Route("/health", health), Route("/health/ready", health), Route("/metrics", metrics_text),
+                             Route("/v1/models", models),
                              Route("/truth", truth_get), Route("/truth/reset", truth_reset, methods=["POST"]),
                              Route("/v1/chat/completions", chat, methods=["POST"]),
                              Route("/v1/completions", completions, methods=["POST"]),
@@ -184,15 +285,21 @@ def main(argv=None):
     ap.add_argument("--chunk-delay-ms", type=float, default=0.0)
     ap.add_argument("--ttft-ms", type=float, default=0.0)
     ap.add_argument("--max-concurrency", type=int, default=0)
+    ap.add_argument("--api", choices=APIS, default="openai")
+    ap.add_argument("--model", default="loopback")
+    ap.add_argument("--tokens-per-chunk", type=int, default=1)
+    ap.add_argument("--no-usage", action="store_true")
     a = ap.parse_args(argv)
     # The key comes from the environment, never the command line (ps would show it).
     app = make_app(a.tokens, a.malformed_every, a.die_after, api_key=os.environ.get("LOOPBACK_API_KEY", ""),
-                   chunk_delay_ms=a.chunk_delay_ms, ttft_ms=a.ttft_ms, max_concurrency=a.max_concurrency)
+                   chunk_delay_ms=a.chunk_delay_ms, ttft_ms=a.ttft_ms, max_concurrency=a.max_concurrency,
+                   api=a.api, model=a.model, tokens_per_chunk=a.tokens_per_chunk, usage_counts=not a.no_usage)
     uvicorn.run(app, host="127.0.0.1", port=a.port, log_level="warning", access_log=False, backlog=4096)
 
 
 def start(port: int = 0, tokens: int = 16, malformed_every: int = 0, die_after: int = 0, log_path=None,
-          api_key: str = "", chunk_delay_ms: float = 0.0, ttft_ms: float = 0.0, max_concurrency: int = 0):
+          api_key: str = "", chunk_delay_ms: float = 0.0, ttft_ms: float = 0.0, max_concurrency: int = 0,
+          api: str = "openai", model: str = "loopback", tokens_per_chunk: int = 1, usage: bool = True):
     """Start the server in its own process (own core, own GIL) and wait for it; returns (proc, base_url)."""
     import subprocess
     import sys
@@ -206,7 +313,9 @@ def start(port: int = 0, tokens: int = 16, malformed_every: int = 0, die_after: 
     proc = subprocess.Popen([sys.executable, "-m", "llmarch_lab.llm.loopback", "--port", str(port),
                              "--tokens", str(tokens), "--malformed-every", str(malformed_every),
                              "--die-after", str(die_after), "--chunk-delay-ms", str(chunk_delay_ms),
-                             "--ttft-ms", str(ttft_ms), "--max-concurrency", str(max_concurrency)],
+                             "--ttft-ms", str(ttft_ms), "--max-concurrency", str(max_concurrency),
+                             "--api", api, "--model", model, "--tokens-per-chunk", str(tokens_per_chunk),
+                             *([] if usage else ["--no-usage"])],
                             stdout=out, stderr=subprocess.STDOUT,
                             env={**os.environ, "LOOPBACK_API_KEY": api_key})
     base = f"http://127.0.0.1:{port}/v1"

@@ -25,7 +25,7 @@ from pydantic import Field, model_validator
 from llmarch_lab import LabError, models, paths
 from llmarch_lab.config import EndpointFields
 from llmarch_lab.labs.serving import deploy, metrics, report, workload
-from llmarch_lab.llm import engine_metrics, engines, load
+from llmarch_lab.llm import api_presets, engine_metrics, engines, load
 from llmarch_lab.results import Result
 
 
@@ -41,6 +41,8 @@ class ServingParams(EndpointFields):
     scrape_interval_s: float = Field(0.5, gt=0, le=60, description="Seconds between scrapes of the engine's /metrics during each level (llama-server, vLLM).")
     model: str = Field(models.SMOLLM2, description="Model spec the lab's engine serves (alias, HF id, local folder or .gguf); for external, the served model name.")
     # base_url (engine=external only), api_key_env: config.EndpointFields
+    api: Literal["openai", "vllm", "llama-server", "tgi", "triton"] = Field("openai", description="engine=external: the server family (llm/api_presets.py): its health route, /metrics and names, whether it checks `model` and takes ignore_eos. tgi: Hugging Face TGI's Messages API; triton: Triton's OpenAI frontend.")
+    metrics_url: str = Field("", description="engine=external: the server's Prometheus URL; '' = the api preset's own (tgi, triton, vllm, llama-server: <root>/metrics), none for openai.")
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("float32", description="vLLM --dtype (llama.cpp serves the GGUF as it is).")
     max_model_len: int = Field(2048, ge=128, le=1_000_000, description="Context length the engine allocates (vLLM --max-model-len, llama.cpp --n_ctx).")
     engine_threads: int = Field(2, ge=1, le=512, description="CPU threads the engine uses (llama.cpp --n_threads, vLLM OMP binding 0..n-1).")
@@ -76,6 +78,11 @@ class ServingParams(EndpointFields):
             raise ValueError("base_url: engine=external needs base_url (an OpenAI-compatible URL ending in /v1)")
         if self.engine != "external" and self.base_url:
             raise ValueError(f"base_url: only for engine=external; engine={self.engine} is started by the lab")
+        if self.engine != "external" and (self.api != "openai" or self.metrics_url):
+            raise ValueError(f"api: api and metrics_url are for engine=external; engine={self.engine} is started by the lab")
+        if self.engine == "external" and self.fixed_output and not api_presets.get(self.api).ignore_eos:
+            raise ValueError(f"fixed_output: the {self.api} API has no ignore_eos (exact output lengths); "
+                             "set fixed_output: false (outputs then end where the model stops, counted from usage)")
         if any(v <= 0 for v in self.levels):
             raise ValueError("levels: every level must be > 0")
         if self.profile == "concurrent" and any(v != int(v) for v in self.levels):
@@ -108,7 +115,7 @@ def fixed_output_body(p: ServingParams, tok) -> dict:
                                "(set tokenizer, or fixed_output: false)")
             body["logit_bias"] = {str(eos): -100}
         else:
-            body["ignore_eos"] = True  # vLLM, llama-server (and SGLang); TGI ignores unknown fields at its own risk
+            body["ignore_eos"] = True  # vLLM, llama-server, SGLang (APIs without it are refused in validation)
     return {**body, **p.extra_body}
 
 
@@ -126,7 +133,7 @@ def _tokenizer(p: ServingParams):
 
 
 def run(p: ServingParams, on_level: Callable[[dict, int], None] | None = None, progress: bool = True) -> Result:
-    res = Result(tags={"serving.engine": p.engine, "serving.profile": p.profile, "model": p.model,
+    res = Result(tags={"serving.engine": p.engine, "serving.api": p.api, "serving.profile": p.profile, "model": p.model,
                        "serving.workload": p.workload})
     tok = _tokenizer(p)
     count = (lambda text: len(tok(text, add_special_tokens=False)["input_ids"])) if tok is not None else None
@@ -158,7 +165,10 @@ def run(p: ServingParams, on_level: Callable[[dict, int], None] | None = None, p
 def _target(p: ServingParams, tok, res: Result, log_path: Path):
     """(load target, engine or None): the external URL, or an engine the lab starts now."""
     if p.engine == "external":
-        target = load.Target(p.base_url, p.model, p.api_key_env, fixed_output_body(p, tok), p.request_timeout_s)
+        preset = api_presets.get(p.api)
+        api_presets.check_health(p.base_url, preset)
+        target = load.Target(p.base_url, p.model, p.api_key_env, fixed_output_body(p, tok), p.request_timeout_s,
+                             check_model=preset.model_checked)
         load.preflight(target)
         return target, None
     eng = engines.launch(p.engine, p.model, log_path=log_path, dtype=p.dtype, max_model_len=p.max_model_len,
@@ -167,6 +177,17 @@ def _target(p: ServingParams, tok, res: Result, log_path: Path):
     res.add("latency.engine_start_s", eng.start_s)
     res.tags["serving.engine_command"] = " ".join(eng.command[1:])
     return load.Target(eng.base_url, eng.model_name, p.api_key_env, fixed_output_body(p, tok), p.request_timeout_s), eng
+
+
+def _names_key(p: ServingParams) -> str:
+    """Whose metric names the engine's /metrics has (engine_metrics.NAMES)."""
+    return api_presets.get(p.api).metrics_names if p.engine == "external" else p.engine
+
+
+def _metrics_url(p: ServingParams, eng) -> str | None:
+    if eng is not None:
+        return eng.metrics_url
+    return p.metrics_url or api_presets.get(p.api).metrics_url(p.base_url)
 
 
 def _sweep(p: ServingParams, target, eng, pool, count, on_level, progress: bool, res: Result):
@@ -187,13 +208,12 @@ def _sweep(p: ServingParams, target, eng, pool, count, on_level, progress: bool,
     try:
         for i, level in enumerate(levels):
             bar.set_postfix(level=f"{level:g}")
-            with engine_metrics.Scraper(eng.metrics_url if eng is not None else None, p.engine,
-                                        p.scrape_interval_s) as sc:
+            with engine_metrics.Scraper(_metrics_url(p, eng), _names_key(p), p.scrape_interval_s) as sc:
                 recs, wall = load.run_level(target, stream, p.profile, level, p.max_requests, p.max_seconds,
                                             seed=p.seed + i, count_tokens=count, progress=bar)
             m = metrics.summarize(recs, wall, p.slo_ttft_ms, p.slo_tpot_ms, p.usd_per_hour)
             series = sc.frame()
-            em = engine_metrics.summarize(series, p.engine, len(recs))
+            em = engine_metrics.summarize(series, _names_key(p), len(recs))
             ok_ttft = [r.ttft_ms for r in recs if r.ok and r.ttft_ms is not None]
             # What the client waits beyond the engine's own TTFT (vLLM) or prompt time (llama-server):
             # queueing in front of the engine and transport.
@@ -266,5 +286,5 @@ def _summarize(p: ServingParams, res: Result, sweep: list, rows: list, per_level
     res.figures["ttft_cdf"] = report.ttft_cdf(req_df, title, p.slo_ttft_ms)
     if "engine_metrics" in res.tables:
         res.figures["engine_metrics"] = report.engine_metrics(res.tables["engine_metrics"], req_df, title,
-                                                              engine_metrics.NAMES.get(p.engine, {}))
+                                                              engine_metrics.NAMES.get(_names_key(p), {}))
     return op
