@@ -54,7 +54,7 @@ def sweep_main(doc: str, default_suite: str, lab: str, argv: list[str] | None = 
         print(f"\nsweep wall time: {wall:.0f} s ({len(suite.runs)} runs, workers={args.workers})")
     parents = tracking.search(suite.name, tags={"llmarch.parent": "true"}, status="")
     if parents:
-        parent = tracking.LabRun(parents[0]["run_id"], owned=False)
+        parent = tracking.LabRun(parents[0]["run_id"], owned=False, after_end=True)
         for i, rep in enumerate(reps):
             parent.log_table(f"{lab}_comparison" + (f"_{i}" if len(reps) > 1 else ""), rep.table)
             for fig_name, fig in rep.figures.items():

@@ -283,9 +283,12 @@ def data_tags() -> dict[str, str]:
 class LabRun:
     """A handle on one MLflow run. Labs hand it a `Result`; it validates names and logs."""
 
-    def __init__(self, run_id: str, owned: bool):
+    def __init__(self, run_id: str, owned: bool, after_end: bool = False):
         self.run_id = run_id
         self.owned = owned  # True when we created it (interactive) and so must end it
+        # True: annotate a run that has ended (a suite's parent run, which the runner ends when
+        # the suite does, gets the sweep's table from the benchmark that ran the suite).
+        self.after_end = after_end
         self.client = client(paths.tracking_uri())
 
     @property
@@ -296,7 +299,7 @@ class LabRun:
     def _check_held(self) -> None:
         """Under the runner, write only while the run is RUNNING: a run marked KILLED (its lease
         lost, `claims`) belongs to nobody, and a kernel that outlived its worker stops here."""
-        if self.owned:
+        if self.owned or self.after_end:
             return
         status = self.client.get_run(self.run_id).info.status
         if status != "RUNNING":

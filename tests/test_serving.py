@@ -321,6 +321,14 @@ runs:
 """)
     out = runner.run_suite(config.load_suite(suite), progress=False)
     assert [o.status for o in out] == ["FINISHED", "FINISHED"], [o.error for o in out]
+    # The benchmark driver (benchmarks/serving_knobs.py) puts the table and the trade-off plot on
+    # the suite's parent run, which the runner has ended by then.
+    from llmarch_lab import bench, tracking
+
+    assert bench.sweep_main("doc", str(suite), "serving", ["--report-only"]) == 0
+    parent = tracking.search("sv", tags={"llmarch.parent": "true"}, status="")[0]["run_id"]
+    logged = {a.path for a in tracking.client().list_artifacts(parent, "plots")}
+    assert "plots/ttft_p99_vs_throughput.png" in logged, logged
     df = suite_report.compare("sv")
     assert sorted(zip(df.run, df.level)) == [("closed", 1.0), ("closed", 4.0), ("open", 5.0), ("open", 10.0)]
     closed = df[df.run == "closed"].set_index("level")

@@ -113,7 +113,7 @@ def engine_metrics(series, requests, title: str, names: dict):
     axes[0][0].set_ylabel("engine: requests")
     axes[1][0].set_ylabel("client: TTFT (ms)")
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"{title}: engine /metrics (top) beside client-side TTFT (bottom)", fontsize=10)
+    fig.suptitle(f"{title}\nengine /metrics (top) beside client-side TTFT (bottom)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -171,24 +171,37 @@ def report(suite: str) -> Report:
     return Report(f"serving sweeps of suite {suite} (one row per run x level)", df, dirs, figures=figs)
 
 
+def _short_label(name: str) -> str:
+    """A run name for a legend: grid suffixes without their quoting ("knobs[parallel=8,
+    engine_args=['--ubatch-size', '512']]" -> "knobs parallel=8 ubatch-size 512")."""
+    import re
+
+    out = re.sub(r"engine_args=|[\[\]',]|--", " ", name)
+    return re.sub(r"\s+", " ", out).strip()
+
+
 def tradeoff(df, title: str):
     """Every run of a suite on one plane: output tokens/s (x) against TTFT p99 (y), one line per
     run through its levels (labelled), so engine settings that buy throughput with tail latency
     (slots, batch sizes, chunked prefill) can be read off directly. Down and right is better."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for i, (name, g) in enumerate(df.groupby("run", sort=False)):
+    groups = list(df.groupby("run", sort=False))
+    fig, ax = plt.subplots(figsize=(8.5, 5.0 + 0.16 * len(groups)))
+    markers = "osD^vP*Xh<>p"
+    for i, (name, g) in enumerate(groups):
         g = g.sort_values("level")
-        ax.plot(g.output_tok_per_s, g.ttft_p99_ms, "o-", color=f"C{i % 10}", label=name, ms=4)
+        color, marker = f"C{i % 10}", markers[(i // 10 + i) % len(markers)]
+        ax.plot(g.output_tok_per_s, g.ttft_p99_ms, "-", marker=marker, color=color, label=_short_label(name), ms=6)
         for row in g.itertuples():
             ax.annotate(f"{row.level:g}", (row.output_tok_per_s, row.ttft_p99_ms), fontsize=6,
-                        xytext=(3, 3), textcoords="offset points", color=f"C{i % 10}")
+                        xytext=(3, 3), textcoords="offset points", color=color)
     ax.set_xlabel("output tokens/s (all streams)")
     ax.set_ylabel("TTFT p99 (ms)")
     ax.set_yscale("log")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, ncol=2)
-    ax.set_title(f"{title}: tail latency against throughput (points: load level)", fontsize=10)
+    ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.13), frameon=False)
+    ax.set_title(f"{title}: tail latency against throughput\n(point labels: load level; down and right is better)",
+                 fontsize=10)
     fig.tight_layout()
     return fig
