@@ -296,6 +296,7 @@ def test_deployment_files_parse_and_carry_the_configuration():
     ({"api_key": "sk-123"}, "api_key"),
     ({"api": "tgi"}, "engine=external"),
     ({"engine": "external", "base_url": "http://x/v1", "api": "triton"}, "fixed_output.*no ignore_eos"),
+    ({"engine": "external", "base_url": "http://x/v1", "metrics_url": "http://x/metrics"}, "metrics_url: api=openai"),
 ])
 def test_bad_parameters_name_the_field(kw, msg):
     with pytest.raises(ValueError, match=msg):

@@ -42,7 +42,7 @@ class ServingParams(EndpointFields):
     model: str = Field(models.SMOLLM2, description="Model spec the lab's engine serves (alias, HF id, local folder or .gguf); for external, the served model name.")
     # base_url (engine=external only), api_key_env: config.EndpointFields
     api: Literal["openai", "vllm", "llama-server", "tgi", "triton"] = Field("openai", description="engine=external: the server family (llm/api_presets.py): its health route, /metrics and names, whether it checks `model` and takes ignore_eos. tgi: Hugging Face TGI's Messages API; triton: Triton's OpenAI frontend.")
-    metrics_url: str = Field("", description="engine=external: the server's Prometheus URL; '' = the api preset's own (tgi, triton, vllm, llama-server: <root>/metrics), none for openai.")
+    metrics_url: str = Field("", description="engine=external: the server's Prometheus URL when it is not the api preset's own <root>/metrics (tgi, triton, vllm, llama-server); not for api=openai, whose names are unknown.")
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("float32", description="vLLM --dtype (llama.cpp serves the GGUF as it is).")
     max_model_len: int = Field(2048, ge=128, le=1_000_000, description="Context length the engine allocates (vLLM --max-model-len, llama.cpp --n_ctx).")
     engine_threads: int = Field(2, ge=1, le=512, description="CPU threads the engine uses (llama.cpp --n_threads, vLLM OMP binding 0..n-1).")
@@ -80,6 +80,9 @@ class ServingParams(EndpointFields):
             raise ValueError(f"base_url: only for engine=external; engine={self.engine} is started by the lab")
         if self.engine != "external" and (self.api != "openai" or self.metrics_url):
             raise ValueError(f"api: api and metrics_url are for engine=external; engine={self.engine} is started by the lab")
+        if self.metrics_url and not api_presets.get(self.api).metrics_names:
+            raise ValueError(f"metrics_url: api={self.api} has no known metric names; set api to the server "
+                             "family (vllm, llama-server, tgi, triton)")
         if self.engine == "external" and self.fixed_output and not api_presets.get(self.api).ignore_eos:
             raise ValueError(f"fixed_output: the {self.api} API has no ignore_eos (exact output lengths); "
                              "set fixed_output: false (outputs then end where the model stops, counted from usage)")
