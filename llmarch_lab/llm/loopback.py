@@ -198,9 +198,11 @@ def make_app(tokens: int = 16, malformed_every: int = 0, die_after: int = 0, mod
         async def events():
             rec = {"arrived": arrived, "sent": []}
             state["waiting"] += 1
-            if slots is not None:
-                await slots.acquire()
-            state["waiting"] -= 1
+            try:
+                if slots is not None:
+                    await slots.acquire()
+            finally:  # also when the client went away while queued
+                state["waiting"] -= 1
             state["running"] += 1
             try:
                 start = time.perf_counter()  # the first token is due ttft_ms after the slot is free
