@@ -76,8 +76,6 @@ def spec_stats(lengths: list[int], prompt_tokens: int, generated: int) -> dict:
 
 def run(model_spec: str, assistant_spec: str, modes: list[str], lookup_n: int, max_tokens: int,
         threads: int, prompts) -> dict:
-    import torch
-
     from llmarch_lab import models
     from llmarch_lab.llm import local
 
@@ -92,19 +90,13 @@ def run(model_spec: str, assistant_spec: str, modes: list[str], lookup_n: int, m
                 local.warm_up(assistant, tok)
             for i, prompt in enumerate(prompts):
                 enc = local.chat_ids(tok, [{"role": "user", "content": prompt}])
-                n_prompt = int(enc["input_ids"].shape[1])
                 for m in modes:
-                    kw = {"max_new_tokens": max_tokens, "do_sample": False, "pad_token_id": tok.pad_token_id}
-                    if m == "lookup":
-                        kw["prompt_lookup_num_tokens"] = lookup_n
-                    elif m == "assisted":
-                        kw["assistant_model"] = assistant
+                    kw = {"prompt_lookup_num_tokens": lookup_n} if m == "lookup" else \
+                        {"assistant_model": assistant} if m == "assisted" else {}
                     counter.reset()
-                    t0 = time.perf_counter()
-                    with torch.inference_mode():
-                        ids = model.generate(**enc, **kw)[0][n_prompt:].tolist()
-                    dt = time.perf_counter() - t0
-                    st = spec_stats(counter.lengths, n_prompt, len(ids))
+                    g = local.generate(model, tok, enc, max_tokens, **kw)
+                    ids, dt = list(g.token_ids), g.seconds
+                    st = spec_stats(counter.lengths, g.prompt_tokens, len(ids))
                     out[m].append({"prompt": i, "ids": ids, "seconds": dt, **st})
                     print(f"prompt {i} {m}: {len(ids)} tokens in {dt:.1f} s ({len(ids) / dt:.1f} tok/s), "
                           f"acceptance {st['acceptance']}", flush=True)

@@ -37,6 +37,7 @@ class Generation:
     output_tokens: int
     prompt_tokens: int
     seconds: float  # prefill + decode of the generate call
+    token_ids: tuple = ()  # the new tokens (greedy-identity checks compare these)
 
 
 @contextlib.contextmanager
@@ -68,19 +69,23 @@ def chat_ids(tok, messages: list[dict]):
     return tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
 
 
-def generate(model, tok, enc, max_new_tokens: int) -> Generation:
-    """One greedy completion of already-encoded prompt tensors (reproducible from its inputs)."""
+def generate(model, tok, enc, max_new_tokens: int, **generate_kw) -> Generation:
+    """One greedy completion of already-encoded prompt tensors (reproducible from its inputs).
+    generate_kw: more `model.generate` options, e.g. prompt_lookup_num_tokens or assistant_model
+    (speculative decoding, benchmarks/assisted_generation.py)."""
     import torch
 
     n_prompt = int(enc["input_ids"].shape[1])
     enc = {k: v.to(model.device) for k, v in enc.items()}
     t0 = time.perf_counter()
     with torch.inference_mode():
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+                             **generate_kw)
     sync(str(model.device))
     dt = time.perf_counter() - t0
     new = out[0][n_prompt:]
-    return Generation(tok.decode(new, skip_special_tokens=True).strip(), int(new.shape[0]), n_prompt, dt)
+    return Generation(tok.decode(new, skip_special_tokens=True).strip(), int(new.shape[0]), n_prompt, dt,
+                      tuple(new.tolist()))
 
 
 def chat(model, tok, messages: list[dict] | str, max_new_tokens: int = 64) -> Generation:
