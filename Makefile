@@ -163,9 +163,9 @@ engine-garak: $(ENGINES)/garak/.installed ## garak env, the vulnerability scanne
 $(ENGINES)/garak/.installed:
 	$(call cached_venv,garak,$(GARAK) $(TORCH),$$py -m pip install --quiet $(TORCH) && $$py -m pip install --quiet "$(GARAK)" $(TORCH))
 
-# Debian packages, each installed by the target that needs it (llmarch_lab/sysdeps.py: apt-get
+# Debian packages, each installed by the target that needs it (llmarch_lab/common/sysdeps.py: apt-get
 # as root when the program is missing, else one line naming the package).
-SYSDEPS = $(PY) -m llmarch_lab.sysdeps ensure
+SYSDEPS = $(PY) -m llmarch_lab.common.sysdeps ensure
 sys-graphviz: ## Graphviz (`dot`): the system report's architecture diagram
 	@$(SYSDEPS) $@ dot
 sys-prometheus: ## Prometheus (`promtool`): checks the system bundle's scrape config and alert rules

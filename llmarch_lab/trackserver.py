@@ -91,7 +91,7 @@ def find_pg_bin() -> Path:
     if on_path:
         return Path(on_path).parent
     raise LabError("PostgreSQL not found (no initdb in $PG_BIN, /usr/lib/postgresql/*/bin or PATH): "
-                   "apt-get install postgresql")
+                   "`make sys-postgresql` installs it (apt-get install postgresql)")
 
 
 class _PgUser:

@@ -11,6 +11,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Marks every process this session starts (labtest.engine_pids counts only those).
+os.environ["LLMARCH_TEST_SESSION"] = f"{os.getpid()}-{os.urandom(4).hex()}"
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -77,3 +79,25 @@ def server(request):
     yield base
     proc.kill()
     proc.wait()
+
+
+# Modules whose tests start an engine, a gateway, a Ray cluster, the tracking server or notebook
+# kernels, or load a model for minutes. `make test-fast` leaves them out (-m "not engine"), so it
+# needs no engine build and runs in a few minutes; `make test` runs everything.
+ENGINE_MODULES = {
+    "test_cost_gateway", "test_cost_lab", "test_cost_routing", "test_endpoint", "test_finetune",
+    "test_guardrails_policy", "test_guardrails_validation", "test_guardrails_lab", "test_llama_server",
+    "test_notebooks", "test_quantization", "test_rag_lab", "test_runner", "test_scaleout", "test_serving",
+    "test_system", "test_trackserver",
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "engine: starts engines, gateways, clusters, servers or kernels "
+                                       "(tests/conftest.py ENGINE_MODULES; left out by make test-fast)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in ENGINE_MODULES:
+            item.add_marker(pytest.mark.engine)

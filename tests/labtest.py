@@ -1,5 +1,6 @@
 """Parameter models for the runner's test notebooks (tests/notebooks/)."""
 
+import os
 import subprocess
 
 from pydantic import Field
@@ -21,9 +22,26 @@ class ProbeParams(LabParams):
     api_key: str = Field("", description="A secret: must never reach MLflow params.")
 
 
+# Set by tests/conftest.py for the whole test session and inherited by every process it starts
+# (engines, gateways, CLIs and what they start): engine_pids() counts only those, so a second test
+# run or an engine build on the same machine (a CI beside a developer) is never counted, or killed.
+SESSION_ENV = "LLMARCH_TEST_SESSION"
+
+
+def _in_this_session(pid: int) -> bool:
+    marker = os.environ.get(SESSION_ENV)
+    if not marker:
+        return True
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f"{SESSION_ENV}={marker}".encode() in f.read().split(b"\0")
+    except OSError:  # gone, or not ours to read
+        return False
+
+
 def engine_pids() -> set[tuple[int, str]]:
     """(pid, command) of every llama.cpp server (llama-cpp-python's and llama.cpp's own
-    llama-server binary) and LiteLLM process on the machine. Tests compare
+    llama-server binary) and LiteLLM process that this test session started. Tests compare
     the set before and after what they start (tests/conftest.py does it around every module)."""
     ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
     out = set()
@@ -31,6 +49,7 @@ def engine_pids() -> set[tuple[int, str]]:
         pid, _, args = line.strip().partition(" ")
         exe = args.split(" ", 1)[0]
         if ("llama_cpp.server" in args or exe.rsplit("/", 1)[-1] == "llama-server"
-                or ("litellm" in args and "pytest" not in args)):
+                or ("litellm" in args and "pytest" not in args and " -m pip " not in args)) \
+                and _in_this_session(int(pid)):
             out.add((int(pid), args[:160]))
     return out

@@ -15,6 +15,7 @@ from llmarch_lab import claims, config, paths, runner, tracking
 
 PROBE = Path(__file__).resolve().parent / "notebooks" / "probe.ipynb"
 pytestmark = pytest.mark.timeout(1200)
+R1_RUNS = 10  # was 20: the same checks at half the notebooks (CI budget, issue 27)
 
 
 def suite_file(write, name, n, sleep_s=0.0, executor=""):
@@ -204,7 +205,8 @@ def _ray_run(path, address, *extra):
 
 def test_ray_r1_kill_a_worker_node_then_the_driver(server_store, write, ray_cluster):
     cluster, worker = ray_cluster
-    path = suite_file(write, "r1", 20, sleep_s=2.0)
+    # 10 runs on 4 slots: when 4 have finished, work is in flight on both nodes and some is queued
+    path = suite_file(write, "r1", R1_RUNS, sleep_s=2.0)
     tracking.ensure_experiment("r1")
     proc = _ray_run(path, cluster.address)
     # mid-suite: some runs finished, some executing on the worker node
@@ -228,22 +230,22 @@ def test_ray_r1_kill_a_worker_node_then_the_driver(server_store, write, ray_clus
     # KILLED now), or still before its claim or its run (no run: nothing to mark). Either way no
     # run is left RUNNING and nothing finished twice.
     lost, done_before = before.get("KILLED", 0), before.get("FINISHED", 0)
-    assert 1 <= 20 - done_before and done_before + lost <= 20 and not before.get("RUNNING"), before
+    assert 1 <= R1_RUNS - done_before and done_before + lost <= R1_RUNS and not before.get("RUNNING"), before
     assert on_worker  # there was work in flight when the node died
     finished_ids = {r["run_id"] for r in by_status("r1")["FINISHED"]}
     assert len(finished_ids) == done_before and len({r["tags"]["identity"] for r in by_status("r1")["FINISHED"]}) == done_before
     rerun = _ray_run(path, cluster.address)
     out2, err2 = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, err2[-2000:]
-    runs = assert_exactly_once("r1", 20)
+    runs = assert_exactly_once("r1", R1_RUNS)
     after = {s: len([r for r in runs if r["status"] == s]) for s in ("FINISHED", "KILLED")}
     print("R1 after the re-run:", after)
-    assert after == {"FINISHED": 20, "KILLED": lost}
+    assert after == {"FINISHED": R1_RUNS, "KILLED": lost}
     assert finished_ids <= {r["run_id"] for r in runs if r["status"] == "FINISHED"}  # nothing re-executed
     assert out2.count("SKIPPED") == done_before  # exactly the finished ones were skipped
 
     # kill -9 of the driver: Ray ends the job's workers, their notebooks die with them
-    path = suite_file(write, "r1d", 8, sleep_s=3.0)
+    path = suite_file(write, "r1d", 5, sleep_s=3.0)
     proc = _ray_run(path, cluster.address)
     deadline = time.time() + 400
     while time.time() < deadline and len(by_status("r1d").get("FINISHED", [])) < 2:
@@ -259,18 +261,18 @@ def test_ray_r1_kill_a_worker_node_then_the_driver(server_store, write, ray_clus
     rerun = _ray_run(path, cluster.address)
     _, err3 = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, err3[-2000:]
-    runs = assert_exactly_once("r1d", 8)
+    runs = assert_exactly_once("r1d", 5)
     assert all(r["status"] in ("FINISHED", "KILLED") for r in runs)
 
 
 def test_ray_two_invocations_at_once(server_store, write, ray_cluster):
     cluster, _ = ray_cluster
-    path = suite_file(write, "r2", 8, sleep_s=1.0)
+    path = suite_file(write, "r2", 5, sleep_s=1.0)
     tracking.ensure_experiment("r2")
     a, b = _ray_run(path, cluster.address), _ray_run(path, cluster.address)
     (_, err_a), (_, err_b) = a.communicate(timeout=600), b.communicate(timeout=600)
     assert a.returncode == 0 and b.returncode == 0, err_a[-1500:] + err_b[-1500:]
-    assert len(assert_exactly_once("r2", 8)) == 8
+    assert len(assert_exactly_once("r2", 5)) == 5
 
 
 def test_a_kernel_writes_nothing_into_a_run_it_no_longer_holds(store):

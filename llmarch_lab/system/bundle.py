@@ -662,7 +662,7 @@ def validate(folder: Path) -> dict:
     tool = _promtool()
     for what, rel in (("config", "prometheus/prometheus.yml"), ("rules", "prometheus/alerts.yml")):
         if tool is None:
-            res[f"promtool check {what}"] = (False, "promtool not found (apt-get install prometheus)")
+            res[f"promtool check {what}"] = (False, "promtool not found (`make sys-prometheus` installs it)")
             continue
         r = subprocess.run([tool, "check", what, str(folder / rel)], capture_output=True, text=True, timeout=60)
         res[f"promtool check {what}"] = (r.returncode == 0, " ".join((r.stdout + r.stderr).split())[:300])

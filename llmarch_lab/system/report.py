@@ -84,8 +84,12 @@ def plots(ch) -> dict[str, bytes]:
     return out
 
 
-def diagram(ch) -> tuple[str, str]:
-    """(DOT source, SVG) of the chosen (or nearest) system, rendered by Graphviz's `dot`."""
+NO_DOT = "diagram not drawn: Graphviz `dot` not found (`make sys-graphviz` installs it); its DOT source is in report_files/architecture.dot"
+
+
+def diagram(ch) -> tuple[str, str | None]:
+    """(DOT source, SVG) of the chosen (or nearest) system, rendered by Graphviz's `dot`; the SVG
+    is None without `dot`: the report then says so (NO_DOT) instead of failing."""
     i = ch.recommended if ch.recommended is not None else ch.nearest
     r = ch.candidates.loc[i]
     guard = r.guard != "none"
@@ -102,7 +106,7 @@ def diagram(ch) -> tuple[str, str]:
     dot_src = "\n".join(lines)
     exe = shutil.which("dot")
     if exe is None:
-        raise LabError("report: Graphviz `dot` not found (apt-get install graphviz): the architecture diagram needs it")
+        return dot_src, None
     svg = subprocess.run([exe, "-Tsvg"], input=dot_src, capture_output=True, text=True, timeout=60, check=True).stdout
     return dot_src, svg[svg.find("<svg"):]
 
@@ -173,7 +177,10 @@ def build(req_path: str | Path, out_dir: str | Path | None = None, verify: bool 
         for k, b in figs.items():
             (tmp / "report_files" / f"{k}.png").write_bytes(b)
         (tmp / "report_files" / "architecture.dot").write_text(dot_src)
-        (tmp / "report_files" / "architecture.svg").write_text(svg)
+        if svg is not None:
+            (tmp / "report_files" / "architecture.svg").write_text(svg)
+        else:
+            _say(progress, NO_DOT)
         if ver is not None and isinstance(ver.get("records"), pd.DataFrame):
             ver["records"].to_csv(tmp / "report_files" / "verify_requests.csv", index=False)
             for who in ("engine", "gateway"):
@@ -181,7 +188,9 @@ def build(req_path: str | Path, out_dir: str | Path | None = None, verify: bool 
                     (tmp / "report_files" / f"{who}_metrics.txt").write_text(ver["scrapes"][who])
         sections = _sections(ch, ver, validation, mlflow_ui)
         (tmp / "report.html").write_text(_html(ch, sections, figs, svg))
-        (tmp / "report.md").write_text(_markdown(ch, sections))
+        md = _markdown(ch, sections)
+        (tmp / "report.md").write_text(md if svg is not None else md.replace(
+            "![architecture](report_files/architecture.svg)", f"_{NO_DOT}_"))
         if screenshot:
             take_screenshot(tmp / "report.html", tmp / "screenshot.png")
         run_id = _log(ch, ver, validation, tmp) if log else ""
@@ -350,7 +359,8 @@ def _html(ch, s: dict, figs: dict, svg: str) -> str:
     for i, why in ch.reasons.items():
         parts.append(f"<li><b>#{i} {html.escape(ch.candidates.loc[i].system)}</b>: {html.escape(why)}</li>")
     parts += ["</ul>", "<h2 id='verify'>End-to-end check</h2>", _verify_html(s["verify"]),
-              "<h2 id='architecture'>Architecture</h2>", svg,
+              "<h2 id='architecture'>Architecture</h2>",
+              svg if svg is not None else f"<p class='note'>{html.escape(NO_DOT)}</p>",
               "<h2 id='cost'>Cost projection</h2>",
               _table(s["projection"], list(s["projection"][0]) if s["projection"] else ["system"]),
               "<h2 id='bundle'>Deployment bundle</h2>"]
@@ -448,7 +458,7 @@ def take_screenshot(html_path: Path, png_path: Path, width: int = 1280, height: 
     """The report's first screen in headless Chromium (Debian's chromium)."""
     exe = chromium()
     if exe is None:
-        raise LabError("screenshot: chromium not found (apt-get install chromium)")
+        raise LabError("screenshot: chromium not found (`make sys-chromium` installs it)")
     with tempfile.TemporaryDirectory(prefix="llmarch-chromium-") as prof:
         r = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                             f"--user-data-dir={prof}", f"--window-size={width},{height}",

@@ -1,7 +1,7 @@
 """The programs outside Python that the lab looks up or starts, and the make target that provides each.
 
-    python3 -m llmarch_lab.sysdeps ensure sys-graphviz dot      (what the Makefile's sys-* targets run)
-    python3 -m llmarch_lab.sysdeps list                          (the table below)
+    python3 -m llmarch_lab.common.sysdeps ensure sys-graphviz dot      (what the Makefile's sys-* targets run)
+    python3 -m llmarch_lab.common.sysdeps list                          (the table below)
 
 A fresh machine has none of the Debian packages: each `sys-*` target installs its package with
 apt-get when the program is missing and we are root; otherwise it prints one line naming the
@@ -41,6 +41,7 @@ PROGRAMS: dict[str, Program] = {
     "initdb": Program("postgresql", "sys-postgresql", "the shared tracking server's PostgreSQL (trackserver)"),
     "llama-server": Program("", "engine-llama-server", "llama.cpp's server, built from source"),
     "git": Program("git", "", "the git_sha / git_dirty tags (optional: without git they are blank)"),
+    "apt-get": Program("apt", "", "what the sys-* targets install with, as root"),
     "runuser": Program("util-linux", "", "runs PostgreSQL as `postgres` when the lab runs as root (Essential)"),
 }
 # Names a lookup may use instead of the program's own (report.chromium() tries them in order).
@@ -50,6 +51,9 @@ ALIASES = {"chromium-browser": "chromium", "google-chrome": "chromium"}
 def find(program: str) -> str | None:
     """Where the program is, or None. initdb also lives in /usr/lib/postgresql/<v>/bin (Debian's layout)."""
     found = shutil.which(program)
+    if program == "llama-server" and not found:  # built into the checkout's .engines/ (make engine-llama-server)
+        built = os.path.join(os.path.dirname(__file__), "..", "..", ".engines", "llama-server", "bin", "llama-server")
+        return os.path.realpath(built) if os.path.isfile(built) else None
     if found or program != "initdb":
         return found
     hits = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
@@ -60,7 +64,7 @@ def ensure(target: str, programs: list[str]) -> int:
     """Install the Debian packages of the missing programs (as root), or say in one line what to do."""
     unknown = [p for p in programs if p not in PROGRAMS]
     if unknown:
-        print(f"make {target}: sysdeps does not know {', '.join(unknown)} (add it to llmarch_lab/sysdeps.py)")
+        print(f"make {target}: sysdeps does not know {', '.join(unknown)} (add it to llmarch_lab/common/sysdeps.py)")
         return 2
     missing = [p for p in programs if find(p) is None]
     if not missing:
@@ -97,7 +101,7 @@ def main(argv: list[str]) -> int:
             print(f"{name:14} {p.package or '(built)':12} {('make ' + p.target) if p.target else '(base system)':26} "
                   f"{'found' if find(name) else 'missing':8} {p.why}")
         return 0
-    print("usage: python3 -m llmarch_lab.sysdeps ensure TARGET PROGRAM... | list")
+    print("usage: python3 -m llmarch_lab.common.sysdeps ensure TARGET PROGRAM... | list")
     return 2
 
 
