@@ -316,7 +316,7 @@ class ExecutorSpec(BaseModel):
     folder: str | None = Field(None, description="Slurm: the submitit log folder (default .submitit/SUITE under the lab home).")
 
 
-def _compose_with_lines(text: str, where: str):
+def compose_with_lines(text: str, where: str):
     """Parse YAML into Python objects plus {path-tuple: line number} for error messages."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -386,7 +386,7 @@ def load_suite(path: str | Path, only: list[str] | None = None, max_runs: int = 
         else:
             raise LabError(f"{path}: suite file not found")
     where = str(path)
-    data, lines = _compose_with_lines(read_text_strict(path), where)
+    data, lines = compose_with_lines(read_text_strict(path), where)
     if not isinstance(data, dict):
         raise LabError(f"{where}:1: a suite is a mapping with keys {sorted(SUITE_KEYS)}")
     for key in data:

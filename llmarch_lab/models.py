@@ -119,7 +119,7 @@ def resolve(spec: str) -> str:
     return spec
 
 
-def _unknown(spec: str, err: Exception) -> LabError:
+def unknown_model_error(spec: str, err: Exception) -> LabError:
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     why = "HF_HUB_OFFLINE=1 and it is not in the local cache" if offline else str(err).splitlines()[0][:160]
     return LabError(f"unknown model {spec!r}: not an alias ({', '.join(ALIASES)}), not a local path, "
@@ -157,7 +157,7 @@ def load_tokenizer(spec: str, trust_remote_code: bool = False):
     try:
         tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
     except OSError as e:
-        raise _unknown(spec, e) from None
+        raise unknown_model_error(spec, e) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -180,7 +180,7 @@ def load_causal_lm(spec: str = SMOLLM2, device: str = "cpu", dtype: str = "float
     try:
         model = AutoModelForCausalLM.from_pretrained(src, **kwargs)
     except OSError as e:
-        raise _unknown(spec, e) from None
+        raise unknown_model_error(spec, e) from None
     if quantization_config is None:
         model = model.to(device)
     model.eval()
@@ -196,7 +196,7 @@ def load_embedder(spec: str = MINILM, device: str = "cpu", trust_remote_code: bo
     try:
         return SentenceTransformer(src, device=device, trust_remote_code=trust_remote_code)
     except OSError as e:
-        raise _unknown(spec, e) from None
+        raise unknown_model_error(spec, e) from None
 
 
 def timed(fn, *args, **kwargs):

@@ -109,7 +109,7 @@ def test_every_external_program_is_provided_by_a_make_target():
 def test_each_sys_target_installs_its_program(name):
     spec = sysdeps.PROGRAMS[name]
     out = make_dry_run(spec.target)
-    assert re.search(rf"-m llmarch_lab\.sysdeps ensure {re.escape(spec.target)} .*\b{re.escape(name)}\b", out), out[-1000:]
+    assert re.search(rf"-m llmarch_lab\.common\.sysdeps ensure {re.escape(spec.target)} .*\b{re.escape(name)}\b", out), out[-1000:]
 
 
 def test_make_test_provides_every_program_and_make_lab_what_the_quickstart_starts():

@@ -46,11 +46,7 @@ TOP_LEVEL = 19  # modules directly in llmarch_lab/ (limit 8)
 
 PACKAGES = {'llmarch_lab/labs/cost': (11, 4152), 'llmarch_lab/labs/guardrails': (16, 5710)}
 
-PRIVATE = {'llmarch_lab/labs/cost/costmodel.py -> llmarch_lab.config._compose_with_lines',
- 'llmarch_lab/labs/rag/retrieval.py -> llmarch_lab.models._unknown',
- 'llmarch_lab/system/bundle.py -> llmarch_lab.labs.guardrails.gateway._litellm_config',
- 'llmarch_lab/system/bundle.py -> llmarch_lab.llm.engines._gguf_path',
- 'llmarch_lab/system/requirements.py -> llmarch_lab.config._compose_with_lines',
+PRIVATE = {'llmarch_lab/system/bundle.py -> llmarch_lab.labs.guardrails.gateway._litellm_config',
  'llmarch_lab/system/verify.py -> llmarch_lab.labs.serving.lab._tokenizer'}
 
 PRIVATE_IN_TESTS = {'tests/test_finetune.py -> llmarch_lab.labs.finetune.scoring._acc_f1',

@@ -5,6 +5,7 @@ renderer/linter and the Kubernetes schema, and the report is rendered in headles
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -45,9 +46,9 @@ def _req(tmp: Path, name: str, body: str) -> Path:
     return p
 
 
-def cli(*args, timeout=900):
+def cli(*args, timeout=900, env=None):
     return subprocess.run([sys.executable, "-m", "llmarch_lab.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+                          timeout=timeout, cwd=ROOT, env=env)
 
 
 # ----------------------------------------------------------------------------- requirements
@@ -294,6 +295,16 @@ def test_infeasible_requirements_name_the_binding_constraint(measured, monkeypat
     assert "INFEASIBLE" in html and "Binding constraint: budget" in html and "Nearest candidate" in html
     assert "budget $20.00" in html
     assert not (out_dir / "bundle").exists()
+    # Without Graphviz the report still comes out, with a note where the diagram would be.
+    no_dot = measured / "no-dot-bin"
+    no_dot.mkdir(exist_ok=True)
+    r = cli("system", "report", str(req), "--out", str(measured / "broke-no-dot"),
+            env={**os.environ, "PATH": str(no_dot)})
+    assert r.returncode == 3, r.stdout[-2000:] + r.stderr[-2000:]
+    html = (measured / "broke-no-dot" / "report.html").read_text()
+    assert "<svg" not in html and "diagram not drawn: Graphviz `dot` not found (`make sys-graphviz`" in html
+    assert "diagram not drawn" in (measured / "broke-no-dot" / "report.md").read_text()
+    assert (measured / "broke-no-dot" / "report_files" / "architecture.dot").is_file()
     # A quality floor nobody reaches binds instead.
     req2 = _req(measured, "strict", FEASIBLE.replace("system: e2e", "system: strict").replace("min: 0.3", "min: 0.999"))
     r = cli("system", "choose", str(req2))

@@ -144,19 +144,19 @@ def _command(engine: str, model: str, port: int, name: str, dtype: str, max_mode
     env = {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
            "TRANSFORMERS_OFFLINE": os.environ.get("TRANSFORMERS_OFFLINE", "1")}
     if engine == "llama-server":
-        gguf = _gguf_path(model)
+        gguf = gguf_path(model)
         # The context is shared by the slots (each gets n_ctx / parallel): give every slot the
         # whole max_model_len. --metrics: Prometheus text at /metrics (names: engine_metrics.py).
         cmd = [py, "--model", str(gguf), "--alias", name, "--host", "127.0.0.1", "--port", str(port),
                "--threads", str(threads), "--threads-batch", str(threads), "--parallel", str(parallel),
                "--ctx-size", str(max_model_len * parallel), "--metrics", "--no-webui"]
         if draft_model:  # speculative decoding: the draft proposes, the model verifies (same tokenizer)
-            cmd += ["--model-draft", str(_gguf_path(draft_model))]
+            cmd += ["--model-draft", str(gguf_path(draft_model))]
             if "--spec-type" not in extra_args:
                 cmd += ["--spec-type", "draft-simple"]
         return cmd + extra_args, env, gguf.stat().st_size, "gguf(" + gguf.name.rsplit(".", 2)[-2] + ")"
     if engine == "llamacpp":
-        gguf = _gguf_path(model)
+        gguf = gguf_path(model)
         cmd = [py, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", name,
                "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(threads),
                "--n_ctx", str(max_model_len),
@@ -177,7 +177,7 @@ def _command(engine: str, model: str, port: int, name: str, dtype: str, max_mode
     return cmd + extra_args, env, _hf_weight_bytes(folder, dtype), dtype
 
 
-def _gguf_path(model: str) -> Path:
+def gguf_path(model: str) -> Path:
     from llmarch_lab import gguf_parts
 
     if model == models.SMOLLM2:

@@ -108,9 +108,9 @@ def config_from(choice) -> BundleConfig:
     p = serving_params(serving.params)
     hw = next(h for h in req.hardware if h.name == row.hardware)
     if p.engine in ("llamacpp", "llama-server"):
-        from llmarch_lab.llm.engines import _gguf_path
+        from llmarch_lab.llm.engines import gguf_path
 
-        model_file = _gguf_path(p.model).name
+        model_file = gguf_path(p.model).name
     else:
         model_file = p.deploy_model
     return BundleConfig(

@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llmarch_lab import LabError, schema
-from llmarch_lab.config import _compose_with_lines, format_validation_error, read_text_strict
+from llmarch_lab.config import compose_with_lines, format_validation_error, read_text_strict
 
 
 class _Strict(BaseModel):
@@ -203,7 +203,7 @@ def load(path: str | Path) -> Requirements:
     where = str(path)
     if not path.is_file():
         raise LabError(f"{where}: no such requirements file")
-    data, lines = _compose_with_lines(read_text_strict(path), where)
+    data, lines = compose_with_lines(read_text_strict(path), where)
     if not isinstance(data, dict):
         raise LabError(f"{where}: a requirements file is a mapping (system, workload, slos, quality, budget_usd_month, hardware)")
     if "path" in data:

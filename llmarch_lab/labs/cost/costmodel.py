@@ -36,7 +36,7 @@ from typing import Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from llmarch_lab import LabError, paths
-from llmarch_lab.config import _compose_with_lines, format_validation_error, read_text_strict
+from llmarch_lab.config import compose_with_lines, format_validation_error, read_text_strict
 
 PRICE_KEYS = ("usd_per_1m_input", "usd_per_1m_output")
 THROUGHPUT_COLUMNS = ["model", "engine", "concurrency", "prefill_tok_s", "decode_tok_s", "source"]
@@ -103,7 +103,7 @@ def load_prices(path: str | Path | None = None) -> dict[str, Machine]:
     if not path.is_file():
         raise LabError(f"{path}: price table not found")
     where = str(path)
-    data, lines = _compose_with_lines(read_text_strict(path), where)
+    data, lines = compose_with_lines(read_text_strict(path), where)
     if not isinstance(data, dict):
         raise LabError(f"{where}:1: a price table is a mapping with the key 'machines'")
     try:

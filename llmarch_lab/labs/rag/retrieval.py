@@ -45,7 +45,7 @@ def make_reranker(fusion: str = "rrf", rrf_k: int = 60, linear_weight: float = 0
         try:
             _ = rr.model  # load now (a lazy property), so a bad spec fails before any query is timed
         except OSError as e:
-            raise models._unknown(cross_encoder, e) from None
+            raise models.unknown_model_error(cross_encoder, e) from None
         return rr
     if fusion == "rrf":
         return RRFReranker(K=rrf_k)
