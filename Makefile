@@ -177,8 +177,8 @@ sys-prometheus: ## Prometheus (`promtool`): checks the system bundle's scrape co
 	@$(SYSDEPS) $@ promtool
 sys-chromium: ## Chromium: screenshots of the system report
 	@$(SYSDEPS) $@ chromium
-sys-postgresql: ## PostgreSQL (`initdb`): the shared tracking server's database
-	@$(SYSDEPS) $@ initdb
+sys-postgresql: ## PostgreSQL (`initdb`; `runuser` to run it as postgres when root): the shared tracking server's database
+	@$(SYSDEPS) $@ initdb runuser
 sysdeps: sys-graphviz sys-prometheus sys-chromium sys-postgresql ## Every Debian package any target uses
 
 engines: engine-llamacpp engine-vllm engine-guidellm ## All three serving engine environments

@@ -28,7 +28,7 @@ MODULES = {'llmarch_lab/cli.py': 482,
  'llmarch_lab/llm/endpoint.py': 412,
  'llmarch_lab/system/bundle.py': 735,
  'llmarch_lab/system/chooser.py': 490,
- 'llmarch_lab/system/report.py': 486,
+ 'llmarch_lab/system/report.py': 438,
  'llmarch_lab/tracking.py': 503,
  'llmarch_lab/trackserver.py': 602}
 

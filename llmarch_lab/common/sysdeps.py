@@ -42,10 +42,8 @@ PROGRAMS: dict[str, Program] = {
     "llama-server": Program("", "engine-llama-server", "llama.cpp's server, built from source"),
     "git": Program("git", "", "the git_sha / git_dirty tags (optional: without git they are blank)"),
     "apt-get": Program("apt", "", "what the sys-* targets install with, as root"),
-    "runuser": Program("util-linux", "", "runs PostgreSQL as `postgres` when the lab runs as root (Essential)"),
+    "runuser": Program("util-linux", "sys-postgresql", "runs PostgreSQL as `postgres` when the lab runs as root (Essential)"),
 }
-# Names a lookup may use instead of the program's own (report.chromium() tries them in order).
-ALIASES = {"chromium-browser": "chromium", "google-chrome": "chromium"}
 
 
 def find(program: str) -> str | None:

@@ -16,15 +16,13 @@ from __future__ import annotations
 import base64
 import html
 import io
-import shutil
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 from llmarch_lab import LabError
 from llmarch_lab.common.report import atomic_dir
 from llmarch_lab.system import bundle, chooser, requirements
+from llmarch_lab.system.render import NO_DOT, diagram, take_screenshot
 
 EXPERIMENT = "system"
 
@@ -82,33 +80,6 @@ def plots(ch) -> dict[str, bytes]:
         ax.legend(fontsize=7, loc="best")
         out[key] = _png(fig)
     return out
-
-
-NO_DOT = "diagram not drawn: Graphviz `dot` not found (`make sys-graphviz` installs it); its DOT source is in report_files/architecture.dot"
-
-
-def diagram(ch) -> tuple[str, str | None]:
-    """(DOT source, SVG) of the chosen (or nearest) system, rendered by Graphviz's `dot`; the SVG
-    is None without `dot`: the report then says so (NO_DOT) instead of failing."""
-    i = ch.recommended if ch.recommended is not None else ch.nearest
-    r = ch.candidates.loc[i]
-    guard = r.guard != "none"
-    lines = ["digraph system {", "  rankdir=LR; node [shape=box, style=rounded, fontname=Helvetica, fontsize=11];",
-             '  client [label="clients\\n%.2g req/s peak"];' % ch.req.workload.peak_rps,
-             '  gateway [label="LiteLLM gateway\\n(OpenAI API, :4000)"];',
-             f'  engine [label="{r.engine} x{int(r.replicas or 0)} replica(s)\\n{chooser.model_label(r.model)}\\non {r.hardware}"];',
-             '  prom [label="Prometheus\\n(alerts: TTFT p99, errors,\\nqueue, KV cache)", shape=cylinder];',
-             "  client -> gateway; gateway -> engine;"]
-    if guard:
-        lines += [f'  guard [label="guard service\\ninjection: {r.guard}\\nPII, audit log"];',
-                  '  gateway -> guard [label="pre/post call", fontsize=9];']
-    lines += ['  prom -> engine [style=dashed, label="scrape", fontsize=9]; prom -> gateway [style=dashed];', "}"]
-    dot_src = "\n".join(lines)
-    exe = shutil.which("dot")
-    if exe is None:
-        return dot_src, None
-    svg = subprocess.run([exe, "-Tsvg"], input=dot_src, capture_output=True, text=True, timeout=60, check=True).stdout
-    return dot_src, svg[svg.find("<svg"):]
 
 
 def _link(ui: str, comps, run_id: str, text: str | None = None) -> str:
@@ -448,25 +419,6 @@ def _log(ch, ver, validation, folder: Path) -> str:
         c.set_terminated(rid, "FAILED")
         raise
     return rid
-
-
-def chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-
-
-def take_screenshot(html_path: Path, png_path: Path, width: int = 1280, height: int = 1000) -> Path:
-    """The report's first screen in headless Chromium (Debian's chromium)."""
-    exe = chromium()
-    if exe is None:
-        raise LabError("screenshot: chromium not found (`make sys-chromium` installs it)")
-    with tempfile.TemporaryDirectory(prefix="llmarch-chromium-") as prof:
-        r = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                            f"--user-data-dir={prof}", f"--window-size={width},{height}",
-                            f"--screenshot={png_path}", Path(html_path).resolve().as_uri()],
-                           capture_output=True, text=True, timeout=120)
-    if r.returncode != 0 or not Path(png_path).is_file():
-        raise LabError(f"screenshot: chromium exited {r.returncode}: {(r.stderr or r.stdout).strip()[-300:]}")
-    return Path(png_path)
 
 
 def choose_only(req_path):
