@@ -18,10 +18,11 @@ LARGE = "qwen2.5-coder-0.5b-instruct"
 
 @pytest.fixture(scope="module")
 def cost_cache(tmp_path_factory):
-    """A fresh outcome cache for this module; the model files and MiniLM embeddings are shared."""
+    """A fresh outcome cache for this module; the model files, MiniLM embeddings and the semantic
+    cache's embedding store and verifier (cost-cache) are shared."""
     real = paths.cache_dir()
     d = tmp_path_factory.mktemp("cost-cache")
-    for sub in ("models", "embeddings"):
+    for sub in ("models", "embeddings", "cost-cache"):
         (real / sub).mkdir(parents=True, exist_ok=True)
         os.symlink(real / sub, d / sub)
     old = os.environ.get("LLMARCH_CACHE_DIR")
@@ -36,7 +37,7 @@ def cost_cache(tmp_path_factory):
 def _params(**kw):
     from llmarch_lab.labs.cost.lab import CostParams
 
-    base = dict(large_model=LARGE, pubmedqa_n=6, gsm8k_n=4, max_tokens=48, cv_folds=2, n_boot=50, threads=1,
+    base = dict(large_model=LARGE, pubmedqa_n=6, gsm8k_n=4, max_tokens=48, cv_folds=2, n_boot=50, threads=2,
                 routers=["random", "rule", "confidence", "cascade"], plan_router="rule", trace_requests=60)
     return CostParams(**{**base, **kw})
 
@@ -46,7 +47,7 @@ def test_routing_part_measures_both_models_and_scores_routers(cost_cache, tmp_pa
     from llmarch_lab.llm import engines
 
     # The large model on "another server" (base_url): here a llama.cpp engine this test starts.
-    with engines.launch("llamacpp", model=LARGE, log_path=tmp_path / "large.log", threads=1) as eng:
+    with engines.launch("llamacpp", model=LARGE, log_path=tmp_path / "large.log", threads=2) as eng:
         res = lab.run(_params(part="routing", base_url=eng.base_url, api_key_env=""))
     m = res.metrics
     for task in ("pubmedqa", "gsm8k"):

@@ -22,7 +22,7 @@ def test_every_suite_file_validates():
 
 def test_quickstart_suite_runs_every_notebook(store):
     suite = config.load_suite(QUICKSTART)
-    out = runner.run_suite(suite, progress=False)
+    out = runner.run_suite(suite, workers=2, progress=False)  # two notebooks at a time: kernels mostly import
     failed = {o.spec.name: o.error for o in out if o.status != "FINISHED"}
     assert not failed, failed
     for o in out:

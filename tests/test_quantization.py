@@ -124,7 +124,8 @@ runs:
 
 @pytest.mark.slow
 def test_embedder_int8_vs_fp32_on_cranfield(store):
-    p = QuantParams(target="embedder", quant="int8", threads=1, max_docs=80, max_queries=12, reference_fallback=True)
+    p = QuantParams(target="embedder", quant="int8", threads=1, max_docs=24, max_queries=6,
+                    batch_size=8, reference_fallback=True)
     res = run(p)
     m = res.metrics
     assert 0.05 < m["quality.ndcg_at_10"] <= 1 and m["throughput.docs_per_s"] > 0
