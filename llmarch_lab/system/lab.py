@@ -77,3 +77,10 @@ def report(suite: str):
                "checks_failed": "count.system_checks_failed"}
     table = runs_table(suite, "system", ["requirements", "verify"], metrics)
     return Report(f"system choices of suite {suite}", table, directions=directions_for(metrics))
+
+
+def html_view(result: Result):
+    """The run's HTML report as a notebook display object (IPython's HTML)."""
+    from IPython.display import HTML
+
+    return HTML(result.texts["report.html"])
