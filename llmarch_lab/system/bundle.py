@@ -25,6 +25,7 @@ import json
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
+from importlib.resources import files
 from pathlib import Path
 
 import yaml
@@ -162,272 +163,14 @@ def values(c: BundleConfig) -> dict:
     }
 
 
-CHART_YAML = """apiVersion: v2
-name: {name}
-description: LLM system chosen by llmarch-lab (engine, guard, LiteLLM gateway)
-type: application
-version: 0.1.0
-appVersion: "0.1.0"
-"""
+# The Helm chart, the runbook and the guard's Dockerfile are files under system/templates/ (package
+# data), copied into the bundle; Chart.yaml and RUNBOOK.md are str.format templates.
+TEMPLATES = files("llmarch_lab.system") / "templates"
 
-HELPERS = """{{- define "sys.labels" -}}
-app.kubernetes.io/part-of: {{ .Values.system }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-{{- end -}}
-"""
 
-ENGINE_DEPLOYMENT = """apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {{ .Values.system }}-engine
-  labels:
-    {{- include "sys.labels" . | nindent 4 }}
-    app.kubernetes.io/name: engine
-spec:
-  replicas: {{ .Values.engine.replicas }}
-  selector:
-    matchLabels:
-      app.kubernetes.io/part-of: {{ .Values.system }}
-      app.kubernetes.io/name: engine
-  template:
-    metadata:
-      labels:
-        {{- include "sys.labels" . | nindent 8 }}
-        app.kubernetes.io/name: engine
-      annotations:
-        prometheus.io/scrape: "true"
-        prometheus.io/port: "{{ .Values.engine.port }}"
-        prometheus.io/path: /metrics
-    spec:
-      containers:
-        - name: engine
-          image: {{ .Values.engine.image | quote }}
-          args:
-            {{- toYaml .Values.engine.args | nindent 12 }}
-          ports:
-            - name: http
-              containerPort: {{ .Values.engine.port }}
-          readinessProbe:
-            httpGet:
-              path: {{ .Values.engine.health }}
-              port: http
-            periodSeconds: 5
-            failureThreshold: 3
-          livenessProbe:
-            httpGet:
-              path: {{ .Values.engine.health }}
-              port: http
-            initialDelaySeconds: 120
-            periodSeconds: 10
-            failureThreshold: 6
-          resources:
-            {{- toYaml .Values.engine.resources | nindent 12 }}
-          volumeMounts:
-            - name: models
-              mountPath: /models
-              readOnly: true
-      volumes:
-        - name: models
-          persistentVolumeClaim:
-            claimName: {{ .Values.engine.modelsClaim }}
-"""
-
-ENGINE_SERVICE = """apiVersion: v1
-kind: Service
-metadata:
-  name: {{ .Values.system }}-engine
-  labels:
-    {{- include "sys.labels" . | nindent 4 }}
-spec:
-  selector:
-    app.kubernetes.io/part-of: {{ .Values.system }}
-    app.kubernetes.io/name: engine
-  ports:
-    - name: http
-      port: {{ .Values.engine.port }}
-      targetPort: http
-"""
-
-ENGINE_HPA = """{{- if .Values.autoscaling.enabled }}
-# Scales on the engine's queue length per pod (needs a custom-metrics adapter, e.g.
-# prometheus-adapter, exposing the Prometheus series under this name).
-apiVersion: autoscaling/v2
-kind: HorizontalPodAutoscaler
-metadata:
-  name: {{ .Values.system }}-engine
-  labels:
-    {{- include "sys.labels" . | nindent 4 }}
-spec:
-  scaleTargetRef:
-    apiVersion: apps/v1
-    kind: Deployment
-    name: {{ .Values.system }}-engine
-  minReplicas: {{ .Values.autoscaling.minReplicas }}
-  maxReplicas: {{ .Values.autoscaling.maxReplicas }}
-  metrics:
-    - type: Pods
-      pods:
-        metric:
-          name: {{ .Values.autoscaling.queueMetric }}
-        target:
-          type: AverageValue
-          averageValue: {{ .Values.autoscaling.queueTarget | quote }}
-{{- end }}
-"""
-
-GATEWAY = """apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {{ .Values.system }}-gateway
-  labels:
-    {{- include "sys.labels" . | nindent 4 }}
-    app.kubernetes.io/name: gateway
-spec:
-  replicas: {{ .Values.gateway.replicas }}
-  selector:
-    matchLabels:
-      app.kubernetes.io/part-of: {{ .Values.system }}
-      app.kubernetes.io/name: gateway
-  template:
-    metadata:
-      labels:
-        {{- include "sys.labels" . | nindent 8 }}
-        app.kubernetes.io/name: gateway
-      annotations:
-        prometheus.io/scrape: "true"
-        prometheus.io/port: "{{ .Values.gateway.port }}"
-    spec:
-      containers:
-        - name: litellm
-          image: {{ .Values.gateway.image | quote }}
-          args: ["--config", "/config/config.yaml", "--port", "{{ .Values.gateway.port }}", "--host", "0.0.0.0"]
-          env:
-            - name: LITELLM_MASTER_KEY
-              valueFrom:
-                secretKeyRef:
-                  name: {{ .Values.system }}-gateway-key
-                  key: master-key
-            {{- if .Values.guard.enabled }}
-            - name: LLMARCH_GUARD_URL
-              value: "http://{{ .Values.system }}-guard:{{ .Values.guard.port }}"
-            {{- end }}
-          ports:
-            - name: http
-              containerPort: {{ .Values.gateway.port }}
-          readinessProbe:
-            httpGet:
-              path: /health/readiness
-              port: http
-          livenessProbe:
-            httpGet:
-              path: /health/liveliness
-              port: http
-            initialDelaySeconds: 30
-          volumeMounts:
-            - name: config
-              mountPath: /config
-      volumes:
-        - name: config
-          configMap:
-            name: {{ .Values.system }}-gateway
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: {{ .Values.system }}-gateway
-  labels:
-    {{- include "sys.labels" . | nindent 4 }}
-spec:
-  selector:
-    app.kubernetes.io/part-of: {{ .Values.system }}
-    app.kubernetes.io/name: gateway
-  ports:
-    - name: http
-      port: {{ .Values.gateway.port }}
-      targetPort: http
-"""
-
-GATEWAY_CONFIGMAP = """apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: {{ .Values.system }}-gateway
-  labels:
-    {{- include "sys.labels" . | nindent 4 }}
-data:
-  config.yaml: |
-{{ .Files.Get "files/config.yaml" | indent 4 }}
-  lab_guard_hook.py: |
-{{ .Files.Get "files/lab_guard_hook.py" | indent 4 }}
-  guardrails_gateway.py: |
-{{ .Files.Get "files/guardrails_gateway.py" | indent 4 }}
-  guard.json: |
-{{ .Files.Get "files/guard.json" | indent 4 }}
-"""
-
-GUARD = """{{- if .Values.guard.enabled }}
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {{ .Values.system }}-guard
-  labels:
-    {{- include "sys.labels" . | nindent 4 }}
-    app.kubernetes.io/name: guard
-spec:
-  replicas: 1
-  selector:
-    matchLabels:
-      app.kubernetes.io/part-of: {{ .Values.system }}
-      app.kubernetes.io/name: guard
-  template:
-    metadata:
-      labels:
-        {{- include "sys.labels" . | nindent 8 }}
-        app.kubernetes.io/name: guard
-    spec:
-      containers:
-        - name: guard
-          image: {{ .Values.guard.image | quote }}
-          args: ["--config", "/config/guard.json", "--port", "{{ .Values.guard.port }}"]
-          ports:
-            - name: http
-              containerPort: {{ .Values.guard.port }}
-          readinessProbe:
-            httpGet:
-              path: /health
-              port: http
-          livenessProbe:
-            httpGet:
-              path: /health
-              port: http
-            initialDelaySeconds: 60
-          volumeMounts:
-            - name: config
-              mountPath: /config
-      volumes:
-        - name: config
-          configMap:
-            name: {{ .Values.system }}-gateway
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: {{ .Values.system }}-guard
-  labels:
-    {{- include "sys.labels" . | nindent 4 }}
-spec:
-  selector:
-    app.kubernetes.io/part-of: {{ .Values.system }}
-    app.kubernetes.io/name: guard
-  ports:
-    - name: http
-      port: {{ .Values.guard.port }}
-      targetPort: http
-{{- end }}
-"""
-
-TEMPLATES = {"_helpers.tpl": HELPERS, "engine-deployment.yaml": ENGINE_DEPLOYMENT, "engine-service.yaml": ENGINE_SERVICE,
-             "engine-hpa.yaml": ENGINE_HPA, "gateway.yaml": GATEWAY, "gateway-configmap.yaml": GATEWAY_CONFIGMAP,
-             "guard.yaml": GUARD}
+def template(rel: str) -> str:
+    """The text of system/templates/REL."""
+    return (TEMPLATES / rel).read_text()
 
 
 def compose(c: BundleConfig, litellm_cfg_rel: str = "gateway/config.yaml") -> dict:
@@ -525,43 +268,6 @@ def dashboard(c: BundleConfig) -> dict:
             "templating": {"list": [{"name": "DS", "type": "datasource", "query": "prometheus"}]}, "panels": out}
 
 
-RUNBOOK = """# Runbook: {system}
-
-Engine: {engine} ({model}), {replicas} replica(s), {slots} slot(s) each; guard: {guard}.
-SLOs: {slos}.
-
-## TTFTp99SLOBurn
-Time to first token p99 has been above the SLO for 10 minutes.
-1. Queue panel: waiting > 0 on every replica means the system is at capacity: scale out (the HPA
-   should already be doing so; check `kubectl get hpa`) or shed load at the gateway.
-2. No queue: look for long prompts (prompt tokens/s jumped) or a slow guard (gateway latency minus
-   engine latency); the guard's own latency is in its log.
-3. KV cache near full (vLLM): fewer slots per replica or a longer context than sized; see KVCacheNearlyFull.
-
-## ErrorRateSLOBurn
-The gateway's failed-request share is above the SLO.
-1. `kubectl logs deploy/{system}-gateway`: upstream connection errors mean engine pods are
-   restarting (see EngineDown); 4xx blocks are the guard's (content_filter) and count as answered.
-2. A timeout wave under load: the same steps as TTFTp99SLOBurn.
-
-## QueueBuildingUp
-Requests wait for a free slot on average over the replicas.
-1. Expected briefly at a traffic step; sustained, it means the sizing's per-replica goodput is
-   lower than measured (different prompts or outputs than the requirements file): re-measure.
-
-## KVCacheNearlyFull
-(vLLM only: llama-server exports no KV-cache usage; its context is fixed, --ctx-size split over
---parallel slots, and a request waits for a free slot instead: QueueBuildingUp.)
-The engine's KV cache is over 90%: new requests wait or are preempted.
-1. Lower --parallel / --max-num-seqs, or raise the context memory; check for runaway output lengths.
-
-## EngineDown
-Prometheus cannot scrape an engine replica.
-1. `kubectl describe pod` for OOMKilled (raise memory), probe failures (model load slower than
-   the liveness delay), or a missing model file on the models volume ({model_file}).
-"""
-
-
 def write(c: BundleConfig, folder: Path) -> list[Path]:
     """Write the whole bundle into `folder` (replaced as a whole: never half a bundle)."""
     from llmarch_lab.common.report import atomic_dir
@@ -585,10 +291,10 @@ def write(c: BundleConfig, folder: Path) -> list[Path]:
         litellm_proxy.write_shim(tmp / "gateway" / "lab_guard_hook.py", "/config/guardrails_gateway.py",
                                  "llmarch_guard_gateway", "LabGuardrail", "guardrail_class", writer="llmarch-lab bundle")
         shutil.copy(gw_mod.__file__, tmp / "gateway" / "guardrails_gateway.py")
-        put("chart/Chart.yaml", CHART_YAML.format(name=c.system))
+        put("chart/Chart.yaml", template("chart/Chart.yaml").format(name=c.system))
         put_yaml("chart/values.yaml", values(c))
-        for name, text in TEMPLATES.items():
-            put(f"chart/templates/{name}", text)
+        for t in (TEMPLATES / "chart" / "templates").iterdir():
+            put(f"chart/templates/{t.name}", t.read_text())
         put_yaml("chart/files/config.yaml", chart_cfg)
         if c.guard != "none":
             from llmarch_lab.labs.guardrails import stack
@@ -602,26 +308,15 @@ def write(c: BundleConfig, folder: Path) -> list[Path]:
         put_yaml("prometheus/prometheus.yml", prometheus_config(c, f"engine:{eport}", "gateway:4000"))
         put_yaml("prometheus/alerts.yml", alert_rules(c))
         put("grafana/dashboard.json", json.dumps(dashboard(c), indent=1))
-        put("RUNBOOK.md", RUNBOOK.format(system=c.system, engine=c.engine, model=c.model, replicas=c.replicas,
+        put("RUNBOOK.md", template("RUNBOOK.md").format(system=c.system, engine=c.engine, model=c.model, replicas=c.replicas,
                                          slots=c.slots, guard=c.guard, model_file=c.model_file,
                                          slos=", ".join(f"{k} {v:g}" for k, v in c.slos.items() if v is not None)))
-        put("guard/Dockerfile", GUARD_DOCKERFILE)
+        put("guard/Dockerfile", template("guard/Dockerfile"))
         put_yaml("bundle.yaml", {**asdict(c), "metrics": {k: METRICS[k] for k in (c.engine, "gateway")},
                                  "metrics_verified": {k: VERIFIED[k] for k in (c.engine, "gateway")}})
         for name, text in render_chart(tmp / "chart").items():
             put(f"k8s/{Path(name).name}", text)
     return sorted(p for p in folder.rglob("*") if p.is_file())
-
-
-GUARD_DOCKERFILE = """# The guard service (llmarch_lab.labs.guardrails.gateway serve-guard) as an image, built from the
-# llmarch-lab repository root: docker build -f bundle/guard/Dockerfile -t llmarch-lab-guard:0.1.0 .
-# (not built on the lab's machine: no container runtime there)
-FROM python:3.11-slim
-WORKDIR /app
-COPY . /app
-RUN pip install --no-cache-dir -r requirements/cpu.lock && pip install --no-cache-dir --no-deps -e .
-ENTRYPOINT ["python", "-m", "llmarch_lab.labs.guardrails.gateway", "serve-guard"]
-"""
 
 
 # ----------------------------------------------------------------------------- validation
