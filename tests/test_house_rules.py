@@ -15,11 +15,9 @@ import pytest
 MODULES = {'llmarch_lab/cli.py': 482,
  'llmarch_lab/config.py': 490,
  'llmarch_lab/labs/cost/cache.py': 1197,
- 'llmarch_lab/labs/cost/gateway.py': 490,
  'llmarch_lab/labs/cost/lab.py': 417,
  'llmarch_lab/labs/cost/plan.py': 487,
  'llmarch_lab/labs/cost/routing.py': 731,
- 'llmarch_lab/labs/guardrails/gateway.py': 490,
  'llmarch_lab/labs/guardrails/injection.py': 1048,
  'llmarch_lab/labs/guardrails/pii.py': 889,
  'llmarch_lab/labs/guardrails/policy.py': 527,
@@ -34,8 +32,6 @@ MODULES = {'llmarch_lab/cli.py': 482,
 
 FUNCTIONS = {'llmarch_lab/config.py:load_suite': 93,
  'llmarch_lab/labs/cost/cache.py:gptcache_eval': 92,
- 'llmarch_lab/labs/cost/gateway.py:overhead': 116,
- 'llmarch_lab/labs/guardrails/gateway.py:guardrail_class': 157,
  'llmarch_lab/labs/guardrails/pii.py:_address_recognizer': 111,
  'llmarch_lab/llm/loopback.py:make_app': 187,
  'llmarch_lab/llm/loopback.py:make_app.chat': 96,
@@ -44,10 +40,9 @@ FUNCTIONS = {'llmarch_lab/config.py:load_suite': 93,
 
 TOP_LEVEL = 19  # modules directly in llmarch_lab/ (limit 8)
 
-PACKAGES = {'llmarch_lab/labs/cost': (11, 4152), 'llmarch_lab/labs/guardrails': (16, 5710)}
+PACKAGES = {'llmarch_lab/labs/cost': (10, 3662), 'llmarch_lab/labs/guardrails': (15, 5220)}
 
-PRIVATE = {'llmarch_lab/system/bundle.py -> llmarch_lab.labs.guardrails.gateway._litellm_config',
- 'llmarch_lab/system/verify.py -> llmarch_lab.labs.serving.lab._tokenizer'}
+PRIVATE = {'llmarch_lab/system/verify.py -> llmarch_lab.labs.serving.lab._tokenizer'}
 
 PRIVATE_IN_TESTS = {'tests/test_finetune.py -> llmarch_lab.labs.finetune.scoring._acc_f1',
  'tests/test_guardrails_pii.py -> llmarch_lab.labs.guardrails.pii._analyzer_for',

@@ -205,6 +205,70 @@ def stop_all(procs: dict, order=(), timeout: float = 15.0) -> None:
         stop_group(procs.get(n), timeout)
 
 
+# ---------------------------------------------------------------------- a gateway's children
+
+
+class ProxyGateway:
+    """What the lab's gateways share (the guardrails guard, the cost router): a lab-venv service and
+    the LiteLLM proxy as children by name, their logs, stopping them, the context manager. A
+    subclass is a dataclass with the fields `procs` (name -> Popen), `api_key_env`, `start_s`,
+    `log_path` (the proxy's log) and the field SERVICE_LOG names (the service's log)."""
+
+    SERVICE = "service"  # the service child's name (its health route is GET <service_url>/health)
+    SERVICE_LOG = "service_log_path"
+
+    def logs(self) -> tuple:
+        return (self.log_path, getattr(self, self.SERVICE_LOG))
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs.values()]
+
+    def alive(self) -> bool:
+        return any(p.poll() is None for p in self.procs.values())
+
+    def log_tail(self, n: int = 15) -> str:
+        return log_tail(self.logs(), n)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM each child's process group (proxy first), SIGKILL what is left after `timeout`."""
+        stop_all(self.procs, ("litellm", self.SERVICE), timeout)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        drop_master_key(self.api_key_env)
+
+    def start(self, service_cmd: list[str], service_url: str, config_path, proxy_port: int, proxy_vars: dict,
+              base_env: dict, ready_timeout_s: float, python: Path, who: str = "gateway"):
+        """Start the service and the proxy (proxy_vars: what the hook reads), wait until both answer;
+        on any failure (a timeout, Ctrl-C) stop both, forget the key and re-raise. Returns self."""
+        t0 = time.perf_counter()
+        deadline = t0 + ready_timeout_s
+        try:
+            self.procs[self.SERVICE] = spawn(service_cmd, getattr(self, self.SERVICE_LOG), base_env)
+            self.procs["litellm"] = start_proxy(config_path, proxy_port, self.log_path,
+                                                proxy_env(self.api_key_env, proxy_vars, base=base_env), python=python)
+            wait_healthy(self.SERVICE, self.procs[self.SERVICE], service_url + "/health", deadline, self.logs(), who=who)
+            wait_healthy("litellm", self.procs["litellm"], proxy_health_url(proxy_port), deadline, self.logs(), who=who)
+        except BaseException:
+            self.stop()
+            drop_master_key(self.api_key_env)
+            raise
+        self.start_s = time.perf_counter() - t0
+        return self
+
+
+def read_jsonl_frame(path, columns):
+    """The rows a service appended to `path` (one JSON object a line) as a DataFrame with `columns`."""
+    import pandas as pd
+
+    path = Path(path)
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return pd.DataFrame(rows, columns=list(columns))
+
+
 # ---------------------------------------------------------------------- the service side
 
 

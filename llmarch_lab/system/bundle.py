@@ -7,7 +7,7 @@
 Layout (bundle/):
   docker-compose.yaml          engine, guard service, LiteLLM gateway, Prometheus (one host)
   gateway/config.yaml          LiteLLM: the model behind the guard hook, Prometheus callback
-  gateway/lab_guard_hook.py    the shim LiteLLM loads; it loads guardrails/gateway.py (mounted)
+  gateway/lab_guard_hook.py    the shim LiteLLM loads; it loads guardrails/gateway/hook.py (mounted)
   chart/                       Helm chart: values.yaml holds the chosen configuration
   k8s/                         the chart rendered by Helm's own engine (helm-python-sdk), per template
   prometheus/prometheus.yml    scrape config; prometheus/alerts.yml: SLO burn and saturation rules
@@ -139,7 +139,7 @@ def _engine_args(c: BundleConfig) -> list[str]:
 def litellm_config(c: BundleConfig, engine_url: str) -> dict:
     from llmarch_lab.labs.guardrails import gateway
 
-    cfg = gateway._litellm_config(engine_url, c.served_name, prometheus=True)
+    cfg = gateway.litellm_config(engine_url, c.served_name, prometheus=True)
     if c.guard == "none":
         cfg.pop("guardrails", None)
     return cfg
@@ -271,7 +271,7 @@ def dashboard(c: BundleConfig) -> dict:
 def write(c: BundleConfig, folder: Path) -> list[Path]:
     """Write the whole bundle into `folder` (replaced as a whole: never half a bundle)."""
     from llmarch_lab.common.report import atomic_dir
-    from llmarch_lab.labs.guardrails import gateway as gw_mod
+    from llmarch_lab.labs.guardrails.gateway import hook
     from llmarch_lab.llm import litellm_proxy
 
     folder = Path(folder)
@@ -290,7 +290,7 @@ def write(c: BundleConfig, folder: Path) -> list[Path]:
         chart_cfg = litellm_config(c, f"http://{c.system}-engine:{eport}/v1")
         litellm_proxy.write_shim(tmp / "gateway" / "lab_guard_hook.py", "/config/guardrails_gateway.py",
                                  "llmarch_guard_gateway", "LabGuardrail", "guardrail_class", writer="llmarch-lab bundle")
-        shutil.copy(gw_mod.__file__, tmp / "gateway" / "guardrails_gateway.py")
+        shutil.copy(hook.__file__, tmp / "gateway" / "guardrails_gateway.py")
         put("chart/Chart.yaml", template("chart/Chart.yaml").format(name=c.system))
         put_yaml("chart/values.yaml", values(c))
         for t in (TEMPLATES / "chart" / "templates").iterdir():
