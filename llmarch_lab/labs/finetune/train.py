@@ -17,7 +17,7 @@ from llmarch_lab.labs.finetune import scoring
 from llmarch_lab.llm import quant
 
 if TYPE_CHECKING:
-    from llmarch_lab.labs.finetune.lab import FinetuneParams
+    from llmarch_lab.labs.finetune.params import FinetuneParams
 
 
 def load_base(p: FinetuneParams):
