@@ -63,7 +63,7 @@ def run(choice, log_dir: Path, progress: bool = True) -> dict:
 
     from llmarch_lab.labs.serving import metrics as smetrics
     from llmarch_lab.labs.serving import workload
-    from llmarch_lab.labs.serving.lab import _tokenizer, fixed_output_body
+    from llmarch_lab.labs.serving.lab import fixed_output_body, tokenizer_for
     from llmarch_lab.llm import engines, load
 
     if not choice.feasible:
@@ -71,7 +71,7 @@ def run(choice, log_dir: Path, progress: bool = True) -> dict:
     req, row = choice.req, choice.row()
     serving = next(s for s in choice.comps.serving if s.run_id == row.serving_run)
     p = serving_params(serving.params)
-    tok = _tokenizer(p)
+    tok = tokenizer_for(p)
     count = (lambda text: len(tok(text, add_special_tokens=False)["input_ids"])) if tok is not None else None
     w = req.workload
     pool = workload.build("synthetic", tok, max(32, req.verify.requests), w.prompt_tokens, w.output_tokens, seed=1)

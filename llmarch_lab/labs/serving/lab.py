@@ -122,7 +122,8 @@ def fixed_output_body(p: ServingParams, tok) -> dict:
     return {**body, **p.extra_body}
 
 
-def _tokenizer(p: ServingParams):
+def tokenizer_for(p: ServingParams):
+    """The tokenizer that counts prompt and output tokens (None: tokenizer=none, chunks are counted)."""
     if p.tokenizer == "none":
         return None
     spec = p.tokenizer or p.model
@@ -138,7 +139,7 @@ def _tokenizer(p: ServingParams):
 def run(p: ServingParams, on_level: Callable[[dict, int], None] | None = None, progress: bool = True) -> Result:
     res = Result(tags={"serving.engine": p.engine, "serving.api": p.api, "serving.profile": p.profile, "model": p.model,
                        "serving.workload": p.workload})
-    tok = _tokenizer(p)
+    tok = tokenizer_for(p)
     count = (lambda text: len(tok(text, add_special_tokens=False)["input_ids"])) if tok is not None else None
     # One prompt per request of the whole run (warm-up and every level), none sent twice: a repeated
     # prompt is a prompt-cache hit on engines that keep one (llama-server, vLLM's prefix cache), and
