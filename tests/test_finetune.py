@@ -132,11 +132,11 @@ def test_vectorised_metrics_match_sklearn():
     rng = np.random.default_rng(0)
     for n, k in ((50, 3), (40, 2), (7, 1)):  # k = labels in use: missing classes count as F1 0
         gold, pred = rng.integers(0, k, n), rng.integers(0, 3, n)
-        acc, f1 = scoring._acc_f1(gold, pred)
+        acc, f1 = scoring.acc_f1(gold, pred)
         assert acc == pytest.approx(accuracy_score(gold, pred))
         assert f1 == pytest.approx(f1_score(gold, pred, labels=[0, 1, 2], average="macro", zero_division=0))
     batch = rng.integers(0, 3, (4, 30))  # vectorised over a leading resample axis
-    assert scoring._acc_f1(batch, batch)[0].tolist() == [1.0] * 4
+    assert scoring.acc_f1(batch, batch)[0].tolist() == [1.0] * 4
 
 
 def test_paired_bootstrap_separates_a_real_gain_from_none():

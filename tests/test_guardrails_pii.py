@@ -76,8 +76,8 @@ def test_presidio_never_downloads_a_model(monkeypatch):
         raise AssertionError(f"spacy.cli.download called with {args}")
 
     monkeypatch.setattr(spacy.cli, "download", tripwire)
-    pii._load.cache_clear()
-    pii._analyzer_for.cache_clear()
+    pii.load_nlp.cache_clear()
+    pii.analyzer_for.cache_clear()
     spans = pii.detect("My name is David Johnson and I live in Seattle.", pii.DEFAULT)
     assert {"PERSON", "LOCATION"} <= {s["entity_type"] for s in spans}
 
@@ -145,7 +145,7 @@ def test_evaluation_tables_and_metric_names(splits, train_scores):
     "Je m'appelle Jean Dupont. 我叫李雷，电话 13812345678. Ich heiße Jürgen, Tel. +49 30 123456. email ana@correo.es",
 ], ids=["empty", "whitespace", "none", "emoji", "control", "bytes", "mixed"])
 def test_odd_inputs_never_crash_and_offsets_stay_inside(cfg, raw):
-    text = pii._as_text(raw)
+    text = pii.as_text(raw)
     spans = pii.detect(raw, cfg)
     assert all(0 <= s["start"] < s["end"] <= len(text) for s in spans)
     assert isinstance(pii.redact(raw, cfg), str)
@@ -154,7 +154,7 @@ def test_odd_inputs_never_crash_and_offsets_stay_inside(cfg, raw):
 
 
 def test_non_utf8_bytes_are_decoded_with_replacement():
-    assert pii._as_text(b"ab\xffcd") == "ab\ufffdcd"
+    assert pii.as_text(b"ab\xffcd") == "ab\ufffdcd"
     spans = pii.detect(b"\xffmail: jane@example.org", pii.TUNED)
     assert [s["entity_type"] for s in spans] == ["EMAIL_ADDRESS"] and spans[0]["start"] == 7
 
@@ -180,7 +180,7 @@ def test_100k_characters_keep_exact_offsets_across_windows(cfg):
 
 def test_windows_cover_the_text_with_overlap():
     text = ("word " * 9000 + "\n") * 3
-    wins = pii._windows(len(text), text)
+    wins = pii.text_windows(len(text), text)
     assert wins[0][0] == 0 and wins[-1][1] == len(text)
     assert all(e - s <= pii.CHUNK_CHARS for s, e in wins)
     assert all(b[0] < a[1] for a, b in zip(wins, wins[1:]))  # consecutive windows overlap

@@ -108,7 +108,7 @@ def test_parallel_is_only_for_llama_server():
     with pytest.raises(ValueError, match="parallel: only llama-server"):
         ServingParams(engine="llamacpp", parallel=4)
     with pytest.raises(LabError, match="parallel"):
-        engines._command("llamacpp", models.SMOLLM2, 1, "x", "float32", 512, 2, [], parallel=4)
+        engines.engine_command("llamacpp", models.SMOLLM2, 1, "x", "float32", 512, 2, [], parallel=4)
     with pytest.raises(ValueError, match="draft_model: only llama-server"):
         ServingParams(engine="vllm", draft_model="qwen2.5-coder-0.5b-instruct")
 

@@ -131,9 +131,9 @@ def stop_group(proc, timeout: float = 20.0) -> None:
             continue
 
 
-def _command(engine: str, model: str, port: int, name: str, dtype: str, max_model_len: int,
-             threads: int, extra_args: list[str], parallel: int = 1,
-             draft_model: str = "") -> tuple[list[str], dict, int, str]:
+def engine_command(engine: str, model: str, port: int, name: str, dtype: str, max_model_len: int,
+                   threads: int, extra_args: list[str], parallel: int = 1,
+                   draft_model: str = "") -> tuple[list[str], dict, int, str]:
     if parallel != 1 and engine != "llama-server":
         raise LabError(f"parallel: only llama-server has slots (got parallel={parallel} for engine {engine}; "
                        "vLLM batches by itself, --max-num-seqs in engine_args caps it)")
@@ -216,7 +216,7 @@ def launch(engine: str, model: str = models.SMOLLM2, *, log_path: Path, dtype: s
 
     port = port or free_port()
     name = name or (model if model != models.SMOLLM2 else "smollm2-135m-instruct")
-    cmd, env, wbytes, wdtype = _command(engine, model, port, name, dtype, max_model_len, threads, extra_args or [],
+    cmd, env, wbytes, wdtype = engine_command(engine, model, port, name, dtype, max_model_len, threads, extra_args or [],
                                         parallel, draft_model)
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)

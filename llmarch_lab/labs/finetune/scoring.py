@@ -48,7 +48,7 @@ def fit_bias(dev, step: float = 0.1, span: float = 8.0) -> tuple[float, float, f
     for b1 in grid:  # vectorised over the 'maybe' offset
         shifted = lp[None, :, :] + np.stack([np.zeros_like(grid), np.full_like(grid, b1), grid], 1)[:, None, :]
         pred = shifted.argmax(2)  # G x n
-        acc, f1 = _acc_f1(gold[None, :], pred)
+        acc, f1 = acc_f1(gold[None, :], pred)
         for k in range(len(grid)):
             key = (round(f1[k], 9), round(acc[k], 9), -(abs(b1) + abs(grid[k])))
             if best_key is None or key > best_key:
@@ -82,7 +82,7 @@ def cross_fitted(dev, folds: int = 5, seed: int = 0):
     return pd.concat(parts).loc[dev.index]
 
 
-def _acc_f1(gold, pred):
+def acc_f1(gold, pred):
     """Accuracy and macro-F1 (zero_division=0, the three labels) of label-index arrays, vectorised
     over leading axes. Hand-written because it runs on thousands of bootstrap resamples at once:
     sklearn's f1_score scores one resample per call (minutes on this CPU for one run's table);
@@ -118,7 +118,7 @@ def paired_bootstrap(table, comparisons=(("tuned", "majority"), ("tuned", "zero_
             pa, pb = table[col_a].map(index).to_numpy(), table[col_b].map(index).to_numpy()
             for m, metric in enumerate(("accuracy", "macro_f1")):
                 def delta(g, x, y, m=m):
-                    return _acc_f1(g, x)[m] - _acc_f1(g, y)[m]
+                    return acc_f1(g, x)[m] - acc_f1(g, y)[m]
                 r = stats.paired_bootstrap(delta, gold, pa, pb, n_resamples=n_resamples, seed=seed)
                 rows.append({"comparison": f"{a} - {b}", "kind": kind, "metric": metric,
                              "delta": round(r["delta"], 4), "ci95_low": round(r["ci_low"], 4),

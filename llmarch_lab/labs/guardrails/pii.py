@@ -73,7 +73,7 @@ OPERATORS = ("replace", "mask", "hash", "encrypt")
 # The recognizers _extra_recognizers() builds, by the name a PiiConfig's `extras` uses.
 EXTRA_RECOGNIZERS: tuple[str, ...] = ("honorific", "age", "zip", "card_context", "phone_context", "datetime",
                                       "name_cue", "place_cue", "org_cue", "address")
-# Texts longer than this are analyzed in overlapping windows (see _windows): spaCy's own limit is
+# Texts longer than this are analyzed in overlapping windows (see text_windows): spaCy's own limit is
 # 1,000,000 characters, but one window bounds the memory and the latency of a single spaCy call.
 CHUNK_CHARS = 20_000
 CHUNK_OVERLAP = 200
@@ -196,7 +196,7 @@ def verify_model(package: str = MODEL_PACKAGE) -> ModelInfo:
 
 
 @functools.lru_cache(maxsize=4)
-def _load(package: str) -> tuple[ModelInfo, Any]:
+def load_nlp(package: str) -> tuple[ModelInfo, Any]:
     import spacy
 
     info = verify_model(package)
@@ -207,7 +207,7 @@ def _load(package: str) -> tuple[ModelInfo, Any]:
 
 def load_spacy(package: str = MODEL_PACKAGE):
     """The verified spaCy pipeline, loaded once per process by path (never by a download)."""
-    return _load(package)[1]
+    return load_nlp(package)[1]
 
 
 # -------------------------------------------------------------------------- extra recognizers
@@ -424,7 +424,7 @@ def _nlp_engine(cfg: PiiConfig):
     ner["low_score_entity_names"] = [x for x in ner.get("low_score_entity_names") or [] if x]  # yaml: [null]
     if cfg.ner_labels_to_ignore is not None:
         ner["labels_to_ignore"] = list(cfg.ner_labels_to_ignore)
-    info, nlp = _load(cfg.model_package)
+    info, nlp = load_nlp(cfg.model_package)
     engine = SpacyNlpEngine(models=[{"lang_code": LANGUAGE, "model_name": str(info.path)}],
                             ner_model_configuration=NerModelConfiguration.from_dict(ner))
     # Handed over loaded: AnalyzerEngine only calls load() (and with it spacy.cli.download for a
@@ -441,7 +441,7 @@ def _analyzer_key(cfg: PiiConfig) -> PiiConfig:
 
 
 @functools.lru_cache(maxsize=16)
-def _analyzer_for(key: PiiConfig):
+def analyzer_for(key: PiiConfig):
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
     from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 
@@ -471,12 +471,12 @@ def _analyzer_for(key: PiiConfig):
 
 def analyzer(cfg: PiiConfig):
     """The Presidio AnalyzerEngine for a configuration, built once per process."""
-    return _analyzer_for(_analyzer_key(cfg))
+    return analyzer_for(_analyzer_key(cfg))
 
 
 # ------------------------------------------------------------------------------------ detection
 
-def _as_text(text: Any) -> str:
+def as_text(text: Any) -> str:
     """str for any input: bytes decode as UTF-8 with errors="replace", None is "", and a lone
     surrogate (not encodable, which the hash and encrypt operators need) becomes "?", one
     character for one, so offsets into the text stay those of the input."""
@@ -492,7 +492,7 @@ def _as_text(text: Any) -> str:
     return text
 
 
-def _windows(n: int, text: str) -> list[tuple[int, int]]:
+def text_windows(n: int, text: str) -> list[tuple[int, int]]:
     """[start, end) windows of at most CHUNK_CHARS covering text, overlapping by CHUNK_OVERLAP,
     each cut at whitespace where one is near, so an entity is whole in at least one window."""
     if n <= CHUNK_CHARS:
@@ -602,7 +602,7 @@ def _analyze(text: str, cfg: PiiConfig) -> list:
     eng = analyzer(cfg)
     entities = list(cfg.entities) if cfg.entities else None
     results = []
-    windows = _windows(len(text), text)
+    windows = text_windows(len(text), text)
     for s, e in windows:
         chunk = text[s:e]
         if not chunk.strip():
@@ -629,7 +629,7 @@ def detect(text: str | bytes, config: PiiConfig = DEFAULT) -> list[dict]:
 
     Never raises on odd input: None or empty or whitespace-only text has no spans, bytes are
     decoded as UTF-8 with errors="replace", long text is analyzed in overlapping windows."""
-    text = _as_text(text)
+    text = as_text(text)
     if not text.strip():
         return []
     return [{"entity_type": r.entity_type, "start": int(r.start), "end": int(r.end), "score": float(r.score)}
@@ -670,7 +670,7 @@ def anonymize(text: str | bytes, config: PiiConfig = DEFAULT, operator: str = "r
     from presidio_anonymizer.entities import RecognizerResult as AnonResult
 
     op = _operator(operator, key)
-    text = _as_text(text)
+    text = as_text(text)
     spans = detect(text, config) if spans is None else spans
     if not spans:
         return Redaction(text=text, items=[])
