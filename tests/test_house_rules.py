@@ -31,8 +31,6 @@ MODULES = {'llmarch_lab/cli.py': 482,
 
 FUNCTIONS = {'llmarch_lab/config.py:load_suite': 93,
  'llmarch_lab/labs/guardrails/pii.py:_address_recognizer': 111,
- 'llmarch_lab/llm/loopback.py:make_app': 187,
- 'llmarch_lab/llm/loopback.py:make_app.chat': 96,
  'llmarch_lab/runner.py:run_suite': 97,
  'llmarch_lab/system/report.py:_sections': 93}
 

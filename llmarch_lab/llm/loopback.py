@@ -42,6 +42,7 @@ import math
 import os
 import socket
 import time
+from dataclasses import dataclass, field
 
 VOCAB = ("yes", "no", "maybe", " yes", " no", " the", ".", "\n")
 
@@ -90,190 +91,243 @@ APIS = ("openai", "tgi", "triton")
 def make_app(tokens: int = 16, malformed_every: int = 0, die_after: int = 0, model: str = "loopback",
              api_key: str = "", chunk_delay_ms: float = 0.0, ttft_ms: float = 0.0, max_concurrency: int = 0,
              api: str = "openai", tokens_per_chunk: int = 1, usage_counts: bool = True):
-    from starlette.applications import Starlette
-    from starlette.responses import JSONResponse, StreamingResponse
-    from starlette.routing import Route
-
-    served = {"n": 0}
-    truth: list[dict] = []  # per streamed request: arrival and send times (s, this process's clock)
-    slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+    """The loopback's Starlette app (see Loopback for what each setting does)."""
     if api not in APIS:
         raise ValueError(f"api {api!r}: one of {', '.join(APIS)}")
-    state = {"waiting": 0, "running": 0, "done": 0, "gen": 0, "secs": 0.0, "queued_s": 0.0}
+    return Loopback(tokens, malformed_every, die_after, model, api_key, chunk_delay_ms, ttft_ms, max_concurrency,
+                    api, tokens_per_chunk, usage_counts).app()
 
-    def denied(request):
-        if api_key and request.headers.get("authorization") != f"Bearer {api_key}":
+
+@dataclass
+class Loopback:
+    """An OpenAI-compatible server with exactly known timing: the first chunk `ttft_ms` after a
+    request gets one of `max_concurrency` slots (0 = no limit), then one every `chunk_delay_ms`;
+    `api` imitates TGI's or Triton's stream format; `malformed_every` breaks every Nth chunk;
+    `die_after` crashes the process after N requests; the truth (arrival and send times of every
+    streamed request) is served at /truth."""
+
+    tokens: int = 16
+    malformed_every: int = 0
+    die_after: int = 0
+    model: str = "loopback"
+    api_key: str = ""
+    chunk_delay_ms: float = 0.0
+    ttft_ms: float = 0.0
+    max_concurrency: int = 0
+    api: str = "openai"
+    tokens_per_chunk: int = 1
+    usage_counts: bool = True
+    served: int = 0
+    truth: list = field(default_factory=list)  # per streamed request: arrival and send times (s)
+    state: dict = field(default_factory=lambda: {"waiting": 0, "running": 0, "done": 0, "gen": 0, "secs": 0.0,
+                                                  "queued_s": 0.0})
+
+    def app(self):
+        from starlette.applications import Starlette
+        from starlette.routing import Route
+
+        self.slots = asyncio.Semaphore(self.max_concurrency) if self.max_concurrency else None
+        return Starlette(routes=[
+            Route("/health", self.health), Route("/health/ready", self.health), Route("/metrics", self.metrics_text),
+            Route("/v1/models", self.models),
+            Route("/truth", self.truth_get), Route("/truth/reset", self.truth_reset, methods=["POST"]),
+            Route("/v1/chat/completions", self.chat, methods=["POST"]),
+            Route("/v1/completions", self.completions, methods=["POST"]),
+            Route("/v1/embeddings", self.embeddings, methods=["POST"])])
+
+    def denied(self, request):
+        from starlette.responses import JSONResponse
+
+        if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":
             return JSONResponse({"error": {"message": "invalid API key"}}, status_code=401)
         return None
 
-    async def models(request):
-        if (d := denied(request)) is not None:
+    async def models(self, request):
+        from starlette.responses import JSONResponse
+
+        if (d := self.denied(request)) is not None:
             return d
-        served_id = "loopback/model-id" if api == "tgi" else model  # TGI lists its model id, takes any name
+        served_id = "loopback/model-id" if self.api == "tgi" else self.model  # TGI lists its model id, takes any name
         return JSONResponse({"object": "list", "data": [{"id": served_id, "object": "model"}]})
 
-    async def health(request):  # unauthenticated, like vLLM's
+    async def health(self, request):  # unauthenticated, like vLLM's
+        from starlette.responses import JSONResponse
+
         return JSONResponse({})
 
-    async def metrics_text(request):
-        # Written by hand, not with prometheus_client: the imitated servers' counters carry no
-        # _total suffix, which prometheus_client's Counter would add.
-        if api == "tgi":
-            lines = ["# TYPE tgi_queue_size gauge", f"tgi_queue_size {state['waiting']}",
-                     "# TYPE tgi_batch_current_size gauge", f"tgi_batch_current_size {state['running']}",
-                     "# TYPE tgi_request_generated_tokens histogram",
-                     f"tgi_request_generated_tokens_sum {state['gen']}",
-                     f"tgi_request_generated_tokens_count {state['done']}",
-                     "# TYPE tgi_request_duration histogram", f"tgi_request_duration_sum {state['secs']}",
-                     f"tgi_request_duration_count {state['done']}",
-                     "# TYPE tgi_request_queue_duration histogram",
-                     f"tgi_request_queue_duration_sum {state['queued_s']}",
-                     f"tgi_request_queue_duration_count {state['done']}"]
-        elif api == "triton":
-            lab = f'{{model="{model}",version="1"}}'
-            lines = ["# TYPE nv_inference_request_success counter", f"nv_inference_request_success{lab} {state['done']}",
-                     "# TYPE nv_inference_queue_duration_us counter",
-                     f"nv_inference_queue_duration_us{lab} {int(state['queued_s'] * 1e6)}",
-                     "# TYPE nv_inference_pending_request_count gauge",
-                     f"nv_inference_pending_request_count{lab} {state['waiting']}"]
-        else:
-            return JSONResponse({"error": "no /metrics on the plain loopback"}, status_code=404)
-        from starlette.responses import PlainTextResponse
+    def metric_lines(self) -> list[str] | None:
+        """The imitated server's /metrics lines (None: the plain loopback has none).
+        Written by hand, not with prometheus_client: the imitated servers' counters carry no
+        _total suffix, which prometheus_client's Counter would add."""
+        st = self.state
+        if self.api == "tgi":
+            return ["# TYPE tgi_queue_size gauge", f"tgi_queue_size {st['waiting']}",
+                    "# TYPE tgi_batch_current_size gauge", f"tgi_batch_current_size {st['running']}",
+                    "# TYPE tgi_request_generated_tokens histogram", f"tgi_request_generated_tokens_sum {st['gen']}",
+                    f"tgi_request_generated_tokens_count {st['done']}",
+                    "# TYPE tgi_request_duration histogram", f"tgi_request_duration_sum {st['secs']}",
+                    f"tgi_request_duration_count {st['done']}",
+                    "# TYPE tgi_request_queue_duration histogram", f"tgi_request_queue_duration_sum {st['queued_s']}",
+                    f"tgi_request_queue_duration_count {st['done']}"]
+        if self.api == "triton":
+            lab = f'{{model="{self.model}",version="1"}}'
+            return ["# TYPE nv_inference_request_success counter", f"nv_inference_request_success{lab} {st['done']}",
+                    "# TYPE nv_inference_queue_duration_us counter",
+                    f"nv_inference_queue_duration_us{lab} {int(st['queued_s'] * 1e6)}",
+                    "# TYPE nv_inference_pending_request_count gauge",
+                    f"nv_inference_pending_request_count{lab} {st['waiting']}"]
+        return None
 
+    async def metrics_text(self, request):
+        from starlette.responses import JSONResponse, PlainTextResponse
+
+        lines = self.metric_lines()
+        if lines is None:
+            return JSONResponse({"error": "no /metrics on the plain loopback"}, status_code=404)
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
-    async def chat(request):
+    def triton_error(self, body: dict):
+        """Triton's OpenAI frontend's refusal of this body, or None."""
+        from starlette.responses import JSONResponse
+
+        extra = sorted(set(body) - TRITON_FIELDS)
+        if extra:  # pydantic's extra="forbid", as FastAPI reports it
+            return JSONResponse({"detail": [{"type": "extra_forbidden", "loc": ["body", k],
+                                             "msg": "Extra inputs are not permitted"} for k in extra]}, status_code=422)
+        if body.get("model") != self.model:
+            return JSONResponse({"detail": f"Unknown model: {body.get('model')}"}, status_code=400)
+        if body.get("stream_options") and not body.get("stream"):
+            return JSONResponse({"detail": "`stream_options` can only be used when `stream` is True"}, status_code=400)
+        return None
+
+    async def chat(self, request):
+        from starlette.responses import JSONResponse, StreamingResponse
+
         arrived = time.perf_counter()  # as soon as the request's headers are in: the truth's t0
-        if (d := denied(request)) is not None:
+        if (d := self.denied(request)) is not None:
             return d
         body = await request.json()
-        served["n"] += 1
-        if die_after and served["n"] > die_after:
+        self.served += 1
+        if self.die_after and self.served > self.die_after:
             os._exit(3)  # a crash, not a clean shutdown: connections drop mid-flight
-        if api == "triton":
-            extra = sorted(set(body) - TRITON_FIELDS)
-            if extra:  # pydantic's extra="forbid", as FastAPI reports it
-                return JSONResponse({"detail": [{"type": "extra_forbidden", "loc": ["body", k],
-                                                 "msg": "Extra inputs are not permitted"} for k in extra]},
-                                    status_code=422)
-            if body.get("model") != model:
-                return JSONResponse({"detail": f"Unknown model: {body.get('model')}"}, status_code=400)
-            if body.get("stream_options") and not body.get("stream"):
-                return JSONResponse({"detail": "`stream_options` can only be used when `stream` is True"},
-                                    status_code=400)
-        asked = int(body.get("max_completion_tokens") or body.get("max_tokens") or tokens)
+        if self.api == "triton" and (err := self.triton_error(body)) is not None:
+            return err
+        asked = int(body.get("max_completion_tokens") or body.get("max_tokens") or self.tokens)
         # The imitations answer naturally in `tokens` tokens (an end-of-sequence then); the plain
         # loopback always streams what was asked.
-        n = asked if api == "openai" else min(asked, tokens)
-        eos = api != "openai" and n < asked
-        created = int(time.time())
-        n_usage = n + (1 if eos and api == "tgi" else 0)  # TGI counts the end-of-sequence token
-        usage = {"prompt_tokens": 8, "completion_tokens": n_usage, "total_tokens": 8 + n_usage}
-        want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        n = asked if self.api == "openai" else min(asked, self.tokens)
+        eos = self.api != "openai" and n < asked
+        n_usage = n + (1 if eos and self.api == "tgi" else 0)  # TGI counts the end-of-sequence token
+        req = {"arrived": arrived, "n": n, "eos": eos, "created": int(time.time()), "n_usage": n_usage,
+               "usage": {"prompt_tokens": 8, "completion_tokens": n_usage, "total_tokens": 8 + n_usage},
+               "want_usage": bool((body.get("stream_options") or {}).get("include_usage"))}
         if not body.get("stream"):
             msg = {"role": "assistant", "content": "".join(f" t{i}" for i in range(n))}
-            return JSONResponse({"id": "x", "object": "chat.completion", "created": created, "model": model,
+            return JSONResponse({"id": "x", "object": "chat.completion", "created": req["created"], "model": self.model,
                                  "choices": [{"index": 0, "message": msg, "finish_reason": "length"}],
-                                 "usage": usage})
+                                 "usage": req["usage"]})
+        return StreamingResponse(self.events(req), media_type="text/event-stream")
 
-        def frame(obj) -> bytes:  # TGI (axum) writes `data:` with no space
-            return (b"data:" if api == "tgi" else b"data: ") + json.dumps(obj).encode() + b"\n\n"
+    def frame(self, obj) -> bytes:  # TGI (axum) writes `data:` with no space
+        return (b"data:" if self.api == "tgi" else b"data: ") + json.dumps(obj).encode() + b"\n\n"
 
-        def chunk(text: str, i: int, last: bool, first: bool = False) -> dict:
-            if api == "tgi":
-                return {"object": "chat.completion.chunk", "id": "", "created": created, "model": "loopback/model-id",
-                        "system_fingerprint": "3.1.2-dev0-native",
-                        "choices": [{"index": 0, "delta": {"role": "assistant", "content": text, "tool_calls": None},
-                                     "logprobs": None, "finish_reason": ("stop" if eos else "length") if last else None}],
-                        "usage": None}
+    def chunk(self, req: dict, text: str, last: bool, first: bool = False) -> dict:
+        created, model = req["created"], self.model
+        if self.api == "tgi":
+            return {"object": "chat.completion.chunk", "id": "", "created": created, "model": "loopback/model-id",
+                    "system_fingerprint": "3.1.2-dev0-native",
+                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": text, "tool_calls": None},
+                                 "logprobs": None, "finish_reason": ("stop" if req["eos"] else "length") if last else None}],
+                    "usage": None}
+        if self.api == "triton":
+            delta = {"content": text, "function_call": None, "role": "assistant" if first else None}
+            return {"id": "cmpl-loopback", "choices": [{"delta": delta, "logprobs": None,
+                                                        "finish_reason": "stop" if last else None, "index": 0}],
+                    "created": created, "model": model, "system_fingerprint": None,
+                    "object": "chat.completion.chunk", "usage": None}
+        return {"id": "x", "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+
+    async def events(self, req: dict):
+        """The stream of one request, on the known timing; its truth is recorded at the end."""
+        st, api, n, eos = self.state, self.api, req["n"], req["eos"]
+        rec = {"arrived": req["arrived"], "sent": []}
+        st["waiting"] += 1
+        try:
+            if self.slots is not None:
+                await self.slots.acquire()
+        finally:  # also when the client went away while queued
+            st["waiting"] -= 1
+        st["running"] += 1
+        try:
+            start = time.perf_counter()  # the first token is due ttft_ms after the slot is free
+            st["queued_s"] += start - req["arrived"]
             if api == "triton":
-                delta = {"content": text, "function_call": None, "role": "assistant" if first else None}
-                return {"id": "cmpl-loopback", "choices": [{"delta": delta, "logprobs": None,
-                                                            "finish_reason": "stop" if last else None, "index": 0}],
-                        "created": created, "model": model, "system_fingerprint": None,
-                        "object": "chat.completion.chunk", "usage": None}
-            return {"id": "x", "object": "chat.completion.chunk", "created": created, "model": model,
-                    "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+                yield self.frame(self.chunk(req, "", False, first=True))  # the role, no token yet
+            per = max(1, self.tokens_per_chunk) if api == "triton" else 1
+            for i in range(0, n, per):
+                due = start + self.ttft_ms / 1000 + i * self.chunk_delay_ms / 1000
+                # (a loop: uvloop's timers are millisecond-grained and can wake early)
+                while (wait := due - time.perf_counter()) > 0:
+                    await asyncio.sleep(wait)
+                if self.malformed_every and i and i % self.malformed_every == 0:
+                    yield b"data: {not json\n\n"
+                text = "".join(f" t{j}" for j in range(i, min(n, i + per)))
+                rec["sent"].append(time.perf_counter())
+                yield self.frame(self.chunk(req, text, last=i + per >= n and not (eos and api == "tgi")))
+                if api == "tgi" and i == 0:
+                    yield b":\n\n"  # axum's keep-alive comment
+            if eos and api == "tgi":  # the end-of-sequence token: empty content
+                yield self.frame(self.chunk(req, "", last=True))
+            if api == "openai" or (req["want_usage"] and self.usage_counts):
+                yield self.frame({"id": "x", "object": "chat.completion.chunk", "created": req["created"],
+                                  "model": self.model, "choices": [], "usage": req["usage"]})
+            yield b"data:[DONE]\n\n" if api == "tgi" else b"data: [DONE]\n\n"
+        finally:
+            st["running"] -= 1
+            st["done"] += 1
+            st["gen"] += req["n_usage"]
+            st["secs"] += time.perf_counter() - req["arrived"]
+            if self.slots is not None:
+                self.slots.release()
+            self.truth.append(rec)
 
-        async def events():
-            rec = {"arrived": arrived, "sent": []}
-            state["waiting"] += 1
-            try:
-                if slots is not None:
-                    await slots.acquire()
-            finally:  # also when the client went away while queued
-                state["waiting"] -= 1
-            state["running"] += 1
-            try:
-                start = time.perf_counter()  # the first token is due ttft_ms after the slot is free
-                state["queued_s"] += start - arrived
-                if api == "triton":
-                    yield frame(chunk("", -1, False, first=True))  # the role, no token yet
-                per = max(1, tokens_per_chunk) if api == "triton" else 1
-                for i in range(0, n, per):
-                    due = start + ttft_ms / 1000 + i * chunk_delay_ms / 1000
-                    # (a loop: uvloop's timers are millisecond-grained and can wake early)
-                    while (wait := due - time.perf_counter()) > 0:
-                        await asyncio.sleep(wait)
-                    if malformed_every and i and i % malformed_every == 0:
-                        yield b"data: {not json\n\n"
-                    text = "".join(f" t{j}" for j in range(i, min(n, i + per)))
-                    rec["sent"].append(time.perf_counter())
-                    yield frame(chunk(text, i, last=i + per >= n and not (eos and api == "tgi")))
-                    if api == "tgi" and i == 0:
-                        yield b":\n\n"  # axum's keep-alive comment
-                if eos and api == "tgi":  # the end-of-sequence token: empty content
-                    yield frame(chunk("", n, last=True))
-                if api == "openai" or (want_usage and usage_counts):
-                    yield frame({"id": "x", "object": "chat.completion.chunk", "created": created, "model": model,
-                                 "choices": [], "usage": usage})
-                yield b"data:[DONE]\n\n" if api == "tgi" else b"data: [DONE]\n\n"
-            finally:
-                state["running"] -= 1
-                state["done"] += 1
-                state["gen"] += n_usage
-                state["secs"] += time.perf_counter() - arrived
-                if slots is not None:
-                    slots.release()
-                truth.append(rec)
+    async def truth_get(self, request):
+        from starlette.responses import JSONResponse
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return JSONResponse({"ttft_ms": self.ttft_ms, "itl_ms": self.chunk_delay_ms,
+                             "max_concurrency": self.max_concurrency, "requests": self.truth})
 
-    async def truth_get(request):
-        return JSONResponse({"ttft_ms": ttft_ms, "itl_ms": chunk_delay_ms, "max_concurrency": max_concurrency,
-                             "requests": truth})
+    async def truth_reset(self, request):
+        from starlette.responses import JSONResponse
 
-    async def truth_reset(request):
-        truth.clear()
+        self.truth.clear()
         return JSONResponse({})
 
-    async def completions(request):
-        if (d := denied(request)) is not None:
+    async def completions(self, request):
+        from starlette.responses import JSONResponse
+
+        if (d := self.denied(request)) is not None:
             return d
         body = await request.json()
         prompt, n = str(body.get("prompt", "")), int(body.get("max_tokens") or 16)
         text, lp = _complete(prompt, n, int(body.get("logprobs") or 0))
         choice = {"index": 0, "text": text, "finish_reason": "length",
                   "logprobs": lp if body.get("logprobs") is not None else None}
-        return JSONResponse({"id": "x", "object": "text_completion", "created": int(time.time()), "model": model,
+        return JSONResponse({"id": "x", "object": "text_completion", "created": int(time.time()), "model": self.model,
                              "choices": [choice], "usage": {"prompt_tokens": len(prompt.split()),
                                                             "completion_tokens": n}})
 
-    async def embeddings(request):
-        if (d := denied(request)) is not None:
+    async def embeddings(self, request):
+        from starlette.responses import JSONResponse
+
+        if (d := self.denied(request)) is not None:
             return d
         inputs = (await request.json()).get("input", [])
         inputs = [inputs] if isinstance(inputs, str) else list(inputs)
         data = [{"object": "embedding", "index": i, "embedding": _letters(t)} for i, t in enumerate(inputs)]
-        return JSONResponse({"object": "list", "model": model, "data": data[::-1],
+        return JSONResponse({"object": "list", "model": self.model, "data": data[::-1],
                              "usage": {"prompt_tokens": sum(len(t.split()) for t in inputs), "total_tokens": 0}})
-
-    return Starlette(routes=[Route("/health", health), Route("/health/ready", health), Route("/metrics", metrics_text),
-                             Route("/v1/models", models),
-                             Route("/truth", truth_get), Route("/truth/reset", truth_reset, methods=["POST"]),
-                             Route("/v1/chat/completions", chat, methods=["POST"]),
-                             Route("/v1/completions", completions, methods=["POST"]),
-                             Route("/v1/embeddings", embeddings, methods=["POST"])])
 
 
 def main(argv=None):
