@@ -44,7 +44,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -56,6 +55,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from llmarch_lab import LabError, paths
+from llmarch_lab.common.procs import alive, free_port, group_members, port_free, reap
 
 DB = ROLE = "mlflow"
 PG_SUPERUSER = "postgres"
@@ -192,72 +192,6 @@ def _locked(root: Path) -> Iterator[None]:
         yield
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, process group) of a live pid from /proc, None if it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    fields = text.rsplit(")", 1)[1].split()
-    return fields[0], int(fields[2])
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    if Path("/proc/self/stat").exists():
-        s = _proc_stat(pid)
-        return s is not None and s[0] not in ("Z", "X")
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def group_members(pgid: int | None) -> list[int]:
-    """Live (non-zombie) processes of process group `pgid`: the mlflow server and its workers."""
-    if not pgid:
-        return []
-    if not Path("/proc/self/stat").exists():
-        try:
-            os.killpg(pgid, 0)
-            return [pgid]
-        except ProcessLookupError:
-            return []
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            s = _proc_stat(int(d))
-            if s and s[1] == pgid and s[0] not in ("Z", "X"):
-                out.append(int(d))
-    return out
-
-
-def _reap(pid: int) -> None:
-    """Collect the exit status if `pid` is our own child (the server started by this process)."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _tail(path: Path, n: int = 12) -> str:
     try:
         lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
@@ -313,7 +247,7 @@ def _pg_pid(data: Path) -> int | None:
         pid = int((data / "postmaster.pid").read_text().split("\n", 1)[0])
     except (FileNotFoundError, ValueError, PermissionError):
         return None
-    return pid if _alive(pid) else None
+    return pid if alive(pid) else None
 
 
 def _pg_start(root: Path, state: dict[str, Any], timeout_s: float) -> tuple[int, bool]:
@@ -343,8 +277,8 @@ def _pg_start(root: Path, state: dict[str, Any], timeout_s: float) -> tuple[int,
     pid, started = _pg_pid(data), False
     if pid is None:
         port = state.get("pg_port")
-        if not port or not _port_free("127.0.0.1", port):
-            port = _free_port()
+        if not port or not port_free("127.0.0.1", port):
+            port = free_port()
         state["pg_port"] = port
         # pg_ctl without -l: the postmaster keeps our log file as its stdout, so the log can sit
         # where postgres itself could not open it.
@@ -397,7 +331,7 @@ def _pg_stop(state: dict[str, Any]) -> bool:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGQUIT)  # PostgreSQL's immediate shutdown
         for _ in range(100):
-            if not _alive(pid):
+            if not alive(pid):
                 break
             time.sleep(0.1)
     return True
@@ -452,14 +386,14 @@ def _mlflow_stop(state: dict[str, Any]) -> bool:
     pgid = state.get("pids", {}).get("mlflow")
     if not group_members(pgid):
         if pgid:
-            _reap(pgid)
+            reap(pgid)
         return False
     for sig, wait_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, sig)
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            _reap(pgid)
+            reap(pgid)
             if not group_members(pgid):
                 return True
             time.sleep(0.1)
@@ -505,7 +439,7 @@ def start(root: Path | str | None = None, port: int = 5001, host: str = "127.0.0
         find_pg_bin()  # before anything else: the one missing piece a fresh machine may have
         _mlflow_stop(st)  # a leftover that does not answer /health
         creds_env = _auth_files(root) if auth else {}
-        if not _port_free(host, port):
+        if not port_free(host, port):
             raise LabError(f"{host}:{port} is taken by another process (not this server): choose another --port "
                            "(make tracking-server TRACKING_PORT=...)")
         (root / "artifacts").mkdir(exist_ok=True)

@@ -27,7 +27,7 @@ MODULES = {'llmarch_lab/cli.py': 482,
  'llmarch_lab/system/chooser.py': 490,
  'llmarch_lab/system/report.py': 438,
  'llmarch_lab/tracking.py': 503,
- 'llmarch_lab/trackserver.py': 602}
+ 'llmarch_lab/trackserver.py': 536}
 
 FUNCTIONS = {'llmarch_lab/config.py:load_suite': 93,
  'llmarch_lab/labs/guardrails/pii.py:_address_recognizer': 111,

@@ -1,4 +1,5 @@
-"""Process hygiene shared by everything that starts children: parent-death signals and trees.
+"""Process hygiene shared by everything that starts children: parent-death signals, trees, process
+groups, liveness and free ports (the one home for these jobs).
 
 A child started with `preexec_fn=pdeathsig` is signalled by the kernel when the thread that
 started it ends, including by kill -9; `kill_tree` ends a process and every descendant (a
@@ -7,8 +8,11 @@ papermill child's Jupyter kernel runs in its own session, so a process-group kil
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
+from pathlib import Path
 
 import psutil
 
@@ -65,3 +69,66 @@ def alive(pid: int, started: float | None = None) -> bool:
         return started is None or abs(p.create_time() - float(started)) < 1.0
     except (psutil.NoSuchProcess, ValueError, TypeError):
         return False
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, process group) of a live pid from /proc, None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    return fields[0], int(fields[2])
+
+
+def group_members(pgid: int | None) -> list[int]:
+    """Live (non-zombie) processes of process group `pgid` (a server and its workers)."""
+    if not pgid:
+        return []
+    if not Path("/proc/self/stat").exists():
+        try:
+            os.killpg(pgid, 0)
+            return [pgid]
+        except ProcessLookupError:
+            return []
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            s = _proc_stat(int(d))
+            if s and s[1] == pgid and s[0] not in ("Z", "X"):
+                out.append(int(d))
+    return out
+
+
+def reap(pid: int) -> None:
+    """Collect the exit status if `pid` is this process's child (no zombie left behind)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def port_free(host: str, port: int) -> bool:
+    """Can `port` on `host` be bound now?"""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A free loopback port (the kernel's choice)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free loopback ports."""
+    out: list[int] = []
+    while len(out) < n:
+        p = free_port()
+        if p not in out:
+            out.append(p)
+    return out

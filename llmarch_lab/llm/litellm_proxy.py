@@ -56,18 +56,6 @@ def litellm_python(check: bool = True, who: str = "gateway") -> Path:
     return py
 
 
-def free_ports(n: int) -> list[int]:
-    """n distinct free loopback ports."""
-    from llmarch_lab.llm.loopback import free_port
-
-    out: list[int] = []
-    while len(out) < n:
-        p = free_port()
-        if p not in out:
-            out.append(p)
-    return out
-
-
 # ---------------------------------------------------------------------- the master key
 
 

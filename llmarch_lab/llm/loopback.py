@@ -40,9 +40,10 @@ import asyncio
 import json
 import math
 import os
-import socket
 import time
 from dataclasses import dataclass, field
+
+from llmarch_lab.common.procs import free_port  # noqa: F401  (re-exported: callers use loopback.free_port)
 
 VOCAB = ("yes", "no", "maybe", " yes", " no", " the", ".", "\n")
 
@@ -71,12 +72,6 @@ def _complete(prompt: str, n: int, top_n: int) -> tuple[str, dict]:
 def _letters(text: str) -> list[float]:
     low = text.lower()
     return [float(low.count(chr(ord("a") + i))) for i in range(26)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # Triton's chat request schema (openai_frontend/schemas/openai.py, extra="forbid"): the fields
