@@ -241,7 +241,7 @@ def report(suite: str = typer.Argument(..., metavar="SUITE", help="Suite name (i
     """Each lab's own table of a suite's finished runs (its key metrics first), then the runs
     that FAILED or were KILLED with their error, read from the MLflow store."""
     from llmarch_lab import paths, registry, tracking
-    from llmarch_lab.common.report import write_atomic
+    from llmarch_lab.common.files import write_atomic
 
     if fmt not in ("rich", "md", "csv"):
         _fail(LabError(f"--format: {fmt!r} is not one of rich, md, csv"))

@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from llmarch_lab import LabError, paths
+from llmarch_lab.common.files import write_atomic
 from llmarch_lab.common.procs import alive, free_port, group_members, port_free, reap
 
 DB = ROLE = "mlflow"
@@ -167,20 +168,12 @@ def _read_state(root: Path) -> dict[str, Any]:
 
 
 def _write_state(root: Path, state: dict[str, Any]) -> None:
-    tmp = root / (STATE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, root / STATE)
+    write_atomic(root / STATE, json.dumps(state, indent=2, sort_keys=True) + "\n")
 
 
 def _write_secret(path: Path, text: str) -> None:
     """Write `text` to `path` with mode 0600 from the first byte."""
-    tmp = path.with_name(path.name + ".tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_atomic(path, text, private=True)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,8 @@ import pytest
 
 from llmarch_lab import LabError, registry, schema
 from llmarch_lab.common import stats
-from llmarch_lab.common.report import Report, write_atomic
+from llmarch_lab.common.files import write_atomic
+from llmarch_lab.common.report import Report
 from llmarch_lab.results import Result
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]

@@ -14,7 +14,6 @@ column is marked with a star in the console and in Markdown.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 from dataclasses import dataclass, field
@@ -135,42 +134,3 @@ def runs_table(suite: str, lab: str, settings: list[str], metrics: dict[str, str
         return pd.DataFrame(columns=["run", *settings, *metrics])
     df = pd.DataFrame(rows).drop_duplicates(newest_per or ["run"], keep="first")
     return df.iloc[::-1].reset_index(drop=True)  # oldest first: the order the suite ran
-
-
-def write_atomic(path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder, so a killed process
-    never leaves half a report."""
-    import tempfile
-    from pathlib import Path
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-@contextlib.contextmanager
-def atomic_dir(folder):
-    """Build a folder in a temporary sibling and put it in place (replacing the old one) only when
-    the block ends without error; on any error, or a kill, the temporary folder is what is lost."""
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
-        yield tmp
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

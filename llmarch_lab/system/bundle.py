@@ -270,7 +270,7 @@ def dashboard(c: BundleConfig) -> dict:
 
 def write(c: BundleConfig, folder: Path) -> list[Path]:
     """Write the whole bundle into `folder` (replaced as a whole: never half a bundle)."""
-    from llmarch_lab.common.report import atomic_dir
+    from llmarch_lab.common.files import atomic_dir
     from llmarch_lab.labs.guardrails.gateway import hook
     from llmarch_lab.llm import litellm_proxy
 

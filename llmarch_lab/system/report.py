@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from llmarch_lab import LabError
-from llmarch_lab.common.report import atomic_dir
+from llmarch_lab.common.files import atomic_dir
 from llmarch_lab.system import bundle, chooser, requirements
 from llmarch_lab.system.render import NO_DOT, diagram, take_screenshot
 

@@ -100,6 +100,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from llmarch_lab import LabError, paths
+from llmarch_lab.common.files import atomic_path
 from llmarch_lab.labs.guardrails.detectors import Detector, choose_threshold, normalize, windows
 
 DETECTORS = ("rules", "minilm-lr", "nanoguard", "cascade", "ensemble", "ensemble-fast")
@@ -329,7 +330,6 @@ def _export_onnx(bert, tokenizer, path: Path) -> None:
     SentenceTransformer, but labs may not import one another (.importlinter); sentence-
     transformers' own backend="onnx" needs optimum, which is not installed. Moving one exporter
     down into models.py would let both labs share it."""
-    import os
 
     import torch
 
@@ -347,17 +347,11 @@ def _export_onnx(bert, tokenizer, path: Path) -> None:
     names = ["input_ids", "attention_mask", "token_type_ids"]
     sample = tokenizer([PROBES[1]], return_tensors="pt")
     dyn = torch.export.Dim.DYNAMIC
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    try:
-        with torch.no_grad():
-            prog = torch.onnx.export(Forward(bert).eval(), tuple(sample[n] for n in names), input_names=names,
-                                     output_names=["sentence_embedding"], dynamic_shapes={n: {0: dyn, 1: dyn} for n in names},
-                                     dynamo=True, external_data=False, verbose=False)
+    with torch.no_grad(), atomic_path(path, suffix=".onnx") as tmp:  # a concurrent process sees no file or a whole one
+        prog = torch.onnx.export(Forward(bert).eval(), tuple(sample[n] for n in names), input_names=names,
+                                 output_names=["sentence_embedding"], dynamic_shapes={n: {0: dyn, 1: dyn} for n in names},
+                                 dynamo=True, external_data=False, verbose=False)
         prog.save(str(tmp))
-        os.replace(tmp, path)  # atomic: a concurrent process sees no file or a whole one
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class MiniLMEncoder:

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from llmarch_lab import LabError
+from llmarch_lab.common.files import atomic_path
 
 CHECKS = ("injection", "pii", "toxicity")
 DEFAULT_DETECTOR = {"injection": "cascade", "pii": "spacy/tuned", "toxicity": "profanity-check"}
@@ -170,23 +169,17 @@ def scan_file(check: str, in_path: Path, out_path: Path, detector: str | None = 
         if detector not in names:
             raise LabError(f"--detector {detector!r} is not a {check} detector (valid: {', '.join(names)})")
     sc = scanner(check, detector)
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
     lat, flagged = [], 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for row in tqdm(rows, desc=f"{check} scan ({sc.detector})", unit="row", disable=not progress):
-                text = row.get(text_column)
-                t0 = time.perf_counter()
-                verdict = sc.one("" if text is None else text)
-                ms = (time.perf_counter() - t0) * 1000
-                lat.append(ms)
-                flagged += bool(verdict["flagged"])
-                fh.write(json.dumps({**row, **verdict, "latency_ms": round(ms, 3)}, ensure_ascii=False,
-                                    default=_jsonable) + "\n")
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out_path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for row in tqdm(rows, desc=f"{check} scan ({sc.detector})", unit="row", disable=not progress):
+            text = row.get(text_column)
+            t0 = time.perf_counter()
+            verdict = sc.one("" if text is None else text)
+            ms = (time.perf_counter() - t0) * 1000
+            lat.append(ms)
+            flagged += bool(verdict["flagged"])
+            fh.write(json.dumps({**row, **verdict, "latency_ms": round(ms, 3)}, ensure_ascii=False,
+                                default=_jsonable) + "\n")
     summary = {"rows": len(rows), "flagged": flagged, "detector": sc.detector, "threshold": sc.threshold}
     if lat:
         summary.update(stats.percentiles(lat, "latency_ms"))

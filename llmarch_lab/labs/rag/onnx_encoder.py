@@ -20,12 +20,12 @@ changed or fine-tuned model never loads a stale export. Each load checks the ONN
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import time
 from pathlib import Path
 
 from llmarch_lab import LabError, paths
+from llmarch_lab.common.files import atomic_path
 
 PROBES = ("a", "What similarity laws must be obeyed when constructing aeroelastic models of heated high speed aircraft?")
 MIN_COSINE = 0.9999
@@ -76,20 +76,15 @@ def export(st_model, path: Path) -> None:
             return self.st(feats)["sentence_embedding"]
 
     dyn = torch.export.Dim.DYNAMIC
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    try:
-        with torch.no_grad():
+    try:  # atomic: a concurrent run sees no file or a whole one
+        with torch.no_grad(), atomic_path(path, suffix=".onnx") as tmp:
             prog = torch.onnx.export(Forward(st_model.eval()).eval(), tuple(sample[n] for n in tensors), input_names=tensors,
                                      output_names=["sentence_embedding"], dynamic_shapes={n: {0: dyn, 1: dyn} for n in tensors},
                                      dynamo=True, external_data=False, verbose=False)
-        prog.save(str(tmp))
-        os.replace(tmp, path)  # atomic: a concurrent run sees no file or a whole one
+            prog.save(str(tmp))
     except Exception as e:  # noqa: BLE001 - any exporter failure: name the model and the way out
         raise LabError(f"query_encoder 'onnx': exporting {type(st_model[0]).__name__} model failed "
                        f"({str(e).splitlines()[0][:160]}); set query_encoder: torch") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class OnnxQueryEncoder:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 from llmarch_lab import LabError, paths
+from llmarch_lab.common.files import atomic_path
 
 EMBED_BATCH = 128
 
@@ -100,9 +100,8 @@ class EmbeddingStore:
         keys = np.zeros((len(self._index), 16), dtype=np.uint8)
         for k, i in self._index.items():
             keys[i] = np.frombuffer(k, dtype=np.uint8)
-        tmp = self.path.with_name(self.path.name + f".tmp{os.getpid()}.npz")
-        np.savez(tmp, keys=keys, vecs=self._vecs)
-        os.replace(tmp, self.path)
+        with atomic_path(self.path, suffix=".npz") as tmp:
+            np.savez(tmp, keys=keys, vecs=self._vecs)
 
 
 def embed(texts, embedder: str = "minilm-l6", progress: bool = False):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 from llmarch_lab import LabError
+from llmarch_lab.common.files import write_atomic
 from llmarch_lab.labs.cost.cache.embeddings import EmbeddingStore
 from llmarch_lab.labs.cost.cache.grid import CHOSEN
 from llmarch_lab.labs.cost.cache.index import CacheConfig
@@ -117,7 +117,5 @@ def eval_pairs_file(pairs: str | Path, out: str | Path | None = None, config: Ca
         out = Path(out)
         if out.parent and not out.parent.is_dir():
             raise LabError(f"--out {out}: folder {out.parent} does not exist")
-        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, out)
+        write_atomic(out, json.dumps(res, indent=2) + "\n")
     return res

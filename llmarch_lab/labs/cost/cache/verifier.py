@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from llmarch_lab import LabError
+from llmarch_lab.common.files import atomic_path
 from llmarch_lab.labs.cost.cache.embeddings import EmbeddingStore, embedder_tag, store_dir
 from llmarch_lab.labs.cost.cache.features import FeatureMaker
 from llmarch_lab.labs.cost.cache.index import FaissIndex, decide
@@ -51,10 +51,8 @@ class PairVerifier:
         import joblib
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        joblib.dump({"version": VERIFIER_VERSION, "model": self.model, "top_k": self.top_k, "meta": self.meta}, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            joblib.dump({"version": VERIFIER_VERSION, "model": self.model, "top_k": self.top_k, "meta": self.meta}, tmp)
         return path
 
 

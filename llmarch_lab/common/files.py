@@ -1,0 +1,64 @@
+"""Atomic writes, the one home for them: a file or folder appears whole or not at all, so a killed
+or failing process never leaves half a report, cache entry or output file.
+
+    from llmarch_lab.common.files import atomic_dir, atomic_path, write_atomic
+    write_atomic(out, text)                        # text (or bytes) to a file
+    with atomic_path(path, suffix=".npz") as tmp:  # any writer: np.savez(tmp), joblib.dump(x, tmp)
+        np.savez(tmp, ...)
+    with atomic_dir(folder) as tmp:                # a whole folder, replacing the old one
+        (tmp / "a.txt").write_text("...")
+
+The temporary file or folder lies beside the target (same file system: the final rename is
+atomic) and is removed on any error; the target is only ever replaced whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix: str = "", private: bool = False):
+    """A fresh temporary path beside `path` that replaces `path` when the block ends without error.
+    suffix: for writers that need an extension (np.savez adds .npz to any other name); private:
+    the file is created with mode 0600 (secrets), else 0666 less the umask, as open() would."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{suffix}")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o666))
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path, data: str | bytes, private: bool = False) -> None:
+    """Write `data` (text as UTF-8, or bytes) to `path` atomically."""
+    with atomic_path(path, private=private) as tmp:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def atomic_dir(folder):
+    """Build a folder in a temporary sibling and put it in place (replacing the old one) only when
+    the block ends without error; on any error, or a kill, the temporary folder is what is lost."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        yield tmp
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
