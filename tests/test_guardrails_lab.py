@@ -73,7 +73,7 @@ def test_scan_toxicity_parquet(tmp_path, capsys):
     (["--check", "injection", "--detector", "magic"], "--detector 'magic'"),
     (["--check", "pii", "--text-column", "body"], "no column 'body'"),
     (["--check", "injection", "--in", "{missing}"], "no such file"),
-    (["--check", "injection", "--in", "{bad}"], "not JSON"),
+    (["--check", "injection", "--in", "{bad}"], "not valid JSON"),
     (["--check", "injection", "--in", "{txt}"], "unsupported file type"),
 ])
 def test_scan_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, needle):

@@ -1,5 +1,6 @@
-"""Atomic writes, the one home for them: a file or folder appears whole or not at all, so a killed
-or failing process never leaves half a report, cache entry or output file.
+"""Files, one home for their jobs: atomic writes (a file or folder appears whole or not at all, so
+a killed or failing process never leaves half a report, cache entry or output file) and JSON-lines
+reading with errors that name FILE:LINE.
 
     from llmarch_lab.common.files import atomic_dir, atomic_path, write_atomic
     write_atomic(out, text)                        # text (or bytes) to a file
@@ -7,6 +8,8 @@ or failing process never leaves half a report, cache entry or output file.
         np.savez(tmp, ...)
     with atomic_dir(folder) as tmp:                # a whole folder, replacing the old one
         (tmp / "a.txt").write_text("...")
+    for line_no, obj in jsonl_objects(path):       # every non-blank line; .gz read as gzip
+        ...
 
 The temporary file or folder lies beside the target (same file system: the final rename is
 atomic) and is removed on any error; the target is only ever replaced whole.
@@ -15,11 +18,15 @@ atomic) and is removed on any error; the target is only ever replaced whole.
 from __future__ import annotations
 
 import contextlib
+import gzip
+import json
 import os
 import secrets
 import shutil
 import tempfile
 from pathlib import Path
+
+from llmarch_lab import LabError
 
 
 @contextlib.contextmanager
@@ -62,3 +69,26 @@ def atomic_dir(folder):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def jsonl_objects(path, where: str = "", errors: str = "strict"):
+    """(line number, object) for every non-blank line of a JSON-lines file (gzip-compressed files
+    are read as such); a line that is not a JSON object is one LabError naming WHERE:LINE (where:
+    how the user named the file, default its path). errors: the UTF-8 decoding's ("replace" turns
+    odd bytes into U+FFFD; "strict" raises UnicodeDecodeError for the caller to name)."""
+    path = Path(path)
+    where = where or str(path)
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    with (gzip.open(path, "rt", encoding="utf-8", errors=errors) if gz
+          else open(path, encoding="utf-8", errors=errors)) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise LabError(f"{where}:{n}: not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise LabError(f"{where}:{n}: expected a JSON object, got {type(obj).__name__}")
+            yield n, obj

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from llmarch_lab import LabError
-from llmarch_lab.common.files import atomic_path
+from llmarch_lab.common.files import atomic_path, jsonl_objects
 
 CHECKS = ("injection", "pii", "toxicity")
 DEFAULT_DETECTOR = {"injection": "cascade", "pii": "spacy/tuned", "toxicity": "profanity-check"}
@@ -58,18 +58,8 @@ def read_rows(path: Path, text_column: str) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".jsonl":
-            rows = []
-            raw = path.read_bytes().decode("utf-8", errors="replace")  # odd bytes become U+FFFD, not a crash
-            for i, line in enumerate(raw.splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise LabError(f"--in {path}:{i}: not JSON ({e.msg})") from None
-                if not isinstance(obj, dict):
-                    raise LabError(f"--in {path}:{i}: a row must be a JSON object, got {type(obj).__name__}")
-                rows.append(obj)
+            # odd bytes become U+FFFD, not a crash
+            rows = [obj for _, obj in jsonl_objects(path, where=f"--in {path}", errors="replace")]
         else:
             import pandas as pd
 

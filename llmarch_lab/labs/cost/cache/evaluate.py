@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from llmarch_lab import LabError
-from llmarch_lab.common.files import write_atomic
+from llmarch_lab.common.files import jsonl_objects, write_atomic
 from llmarch_lab.labs.cost.cache.embeddings import EmbeddingStore
 from llmarch_lab.labs.cost.cache.grid import CHOSEN
 from llmarch_lab.labs.cost.cache.index import CacheConfig
@@ -23,40 +23,27 @@ REQUIRED = ("text_a", "text_b", "label")
 def read_pairs(path) -> "pd.DataFrame":  # noqa: F821
     """A {text_a, text_b, label} JSON-lines file (gzip allowed) as a DataFrame; any bad line is a
     LabError naming FILE:LINE and the field."""
-    import gzip
-    import json
 
     import pandas as pd
 
     path = Path(path)
     if not path.is_file():
         raise LabError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
-    with open(path, "rb") as f:
-        gz = f.read(2) == b"\x1f\x8b"
     rows = []
     try:
-        with (gzip.open(path, "rt", encoding="utf-8") if gz else open(path, encoding="utf-8")) as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    d = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise LabError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-                if not isinstance(d, dict):
-                    raise LabError(f"{path}:{n}: expected a JSON object with {', '.join(REQUIRED)}")
-                for k in REQUIRED:
-                    if k not in d:
-                        raise LabError(f"{path}:{n}: missing field {k!r}")
-                for k in ("text_a", "text_b"):
-                    if not isinstance(d[k], str) or not d[k].strip():
-                        raise LabError(f"{path}:{n}: field {k!r} must be a non-empty string")
-                y = d["label"]
-                if isinstance(y, bool) or y not in (0, 1):
-                    raise LabError(f"{path}:{n}: field 'label' must be 0 or 1, got {y!r}")
-                rows.append({"text_a": d["text_a"], "text_b": d["text_b"], "label": int(y)})
+        for n, d in jsonl_objects(path):
+            for k in REQUIRED:
+                if k not in d:
+                    raise LabError(f"{path}:{n}: missing field {k!r}")
+            for k in ("text_a", "text_b"):
+                if not isinstance(d[k], str) or not d[k].strip():
+                    raise LabError(f"{path}:{n}: field {k!r} must be a non-empty string")
+            y = d["label"]
+            if isinstance(y, bool) or y not in (0, 1):
+                raise LabError(f"{path}:{n}: field 'label' must be 0 or 1, got {y!r}")
+            rows.append({"text_a": d["text_a"], "text_b": d["text_b"], "label": int(y)})
     except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise LabError(f"{path}: unreadable ({'gzip' if gz else 'text'}: {str(e).splitlines()[0][:120]})") from None
+        raise LabError(f"{path}: unreadable ({str(e).splitlines()[0][:120]})") from None
     if not rows:
         raise LabError(f"{path}: no pairs (the file is empty)")
     return pd.DataFrame(rows)
