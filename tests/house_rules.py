@@ -223,9 +223,22 @@ def notebook_code() -> dict[str, tuple[int, list[str]]]:
     return out
 
 
+def lab_readmes_off_template() -> dict[str, list[str]]:
+    """{lab README: the template's sections (docs/LAB_README_TEMPLATE.md) it lacks}, for every lab."""
+    template = re.findall(r"^## (.+)$", (ROOT / "docs" / "LAB_README_TEMPLATE.md").read_text(), re.M)
+    out = {}
+    for readme in sorted((PKG / "labs").glob("*/README.md")):
+        have = set(re.findall(r"^## (.+)$", readme.read_text(), re.M))
+        missing = [t for t in template if t not in have]
+        if missing:
+            out[rel(readme)] = missing
+    return out
+
+
 def report() -> dict:
     return {
         "modules": {k: v for k, v in module_sizes().items() if v > MODULE_LINES},
+        "lab_readmes": lab_readmes_off_template(),
         "functions": {k: v for k, v in function_sizes().items() if v > FUNCTION_LINES},
         "top_level": len(top_level_modules()),
         "packages": {k: v for k, v in packages().items() if v[0] > PACKAGE_MODULES or v[1] > PACKAGE_LINES},

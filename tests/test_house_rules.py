@@ -48,6 +48,9 @@ README = 250  # lines: at the limit (was 324; the details moved to docs/USAGE.md
 
 NOT_IN_ARCHITECTURE: set[str] = set()  # was 46 modules; docs/ARCHITECTURE.md names every one
 
+# Lab READMEs: how many of docs/LAB_README_TEMPLATE.md's sections each one lacks.
+LAB_READMES = {'llmarch_lab/labs/cost/README.md': 5, 'llmarch_lab/labs/guardrails/README.md': 5}
+
 NOTEBOOKS: dict[str, tuple[int, list[str]]] = {}  # was 4 (aliased imports); every notebook is thin
 
 
@@ -142,3 +145,9 @@ def test_the_measures_see_known_offenders():
     assert "llmarch_lab.runner" in h.import_graph()["llmarch_lab.cli"] or \
         any("llmarch_lab.runner" in v for v in h.import_graph().values())
     assert h.readme_lines() > 20 and h.notebook_code()
+
+
+def test_lab_readmes_follow_the_template():
+    current = {k: len(v) for k, v in h.lab_readmes_off_template().items()}
+    _ratchet(current, LAB_READMES, "sections of docs/LAB_README_TEMPLATE.md missing",
+             "give it the template's sections (What it answers, How one run works, Run it, Parameters, Caveats)")
