@@ -1,7 +1,7 @@
 """Guardrail detectors on real models and the real training file (no mocks).
 
 The minilm-lr floor is a measured number minus a margin: 3-fold out-of-fold F1 was 0.83 (seed 0,
-see the module docstring of labs/guardrails/injection.py for the 5-fold table), so a broken
+see the package docstring of labs/guardrails/injection/ for the 5-fold table), so a broken
 encoder, pooling, threshold choice or leak-free CV plumbing fails here."""
 
 import base64
