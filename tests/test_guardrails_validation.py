@@ -1,4 +1,4 @@
-"""Structured-output validation and business rules (labs/guardrails/validation.py, rules.py) on
+"""Structured-output validation and business rules (labs/guardrails/validation/, rules.py) on
 real parts: llama.cpp's server with SmolLM2-135M (from .engines/llamacpp), real PubMedQA items,
 the embedded all-MiniLM-L6-v2. Each check is a property that a broken part fails."""
 
