@@ -187,15 +187,18 @@ class Endpoint:
 
     # ------------------------------------------------------------------ chat
 
-    def chat(self, messages: list[dict] | str, max_tokens: int, temperature: float = 0.0, **kw) -> Reply:
-        """One non-streaming chat completion (greedy by default); `kw` are extra body fields."""
+    def _chat(self, messages: list[dict] | str, max_tokens: int, temperature: float, extra: dict) -> tuple[dict, float]:
+        """POST /chat/completions (a string is one user message; `extra` fields last, they win):
+        (the answer's JSON, seconds)."""
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
-        body = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
-                "temperature": temperature, **self.extra_body, **kw}
+        body = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature, **extra}
         t0 = time.perf_counter()
-        data = self._call("POST", "/chat/completions", body)
-        seconds = time.perf_counter() - t0
+        return self._call("POST", "/chat/completions", body), time.perf_counter() - t0
+
+    def chat(self, messages: list[dict] | str, max_tokens: int, temperature: float = 0.0, **kw) -> Reply:
+        """One non-streaming chat completion (greedy by default); `kw` are extra body fields."""
+        data, seconds = self._chat(messages, max_tokens, temperature, {**self.extra_body, **kw})
         try:
             choice = data["choices"][0]
             text = choice["message"]["content"] or ""
@@ -211,13 +214,8 @@ class Endpoint:
         """A chat completion with per-token log-probs (OpenAI chat format: logprobs=true and
         top_logprobs=N), as (Reply, Logprobs in the completions layout). The server applies the
         model's own chat template, so no tokenizer is needed here. A LabError when none come back."""
-        if isinstance(messages, str):
-            messages = [{"role": "user", "content": messages}]
-        body = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature,
-                "logprobs": True, "top_logprobs": max(1, int(top_logprobs)), **self.extra_body, **kw}
-        t0 = time.perf_counter()
-        data = self._call("POST", "/chat/completions", body)
-        seconds = time.perf_counter() - t0
+        data, seconds = self._chat(messages, max_tokens, temperature, {
+            "logprobs": True, "top_logprobs": max(1, int(top_logprobs)), **self.extra_body, **kw})
         try:
             choice = data["choices"][0]
             text = choice["message"]["content"] or ""
