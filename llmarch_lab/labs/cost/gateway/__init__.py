@@ -39,10 +39,21 @@ litellm_config), overhead.py (the TTFT overhead benchmark), __main__.py
 (`python -m llmarch_lab.labs.cost.gateway serve-router`).
 """
 
-from llmarch_lab.labs.cost.gateway.hook import AUTO, LARGE, SMALL, decide, prompt_text, text_sha
+from llmarch_lab.labs.cost.gateway.hook import (
+    AUTO,
+    ENV_TIMEOUT,
+    ENV_URL,
+    LARGE,
+    SMALL,
+    decide,
+    prompt_text,
+    router_hook,
+    router_hook_class,
+    text_sha,
+)
 from llmarch_lab.labs.cost.gateway.launch import RoutedGateway, launch, litellm_config
 from llmarch_lab.labs.cost.gateway.overhead import overhead
 from llmarch_lab.labs.cost.gateway.service import make_router_app, serve_router
 
-__all__ = ["AUTO", "LARGE", "SMALL", "RoutedGateway", "decide", "launch", "litellm_config", "make_router_app",
+__all__ = ["AUTO", "ENV_TIMEOUT", "ENV_URL", "LARGE", "SMALL", "router_hook", "router_hook_class", "RoutedGateway", "decide", "launch", "litellm_config", "make_router_app",
            "overhead", "prompt_text", "serve_router", "text_sha"]

@@ -26,8 +26,16 @@ service.py (the guard service), launch.py (Gateway, launch, litellm_config), __m
 (`python -m llmarch_lab.labs.guardrails.gateway serve-guard`).
 """
 
-from llmarch_lab.labs.guardrails.gateway.hook import BLOCK_STYLES, HOOK_NAME
+from llmarch_lab.labs.guardrails.gateway.hook import (
+    BLOCK_STYLES,
+    ENV_STYLE,
+    ENV_TIMEOUT,
+    ENV_URL,
+    ENV_WINDOW,
+    HOOK_NAME,
+    guardrail_class,
+)
 from llmarch_lab.labs.guardrails.gateway.launch import Gateway, launch, litellm_config
 from llmarch_lab.labs.guardrails.gateway.service import make_guard_app, serve_guard
 
-__all__ = ["BLOCK_STYLES", "HOOK_NAME", "Gateway", "launch", "litellm_config", "make_guard_app", "serve_guard"]
+__all__ = ["BLOCK_STYLES", "ENV_STYLE", "ENV_TIMEOUT", "ENV_URL", "ENV_WINDOW", "HOOK_NAME", "guardrail_class", "Gateway", "launch", "litellm_config", "make_guard_app", "serve_guard"]

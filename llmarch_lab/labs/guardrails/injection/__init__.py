@@ -129,6 +129,7 @@ from llmarch_lab.labs.guardrails.injection.nanoguard import (
 from llmarch_lab.labs.guardrails.injection.patterns import (
     BLOB_WEIGHT,
     LEET_WEIGHT,
+    RULES,
     Rule,
     RulesDetector,
     noisy_or,
@@ -136,7 +137,7 @@ from llmarch_lab.labs.guardrails.injection.patterns import (
     rule_view,
 )
 
-__all__ = ["BACKENDS", "BLOB_WEIGHT", "build", "C_GRID", "CACHE", "CascadeDetector", "choose_band",
+__all__ = ["RULES", "BACKENDS", "BLOB_WEIGHT", "build", "C_GRID", "CACHE", "CascadeDetector", "choose_band",
            "cross_validate", "DETECTORS", "EnsembleDetector", "has_tabulate", "LEET_WEIGHT",
            "load_or_train_minilm", "MAX_FPR", "MIN_COSINE", "MiniLMEncoder", "MiniLMLRDetector", "model_path",
            "MODEL_VERSION", "NanoGuardDetector", "noisy_or", "PROBES", "Rule", "rule_hits", "rule_view",
