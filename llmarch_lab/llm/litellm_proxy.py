@@ -30,9 +30,11 @@ import secrets
 import subprocess
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmarch_lab import LabError
+from llmarch_lab.common.files import jsonl_objects
 from llmarch_lab.common.procs import (
     free_ports,  # noqa: F401  (re-exported: the gateways call lp.free_ports)
     log_tail,
@@ -153,11 +155,16 @@ def proxy_health_url(port: int) -> str:
 # ---------------------------------------------------------------------- a gateway's children
 
 
+@dataclass(kw_only=True)
 class ProxyGateway:
     """What the lab's gateways share (the guardrails guard, the cost router): a lab-venv service and
     the LiteLLM proxy as children by name, their logs, stopping them, the context manager. A
-    subclass is a dataclass with the fields `procs` (name -> Popen), `api_key_env`, `start_s`,
-    `log_path` (the proxy's log) and the field SERVICE_LOG names (the service's log)."""
+    subclass is a dataclass with the field `log_path` (the proxy's log) and the field SERVICE_LOG
+    names (the service's log)."""
+
+    api_key_env: str = ""  # NAME of the variable (in this process) holding the proxy's master key
+    procs: dict = field(default_factory=dict)  # name -> Popen
+    start_s: float = 0.0
 
     SERVICE = "service"  # the service child's name (its health route is GET <service_url>/health)
     SERVICE_LOG = "service_log_path"
@@ -210,7 +217,7 @@ def read_jsonl_frame(path, columns):
     import pandas as pd
 
     path = Path(path)
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    rows = [obj for _, obj in jsonl_objects(path)] if path.exists() else []
     return pd.DataFrame(rows, columns=list(columns))
 
 

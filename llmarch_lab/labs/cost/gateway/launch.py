@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from llmarch_lab.labs.cost.gateway import hook
@@ -29,9 +29,6 @@ class RoutedGateway(lp.ProxyGateway):
     log_path: Path
     router_log_path: Path
     decisions_path: Path
-    api_key_env: str = ""  # NAME of the variable (in this process) holding the proxy's master key
-    procs: dict = field(default_factory=dict)  # name -> Popen
-    start_s: float = 0.0
     SERVICE = "router"
     SERVICE_LOG = "router_log_path"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from llmarch_lab import LabError
@@ -27,9 +27,6 @@ class Gateway(lp.ProxyGateway):
     escalations_path: Path
     block_style: str
     stream_window_chars: int
-    api_key_env: str = ""  # NAME of the variable (in this process) holding the proxy's master key
-    procs: dict = field(default_factory=dict)  # name -> Popen
-    start_s: float = 0.0
     SERVICE = "guard"
     SERVICE_LOG = "guard_log_path"
 
