@@ -106,6 +106,16 @@ def proxy_env(key_env: str, extra: dict | None = None, base: dict | None = None)
 # ---------------------------------------------------------------------- files next to config.yaml
 
 
+def run_folders(log_path, run_dir=None) -> tuple[Path, Path]:
+    """(the proxy's log path, the folder for its config, hook shim and service files), both made;
+    run_dir defaults to LOG_STEM.d beside the log."""
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(run_dir) if run_dir else log_path.parent / f"{log_path.stem}.d"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return log_path, run_dir
+
+
 _SHIM = '''# Written by the lab ({writer}): LiteLLM loads this file (next to its config.yaml); it loads the
 # hook's module by path, so the lab's package need not be importable in LiteLLM's environment.
 import importlib.util

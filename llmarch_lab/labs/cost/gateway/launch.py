@@ -75,10 +75,7 @@ def launch(small_base_url: str, small_name: str, large_base_url: str, large_name
         if not str(url).startswith(("http://", "https://")):
             raise LabError(f"gateway {what} {url!r}: must be an OpenAI base URL (http://host:port/v1)")
     py = lp.litellm_python(who="cost gateway")
-    log_path = Path(log_path)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    run_dir = Path(run_dir) if run_dir else log_path.parent / f"{log_path.stem}.d"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path, run_dir = lp.run_folders(log_path, run_dir)
     router_port, proxy_port = lp.free_ports(2)
     lp.write_shim(run_dir / "lab_router_hook.py", hook.__file__, "llmarch_cost_gateway", "router_hook", "router_hook",
                   writer="llmarch_lab.labs.cost.gateway.launch")

@@ -68,10 +68,7 @@ def launch(engine_base_url: str, guard_config, log_path, *, model_name: str = "s
                        "(CheckSpec.scorer = a built-in or 'module:attr')")
     policy.Guard(cfg)  # resolve every scorer here first: a bad config fails before any process starts
     py = lp.litellm_python(who="gateway")
-    log_path = Path(log_path)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    run_dir = Path(run_dir) if run_dir else log_path.parent / f"{log_path.stem}.d"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path, run_dir = lp.run_folders(log_path, run_dir)
     guard_port, proxy_port = lp.free_ports(2)
     audit_path = Path(audit_path) if audit_path else run_dir / "audit.jsonl"
     (run_dir / "guard.json").write_text(cfg.model_dump_json(indent=2))
