@@ -46,10 +46,13 @@ ERROR_TAG = claims.ERROR_TAG
 PARENT_TAG = claims.PARENT_TAG
 WORKDIR_PREFIX = "llmarch-run-"
 OWNER_FILE = ".llmarch-owner"
+# papermill waits 60 s for a kernel by default; on a loaded 2-core machine (four kernels starting
+# at once) that has not been enough, so the default is 300 s and $LLMARCH_KERNEL_START_S overrides.
+KERNEL_START_ENV, KERNEL_START_S = "LLMARCH_KERNEL_START_S", 300
 # Environment a worker on another host needs to see as the driver does.
 FORWARDED_ENV = ("LLMARCH_LEASE_TTL_S", "LLMARCH_CACHE", "LLMARCH_DATA", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
                  "TOKENIZERS_PARALLELISM", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
-                 "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_INSECURE_TLS")
+                 "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_INSECURE_TLS", KERNEL_START_ENV)
 
 
 @dataclass
@@ -139,6 +142,16 @@ class RunTask:
     env: dict[str, str] = field(default_factory=dict)
 
 
+def kernel_start_s() -> int:
+    """Seconds papermill waits for a kernel to start: $LLMARCH_KERNEL_START_S, else 300."""
+    raw = os.environ.get(KERNEL_START_ENV, "").strip()
+    if not raw:
+        return KERNEL_START_S
+    if not raw.isdigit() or int(raw) < 1:
+        raise LabError(f"${KERNEL_START_ENV}={raw!r}: expected a whole number of seconds >= 1")
+    return int(raw)
+
+
 def execute(spec: RunSpec, run_id: str, out_dir: Path, timeout_s: int | None = None,
             on_start=None) -> tuple[bool, str, Path]:
     """Execute one notebook with papermill in a child process bound to this one (`nbchild`);
@@ -151,7 +164,8 @@ def execute(spec: RunSpec, run_id: str, out_dir: Path, timeout_s: int | None = N
            "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "llmarch_lab.nbchild", "--parent", str(os.getpid()), "--workdir", str(out_dir),
            "--", str(spec.notebook), str(out), "-f", str(params_file),
-           "--cwd", str(spec.notebook.parent), "--no-progress-bar", "--log-level", "WARNING"]
+           "--cwd", str(spec.notebook.parent), "--no-progress-bar", "--log-level", "WARNING",
+           "--start-timeout", str(kernel_start_s())]
     if timeout_s:
         cmd += ["--execution-timeout", str(timeout_s)]
     log = out_dir / "papermill.log"

@@ -7,7 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-from llmarch_lab import config, paths, runner, tracking
+import pytest
+
+from llmarch_lab import LabError, config, paths, runner, tracking
 
 PROBE = Path(__file__).resolve().parent / "notebooks" / "probe.ipynb"
 
@@ -119,3 +121,13 @@ def test_cli_summary_shows_grid_labels(store, write):
                           capture_output=True, text=True, env=os.environ)
     assert proc.returncode == 0, proc.stderr
     assert "p[value=4]" in proc.stdout and "FINISHED" in proc.stdout
+
+
+def test_kernel_start_timeout_is_300_s_and_env_overrides_it(monkeypatch):
+    monkeypatch.delenv(runner.KERNEL_START_ENV, raising=False)
+    assert runner.kernel_start_s() == 300
+    monkeypatch.setenv(runner.KERNEL_START_ENV, "45")
+    assert runner.kernel_start_s() == 45
+    monkeypatch.setenv(runner.KERNEL_START_ENV, "soon")
+    with pytest.raises(LabError, match=r"\$LLMARCH_KERNEL_START_S='soon'"):
+        runner.kernel_start_s()
