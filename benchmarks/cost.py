@@ -14,7 +14,7 @@ it alone (model outcomes are cached per question, speeds are not).
 
 import sys
 
-from llmarch_lab import bench
+from llmarch_lab.run import bench
 
 if __name__ == "__main__":
     sys.exit(bench.sweep_main(__doc__, "experiments/cost.yaml", "cost"))

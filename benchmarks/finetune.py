@@ -17,7 +17,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from llmarch_lab import bench
+    from llmarch_lab.run import bench
 
     return bench.sweep_main(__doc__, "experiments/finetune.yaml", "finetune", argv=argv)
 

@@ -21,8 +21,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import pandas as pd
 
-    from llmarch_lab import LabError, tracking
+    from llmarch_lab import LabError
     from llmarch_lab.labs.finetune.scoring import paired_bootstrap
+    from llmarch_lab.store import tracking
 
     try:
         for run_id in args.run_ids:

@@ -14,7 +14,7 @@ else runs on the machine: run it alone.
 
 import sys
 
-from llmarch_lab import bench
+from llmarch_lab.run import bench
 
 if __name__ == "__main__":
     sys.exit(bench.sweep_main(__doc__, "experiments/guardrails.yaml", "guardrails"))

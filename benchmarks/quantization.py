@@ -16,7 +16,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from llmarch_lab import bench
+    from llmarch_lab.run import bench
 
     return bench.sweep_main(__doc__, "experiments/quantization.yaml", "quantization", argv=argv)
 

@@ -44,7 +44,9 @@ def _ts(s: str) -> float:
 
 
 def one(executor: str, runs: int, workers: int, uri: str | None, address: str | None) -> dict:
-    from llmarch_lab import config, paths, runner, tracking
+    from llmarch_lab import config, paths
+    from llmarch_lab.run import runner
+    from llmarch_lab.store import tracking
 
     tmp = Path(tempfile.mkdtemp(prefix=f"scaleout-{executor}-"))
     os.environ["MLFLOW_TRACKING_URI"] = uri or f"sqlite:///{tmp / 'mlflow.db'}"
@@ -120,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["MLFLOW_TRACKING_URI"] = lab_uri
         else:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
-        from llmarch_lab import bench
         from llmarch_lab.results import Result
+        from llmarch_lab.run import bench
 
         bench.log_standalone("scaleout", "benchmarks/scaleout",
                              {"runs": args.runs, "workers": args.workers, "executors": args.executors},

@@ -10,7 +10,7 @@ the aggregate speedup over the same run's single-stream level.
 
 import sys
 
-from llmarch_lab import bench
+from llmarch_lab.run import bench
 
 if __name__ == "__main__":
     sys.exit(bench.sweep_main(__doc__, "experiments/serving.yaml", "serving"))

@@ -57,8 +57,8 @@ def main(argv=None) -> int:
     print(df.to_markdown(index=False, floatfmt=".1f"))
     print(f"\nceiling: {best:.0f} requests/s ({'meets' if best >= 500 else 'BELOW'} the 500 requests/s goal)")
     if not a.no_log:
-        from llmarch_lab import bench
         from llmarch_lab.results import Result
+        from llmarch_lab.run import bench
 
         res = Result(tables={"ceiling": df}, tags={"server": "llmarch_lab.llm.loopback"})
         res.add("throughput.client_ceiling_req_per_s", best)

@@ -162,7 +162,7 @@ def main(argv=None) -> int:
     import httpx
     import pandas as pd
 
-    from llmarch_lab import models
+    from llmarch_lab.assets import models
     from llmarch_lab.labs.serving import fidelity
     from llmarch_lab.llm import loopback
 
@@ -222,8 +222,8 @@ def main(argv=None) -> int:
     if lab_worse:
         print(f"lab less accurate than a peer at: {', '.join(lab_worse)}")
     if not a.no_log:
-        from llmarch_lab import bench
         from llmarch_lab.results import Result
+        from llmarch_lab.run import bench
 
         for t in tools:
             res = Result(tables={"fidelity": df[df.tool == t].reset_index(drop=True)})
@@ -237,7 +237,7 @@ def main(argv=None) -> int:
 def report_only(a) -> int:
     import pandas as pd
 
-    from llmarch_lab import tracking
+    from llmarch_lab.store import tracking
 
     runs = tracking.search("interactive", tags={"lab": "serving_fidelity"})
     newest = {}

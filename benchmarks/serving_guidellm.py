@@ -106,7 +106,8 @@ def main(argv=None) -> int:
 
     import pandas as pd
 
-    from llmarch_lab import LabError, models, paths
+    from llmarch_lab import LabError, paths
+    from llmarch_lab.assets import models
     from llmarch_lab.labs.serving.lab import ServingParams, fixed_output_body
     from llmarch_lab.llm import engines
 
@@ -151,8 +152,8 @@ def main(argv=None) -> int:
           f"{a.prompt_tokens} prompt / {a.output_tokens} output tokens, {a.requests} requests per level")
     print(df.to_markdown(index=False, floatfmt=".1f"))
     if not a.no_log:
-        from llmarch_lab import bench
         from llmarch_lab.results import Result
+        from llmarch_lab.run import bench
 
         res = Result(tables={"guidellm_crosscheck": df}, tags={"guidellm": "0.8.1"})
         res.add("errors.max_abs_tok_per_s_diff_pct", df.tok_per_s_diff_pct.abs().max())

@@ -10,7 +10,7 @@ The plot is logged on the suite's parent run (`ttft_p99_vs_throughput.png`).
 
 import sys
 
-from llmarch_lab import bench
+from llmarch_lab.run import bench
 
 if __name__ == "__main__":
     sys.exit(bench.sweep_main(__doc__, "experiments/serving_knobs.yaml", "serving"))

@@ -184,8 +184,8 @@ def main(argv=None) -> int:
         print(f"  {m} prompt {i}: differs from base at character {k}: "
               f"{res[m][1]['texts'][i][max(0, k - 30):k + 30]!r} vs {base[1]['texts'][i][max(0, k - 30):k + 30]!r}")
     if not a.no_log:
-        from llmarch_lab import bench
         from llmarch_lab.results import Result
+        from llmarch_lab.run import bench
 
         texts = pd.DataFrame([{"mode": m, "concurrency": c, "prompt": i, "text": t}
                               for m in modes for c in (1, 4) for i, t in enumerate(res[m][c]["texts"])])

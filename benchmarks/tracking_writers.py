@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/tracking_writers.py --writers 16 --metrics 2000 --batch 50
     .venv/bin/python benchmarks/tracking_writers.py --uri http://10.0.0.5:5001 --no-log
 
-Question: does the shared server (llmarch_lab.trackserver: mlflow on PostgreSQL) take many
+Question: does the shared server (llmarch_lab.store.trackserver: mlflow on PostgreSQL) take many
 concurrent writers without losing a metric? Each writer is its own process (spawn) with its own
 run; all start on one signal and log M metrics (10 keys x M/10 steps) in log_batch calls of
 --batch metrics (--batch 1: one log_metric call each). Afterwards every (key, step, value) is
@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow
     import pandas as pd
 
-    from llmarch_lab import LabError, trackserver
+    from llmarch_lab import LabError
+    from llmarch_lab.store import trackserver
 
     started = False
     try:
@@ -122,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ok = found == sent and not errors
     print("\nnothing lost" if ok else f"\nLOST {sent - found} metrics, {len(errors)} failed calls")
     if not a.no_log:
-        from llmarch_lab import bench
         from llmarch_lab.results import Result
+        from llmarch_lab.run import bench
 
         res = Result(tables={"writers": df}, tags={"tracking_uri": uri})
         res.add("throughput.metrics_per_s", sent / wall)

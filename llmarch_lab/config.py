@@ -16,8 +16,7 @@ A suite (`experiments/NAME.yaml`) lists runs; a `grid` expands to the cartesian 
         params: {max_tokens: 512}
         grid: {quant: [fp32, nf4]}    # two runs
 
-Every problem is reported as one line naming the file, line and field (`LabError`).
-"""
+Every problem is reported as one line naming the file, line and field (`LabError`)."""
 
 from __future__ import annotations
 
@@ -33,7 +32,8 @@ from typing import Annotated, Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from llmarch_lab import LabError, models, paths
+from llmarch_lab import LabError, paths
+from llmarch_lab.assets import models
 
 SUITE_KEYS = {"suite", "description", "executor", "runs"}
 ENTRY_KEYS = {"name", "notebook", "params", "grid"}

@@ -57,8 +57,33 @@ COMMANDS: dict[str, str] = {
 }
 
 
+# What system/ uses of the labs (an import-linter contract forbids it to import llmarch_lab.labs):
+# the guarded gateway and its guard stack, and the serving lab's workload, limits and metrics.
+SERVICES: dict[str, str] = {
+    "guardrails.launch_gateway": "llmarch_lab.labs.guardrails.gateway:launch",
+    "guardrails.litellm_config": "llmarch_lab.labs.guardrails.gateway:litellm_config",
+    "guardrails.hook_file": "llmarch_lab.labs.guardrails.gateway.hook:__file__",
+    "guardrails.default_stack": "llmarch_lab.labs.guardrails.stack:default_config",
+    "serving.params": "llmarch_lab.labs.serving.lab:ServingParams",
+    "serving.tokenizer_for": "llmarch_lab.labs.serving.lab:tokenizer_for",
+    "serving.fixed_output_body": "llmarch_lab.labs.serving.lab:fixed_output_body",
+    "serving.workload": "llmarch_lab.labs.serving.workload:build",
+    "serving.cycle": "llmarch_lab.labs.serving.workload:cycle",
+    "serving.summarize": "llmarch_lab.labs.serving.metrics:summarize",
+}
+
+
 def command(name: str):
     return load(COMMANDS[name], f"command {name!r}")
+
+
+def service(name: str):
+    """A lab's function (or value) that system/ uses, by its SERVICES name."""
+    try:
+        ref = SERVICES[name]
+    except KeyError:
+        raise LabError(f"unknown lab service {name!r} (valid: {', '.join(SERVICES)})") from None
+    return load(ref, f"service {name!r}")
 
 
 def names() -> tuple[str, ...]:

@@ -121,7 +121,7 @@ def test_read_only_store(tmp_path, store, write):
     mount namespace (unshare -m); otherwise plain file modes."""
     import shutil
 
-    from llmarch_lab import tracking
+    from llmarch_lab.store import tracking
 
     tracking.ensure_experiment("seed")  # a real store with its tables
     db = Path(store[len("sqlite:///"):])

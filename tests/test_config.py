@@ -122,3 +122,30 @@ def test_notebook_parameters_cell_matches_its_model(nb):
     # the cell's values are the model's defaults, so the notebook and CLI agree on what runs
     assert model == cls()
     assert all(f.description for f in cls.model_fields.values()), "help text on every field"
+
+
+def test_a_part_takes_only_its_own_fields_and_names_the_part():
+    from typing import Literal
+
+    from llmarch_lab.parts import PartsParams
+
+    class A(config.LabParams):
+        part: Literal["a"] = "a"
+        x: int = 1
+
+    class B(config.LabParams):
+        part: Literal["b"] = "b"
+        y: int = 2
+
+    class Flat(PartsParams, A, B):
+        lab = "flat"
+        parts = {"a": A, "b": B}
+        part: Literal["a", "b"] = "a"
+
+    assert Flat(part="b", y=5).part_params() == B(y=5)
+    assert Flat(x=3).part_params() == A(x=3)
+    with pytest.raises(LabError, match=r"suite.yaml: x: not a parameter of part 'b' \(it belongs to part 'a'; "
+                                       r"part 'b' takes: seed, y\)"):
+        config.validate_params(Flat, {"part": "b", "x": 3}, "suite.yaml")
+    # a notebook's namespace holds every part's defaults: only the chosen part's are taken
+    assert Flat.from_namespace({"part": "b", "x": 9, "y": 4, "seed": 0}).part_params() == B(y=4)

@@ -10,7 +10,8 @@ import numpy as np
 import psutil
 import pytest
 
-from llmarch_lab import LabError, models, paths
+from llmarch_lab import LabError, paths
+from llmarch_lab.assets import models
 from llmarch_lab.labs.cost import gateway, routing
 from llmarch_lab.llm import engines
 

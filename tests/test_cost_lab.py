@@ -105,7 +105,7 @@ def _cli(*args, **kw):
 
 @pytest.mark.timeout(1800)  # on a cold cache the first `cache eval` embeds the dev subset and trains the verifier
 def test_cache_eval_command(tmp_path):
-    from llmarch_lab import datasets
+    from llmarch_lab.assets import datasets
 
     pairs = datasets.qqp_pairs().sample(n=120, random_state=3)
     f = tmp_path / "pairs.jsonl"

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmarch_lab import LabError, datasets
+from llmarch_lab import LabError
+from llmarch_lab.assets import datasets
 from llmarch_lab.labs.cost import routing
 
 

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from llmarch_lab import LabError, datasets, paths
+from llmarch_lab import LabError, paths
+from llmarch_lab.assets import datasets
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 

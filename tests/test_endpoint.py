@@ -12,7 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from llmarch_lab import LabError, models
+from llmarch_lab import LabError
+from llmarch_lab.assets import models
 from llmarch_lab.llm import loopback
 from llmarch_lab.llm.endpoint import Endpoint
 

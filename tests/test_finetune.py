@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmarch_lab import LabError, datasets, models
+from llmarch_lab import LabError
+from llmarch_lab.assets import datasets, models
 from llmarch_lab.labs.finetune import data as fd
 from llmarch_lab.labs.finetune import scoring, train
 from llmarch_lab.labs.finetune.lab import FinetuneParams, run
@@ -159,7 +160,7 @@ def test_significance_script_reads_a_logged_table_and_names_a_missing_one(store,
     import pandas as pd
     from labtest import ProbeParams
 
-    from llmarch_lab import tracking
+    from llmarch_lab.store import tracking
 
     sys_path = Path(__file__).resolve().parents[1] / "benchmarks"
     import importlib.util
@@ -362,8 +363,8 @@ def test_endpoint_scoring_matches_local_scoring_of_the_same_model(pq, tok, tmp_p
     with engines.launch("llamacpp", models.SMOLLM2, log_path=tmp_path / "llamacpp.log") as eng:
         served = scoring.score_endpoint(Endpoint(eng.base_url, eng.model_name), tok, rows, top_logprobs=100)
         # the command line: the lab's evaluation of the served model, logged as an interactive run
-        from llmarch_lab import tracking
         from llmarch_lab.labs.finetune.lab import main
+        from llmarch_lab.store import tracking
 
         monkeypatch.delenv(tracking.RUN_ID_ENV, raising=False)
         assert main(["score-endpoint", f"base_url={eng.base_url}", f"served_model={eng.model_name}",

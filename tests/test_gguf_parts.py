@@ -5,7 +5,8 @@ import zipfile
 
 import pytest
 
-from llmarch_lab import LabError, gguf_parts, models
+from llmarch_lab import LabError
+from llmarch_lab.assets import gguf_parts, models
 
 ALIAS = "qwen2.5-coder-0.5b-instruct"
 

@@ -9,7 +9,8 @@ import base64
 import numpy as np
 import pytest
 
-from llmarch_lab import LabError, datasets
+from llmarch_lab import LabError
+from llmarch_lab.assets import datasets
 from llmarch_lab.labs.guardrails import detectors, injection, toxicity
 
 MINILM_CV3_F1_FLOOR = 0.78  # measured 0.83 (3 folds, seed 0, onnx and torch alike) minus 0.05

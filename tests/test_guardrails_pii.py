@@ -5,7 +5,8 @@ Presidio ever tries to download a model."""
 
 import pytest
 
-from llmarch_lab import LabError, datasets
+from llmarch_lab import LabError
+from llmarch_lab.assets import datasets
 from llmarch_lab.labs.guardrails import pii
 
 KEY = "0123456789abcdef"  # AES-128

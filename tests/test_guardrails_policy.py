@@ -16,7 +16,8 @@ import psutil
 import pytest
 from pydantic import ValidationError
 
-from llmarch_lab import LabError, models, paths
+from llmarch_lab import LabError, paths
+from llmarch_lab.assets import models
 from llmarch_lab.labs.guardrails import audit, gateway
 from llmarch_lab.labs.guardrails.policy import (
     CheckSpec,

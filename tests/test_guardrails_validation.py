@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from llmarch_lab import LabError, datasets
+from llmarch_lab import LabError
+from llmarch_lab.assets import datasets
 from llmarch_lab.labs.guardrails import rules
 from llmarch_lab.labs.guardrails import validation as v
 
@@ -22,7 +23,7 @@ def pq():
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory):
     """llama.cpp serving SmolLM2-135M for this module, warmed up once."""
-    from llmarch_lab import models
+    from llmarch_lab.assets import models
     from llmarch_lab.llm import engines
 
     try:

@@ -12,24 +12,23 @@ import pytest
 # ---------------------------------------------------------------- allow-lists (may only shrink)
 
 
-MODULES = {'llmarch_lab/cli.py': 482,
- 'llmarch_lab/config.py': 490,
+MODULES = {'llmarch_lab/config.py': 490,
  'llmarch_lab/labs/cost/lab.py': 417,
  'llmarch_lab/labs/cost/plan.py': 487,
  'llmarch_lab/labs/guardrails/policy.py': 527,
  'llmarch_lab/labs/guardrails/rules.py': 494,
  'llmarch_lab/llm/endpoint.py': 410,
  'llmarch_lab/system/bundle.py': 430,
- 'llmarch_lab/system/chooser.py': 490,
- 'llmarch_lab/system/report.py': 438,
- 'llmarch_lab/tracking.py': 503,
- 'llmarch_lab/trackserver.py': 529}
+ 'llmarch_lab/system/chooser.py': 489,
+ 'llmarch_lab/system/report.py': 437,
+ 'llmarch_lab/store/tracking.py': 503,
+ 'llmarch_lab/store/trackserver.py': 529}
 
 FUNCTIONS = {'llmarch_lab/config.py:load_suite': 93,
- 'llmarch_lab/runner.py:run_suite': 97,
+ 'llmarch_lab/run/runner.py:run_suite': 97,
  'llmarch_lab/system/report.py:_sections': 93}
 
-TOP_LEVEL = 19  # modules directly in llmarch_lab/ (limit 8)
+TOP_LEVEL = 8  # modules directly in llmarch_lab/: met (was 19; now run/, store/, assets/, cli/)
 
 PACKAGES: dict[str, tuple[int, int]] = {}  # emptied: cost and guardrails split into subpackages
 
@@ -137,8 +136,8 @@ def test_the_measures_see_known_offenders():
     """The measures cannot go blind: each finds something it is known to find."""
     assert h.module_sizes()["llmarch_lab/__init__.py"] > 5
     assert any(k.endswith(":run_suite") for k in h.function_sizes())
-    assert "llmarch_lab.runner" in h.import_graph()["llmarch_lab.cli"] or \
-        any("llmarch_lab.runner" in v for v in h.import_graph().values())
+    assert "llmarch_lab.run.runner" in h.import_graph()["llmarch_lab.cli"] or \
+        any("llmarch_lab.run.runner" in v for v in h.import_graph().values())
     assert h.readme_lines() > 20 and h.notebook_code()
 
 
@@ -146,3 +145,8 @@ def test_lab_readmes_follow_the_template():
     current = {k: len(v) for k, v in h.lab_readmes_off_template().items()}
     _ratchet(current, LAB_READMES, "sections of docs/LAB_README_TEMPLATE.md missing",
              "give it the template's sections (What it answers, How one run works, Run it, Parameters, Caveats)")
+
+
+def test_every_module_is_covered_by_an_import_contract():
+    assert h.contract_modules() >= {"llmarch_lab.run", "llmarch_lab.store", "llmarch_lab.assets", "llmarch_lab.cli"}
+    assert not h.uncovered_modules(), f"no contract in .importlinter covers: {h.uncovered_modules()}"

@@ -7,7 +7,8 @@ import httpx
 import labtest
 import pytest
 
-from llmarch_lab import LabError, models
+from llmarch_lab import LabError
+from llmarch_lab.assets import models
 from llmarch_lab.labs.serving.lab import ServingParams, fixed_output_body
 from llmarch_lab.llm import engine_metrics, engines, load
 

@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from llmarch_lab import LabError, models
+from llmarch_lab import LabError
+from llmarch_lab.assets import models
 
 
 def test_offline_is_set():

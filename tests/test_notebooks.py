@@ -2,7 +2,9 @@
 
 from pathlib import Path
 
-from llmarch_lab import config, runner, tracking
+from llmarch_lab import config
+from llmarch_lab.run import runner
+from llmarch_lab.store import tracking
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "experiments" / "quickstart.yaml"

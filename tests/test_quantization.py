@@ -10,11 +10,14 @@ import math
 
 import pytest
 
-from llmarch_lab import LabError, config, datasets, models, runner, tracking
+from llmarch_lab import LabError, config
+from llmarch_lab.assets import datasets, models
 from llmarch_lab.common.memory import weights_mb
 from llmarch_lab.labs.quantization import report as quant_report
 from llmarch_lab.labs.quantization.lab import LLM_QUANTS, QuantParams, run
 from llmarch_lab.llm import perplexity
+from llmarch_lab.run import runner
+from llmarch_lab.store import tracking
 
 TINY = dict(threads=1, max_tokens=256, max_length=128, stride=64, prefill_tokens=32, decode_new_tokens=2,
             decode_batch_sizes=[1], repeats=1, reference_fallback=False)

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmarch_lab import LabError, corpora, datasets, models
+from llmarch_lab import LabError
+from llmarch_lab.assets import corpora, datasets, models
 from llmarch_lab.common import ir, stats
 from llmarch_lab.config import parameters_cell, validate_params
 from llmarch_lab.labs.rag import chunking, retrieval, store

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from llmarch_lab import LabError, config, paths, runner, tracking
+from llmarch_lab import LabError, config, paths
+from llmarch_lab.run import runner
+from llmarch_lab.store import tracking
 
 PROBE = Path(__file__).resolve().parent / "notebooks" / "probe.ipynb"
 

@@ -11,7 +11,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from llmarch_lab import claims, config, paths, runner, tracking
+from llmarch_lab import config, paths
+from llmarch_lab.run import claims, runner
+from llmarch_lab.store import tracking
 
 PROBE = Path(__file__).resolve().parent / "notebooks" / "probe.ipynb"
 pytestmark = pytest.mark.timeout(1200)
@@ -99,7 +101,7 @@ def _nbchildren_of(pid):
     out = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = p.info["cmdline"] or []
-        if "llmarch_lab.nbchild" in cmd and f"{pid}" in cmd:
+        if "llmarch_lab.run.nbchild" in cmd and f"{pid}" in cmd:
             out.append(p)
     return out
 
@@ -169,7 +171,7 @@ def pg_server(tmp_path_factory):
     """A real mlflow tracking server on PostgreSQL (`make tracking-server`'s code), for the Ray tests."""
     import socket as _socket
 
-    from llmarch_lab import trackserver
+    from llmarch_lab.store import trackserver
 
     with _socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -253,10 +255,10 @@ def test_ray_r1_kill_a_worker_node_then_the_driver(server_store, write, ray_clus
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
     deadline = time.time() + 60
-    while time.time() < deadline and any("llmarch_lab.nbchild" in " ".join(p.info["cmdline"] or [])
+    while time.time() < deadline and any("llmarch_lab.run.nbchild" in " ".join(p.info["cmdline"] or [])
                                          for p in psutil.process_iter(["cmdline"])):
         time.sleep(0.5)
-    assert not any("llmarch_lab.nbchild" in " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"]))
+    assert not any("llmarch_lab.run.nbchild" in " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"]))
     print("R1 driver kill:", {s: len(rs) for s, rs in by_status("r1d").items()})
     rerun = _ray_run(path, cluster.address)
     _, err3 = rerun.communicate(timeout=600)

@@ -7,7 +7,8 @@ import time
 import pytest
 import yaml
 
-from llmarch_lab import LabError, models
+from llmarch_lab import LabError
+from llmarch_lab.assets import models
 from llmarch_lab.labs.serving import deploy, metrics, workload
 from llmarch_lab.labs.serving.lab import ServingParams, run
 from llmarch_lab.llm import engines, load
@@ -131,7 +132,7 @@ def test_server_death_turns_the_rest_into_errors(server):
 
 @pytest.mark.parametrize("server", [{"die_after": 3}], indirect=True)
 def test_lab_run_keeps_partial_results_when_the_server_dies(server, store):
-    from llmarch_lab import tracking
+    from llmarch_lab.store import tracking
 
     p = ServingParams(engine="external", base_url=server, model="loopback", tokenizer="none", levels=[1, 2],
                       max_requests=4, warmup_requests=1, output_tokens=8, request_timeout_s=10)
@@ -308,8 +309,9 @@ def test_bad_parameters_name_the_field(kw, msg):
 @pytest.mark.parametrize("server", [{"chunk_delay_ms": 20}], indirect=True)
 def test_suite_report_tabulates_every_level_of_every_run(server, store, write):
     """Two notebook runs through the real runner (against the loopback server), then the table."""
-    from llmarch_lab import config, runner
+    from llmarch_lab import config
     from llmarch_lab.labs.serving import report as suite_report
+    from llmarch_lab.run import runner
 
     suite = write("sv.yaml", f"""
 suite: sv
@@ -327,7 +329,8 @@ runs:
     assert [o.status for o in out] == ["FINISHED", "FINISHED"], [o.error for o in out]
     # The benchmark driver (benchmarks/serving_knobs.py) puts the table and the trade-off plot on
     # the suite's parent run, which the runner has ended by then.
-    from llmarch_lab import bench, tracking
+    from llmarch_lab.run import bench
+    from llmarch_lab.store import tracking
 
     assert bench.sweep_main("doc", str(suite), "serving", ["--report-only"]) == 0
     parent = tracking.search("sv", tags={"llmarch.parent": "true"}, status="")[0]["run_id"]
@@ -343,7 +346,7 @@ runs:
 
 @pytest.mark.parametrize("server", [{"api_key": "sk-loopback-secret-123"}], indirect=True)
 def test_api_key_comes_from_the_environment_and_is_never_logged(server, store, monkeypatch):
-    from llmarch_lab import tracking
+    from llmarch_lab.store import tracking
 
     with pytest.raises(LabError, match="HTTP 401.*API key"):
         load.preflight(load.Target(server, "loopback"))

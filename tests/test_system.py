@@ -15,7 +15,9 @@ import labtest
 import pytest
 import yaml
 
-from llmarch_lab import LabError, config, runner, tracking
+from llmarch_lab import LabError, config
+from llmarch_lab.run import runner
+from llmarch_lab.store import tracking
 from llmarch_lab.system import bundle, chooser, requirements
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -318,3 +320,15 @@ def test_a_bad_requirements_file_writes_nothing(measured, monkeypatch, tmp_path)
     r = cli("system", "report", str(req), "--out", str(out_dir))
     assert r.returncode == 2 and "workload.peak_rps" in r.stderr and ":3:" in r.stderr
     assert not out_dir.exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_system_reaches_the_labs_only_through_registry_services():
+    from llmarch_lab import registry
+
+    for name in registry.SERVICES:
+        assert registry.service(name) is not None, name
+    assert Path(registry.service("guardrails.hook_file")).is_file()
+    with pytest.raises(LabError, match="unknown lab service 'serving.nope'"):
+        registry.service("serving.nope")
+    # stream_window_chars is read off the gateway's launch signature through the registry
+    assert chooser.stream_window_chars() > 0

@@ -3,8 +3,9 @@
 import pytest
 from labtest import ProbeParams
 
-from llmarch_lab import LabError, paths, tracking
+from llmarch_lab import LabError, paths
 from llmarch_lab.results import Result, check_metric
+from llmarch_lab.store import tracking
 
 
 @pytest.mark.parametrize("name", ["quality.perplexity", "latency.ttft_ms_p99", "latency.load_s",

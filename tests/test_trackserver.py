@@ -1,4 +1,4 @@
-"""The shared tracking server (llmarch_lab.trackserver): a real PostgreSQL cluster and a real
+"""The shared tracking server (llmarch_lab.store.trackserver): a real PostgreSQL cluster and a real
 mlflow server in a temp folder, real MLflow clients, concurrent writers in their own processes.
 
 Needs PostgreSQL's binaries (apt-get install postgresql; CI installs it). Without them the server
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from llmarch_lab import LabError, trackserver
+from llmarch_lab import LabError
+from llmarch_lab.store import trackserver
 
 pytestmark = pytest.mark.timeout(600)
 

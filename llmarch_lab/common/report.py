@@ -1,12 +1,11 @@
 """One report path: a lab's suite table as one object, rendered for the console, Markdown or CSV.
 
-    from llmarch_lab.common.report import Report, runs_table
+    from llmarch_lab.common.report import Report
     rep = Report("quantization", table, directions={"perplexity": "lower"}, figures=figs)
     rep.print()                 # rich table (the CLI's `llmarch-lab report SUITE`)
     rep.markdown(); rep.csv()   # --format md / csv; benchmarks log the same text on the parent run
-    runs_table("mysuite", "rag", settings=["mode"], metrics={"ndcg_at_10": "quality.ndcg_at_10"})
 
-Every lab's `report(suite) -> Report` builds its table from tracked runs only (never notebook
+Every lab's `report(suite) -> Report` builds its table from tracked runs only (store.tables, never notebook
 outputs), so the CLI, benchmarks/*.py and the notebooks' "suite so far" cells show the same thing.
 Column directions come from the metric specs (schema.SPECS); the best value of each ranked
 column is marked with a star in the console and in Markdown.
@@ -116,21 +115,16 @@ def directions_for(columns: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def runs_table(suite: str, lab: str, settings: list[str], metrics: dict[str, str],
-               newest_per: list[str] | None = None):
-    """One row per finished run of `lab` in `suite` (newest first, one per `newest_per` key,
-    default the run name): its name, the `settings` params and the `metrics` columns."""
-    import pandas as pd
+def print_rows(rows: list[dict[str, Any]], title: str, console=None) -> None:
+    """A plain list of rows (the CLI's run and status tables) as a rich table; no ranking."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
 
-    from llmarch_lab import tracking
-
-    rows = []
-    for r in tracking.search(suite, tags={"lab": lab}):
-        row = {"run": r["tags"].get("llmarch.name", r["name"]), **{s: r["params"].get(s) for s in settings}}
-        row.update({col: r["metrics"].get(m) for col, m in metrics.items()})
-        row["run_id"] = r["run_id"]
-        rows.append(row)
-    if not rows:
-        return pd.DataFrame(columns=["run", *settings, *metrics])
-    df = pd.DataFrame(rows).drop_duplicates(newest_per or ["run"], keep="first")
-    return df.iloc[::-1].reset_index(drop=True)  # oldest first: the order the suite ran
+    console = console or Console(width=max(120, int(os.environ.get("COLUMNS", "0") or 0)))
+    t = Table(title=title, show_lines=False)
+    for col in rows[0] if rows else []:
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(*[escape(str(v)) for v in r.values()])  # run names like p[x=1] are not markup
+    console.print(t)

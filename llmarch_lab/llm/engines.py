@@ -32,7 +32,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmarch_lab import LabError, models, paths
+from llmarch_lab import LabError, paths
+from llmarch_lab.assets import models
 from llmarch_lab.common import procs
 from llmarch_lab.common.procs import free_port  # noqa: F401 - also engines.free_port for callers
 
@@ -156,7 +157,7 @@ def engine_command(engine: str, model: str, port: int, name: str, dtype: str, ma
 
 
 def gguf_path(model: str) -> Path:
-    from llmarch_lab import gguf_parts
+    from llmarch_lab.assets import gguf_parts
 
     if model == models.SMOLLM2:
         return models.smollm2_gguf()

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from llmarch_lab import LabError
+from llmarch_lab import LabError, registry
 
 ENGINES = {
     # What production runs for each engine the lab measures: llama.cpp's own llama-server (the lab
@@ -137,9 +137,7 @@ def _engine_args(c: BundleConfig) -> list[str]:
 
 
 def litellm_config(c: BundleConfig, engine_url: str) -> dict:
-    from llmarch_lab.labs.guardrails import gateway
-
-    cfg = gateway.litellm_config(engine_url, c.served_name, prometheus=True)
+    cfg = registry.service("guardrails.litellm_config")(engine_url, c.served_name, prometheus=True)
     if c.guard == "none":
         cfg.pop("guardrails", None)
     return cfg
@@ -271,7 +269,6 @@ def dashboard(c: BundleConfig) -> dict:
 def write(c: BundleConfig, folder: Path) -> list[Path]:
     """Write the whole bundle into `folder` (replaced as a whole: never half a bundle)."""
     from llmarch_lab.common.files import atomic_dir
-    from llmarch_lab.labs.guardrails.gateway import hook
     from llmarch_lab.llm import litellm_proxy
 
     folder = Path(folder)
@@ -290,17 +287,15 @@ def write(c: BundleConfig, folder: Path) -> list[Path]:
         chart_cfg = litellm_config(c, f"http://{c.system}-engine:{eport}/v1")
         litellm_proxy.write_shim(tmp / "gateway" / "lab_guard_hook.py", "/config/guardrails_gateway.py",
                                  "llmarch_guard_gateway", "LabGuardrail", "guardrail_class", writer="llmarch-lab bundle")
-        shutil.copy(hook.__file__, tmp / "gateway" / "guardrails_gateway.py")
+        shutil.copy(registry.service("guardrails.hook_file"), tmp / "gateway" / "guardrails_gateway.py")
         put("chart/Chart.yaml", template("chart/Chart.yaml").format(name=c.system))
         put_yaml("chart/values.yaml", values(c))
         for t in (TEMPLATES / "chart" / "templates").iterdir():
             put(f"chart/templates/{t.name}", t.read_text())
         put_yaml("chart/files/config.yaml", chart_cfg)
         if c.guard != "none":
-            from llmarch_lab.labs.guardrails import stack
-
-            put("gateway/guard.json", stack.default_config(injection_detector=c.guard, pii_config=c.pii_config)
-                .model_dump_json(indent=1))
+            stack = registry.service("guardrails.default_stack")(injection_detector=c.guard, pii_config=c.pii_config)
+            put("gateway/guard.json", stack.model_dump_json(indent=1))
         else:
             put("gateway/guard.json", "{}")
         for f in ("lab_guard_hook.py", "guardrails_gateway.py", "guard.json"):

@@ -37,7 +37,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmarch_lab import LabError
+from llmarch_lab import LabError, registry
+from llmarch_lab.store import tracking
 from llmarch_lab.system.requirements import Floor, Requirements
 
 SWEEP_KEYS = ("latency.ttft_ms_p50", "latency.ttft_ms_p99", "latency.tpot_ms_p50", "latency.tpot_ms_p99",
@@ -89,8 +90,6 @@ class Components:
 
 
 def _sweep(run_id: str) -> list[dict]:
-    from llmarch_lab import tracking
-
     series = {k: dict(tracking.metric_history(run_id, k.replace(".", ".sweep.", 1))) for k in SWEEP_KEYS}
     steps = sorted(series["throughput.req_per_s"])
     out = []
@@ -104,7 +103,7 @@ def _sweep(run_id: str) -> list[dict]:
 
 def components(req: Requirements) -> Components:
     """Read the store: every serving run with a sweep, every injection guard, every finished run."""
-    from llmarch_lab import paths, tracking
+    from llmarch_lab import paths
 
     if not tracking.require_store(write=False):
         raise LabError(f"no tracking store at {paths.tracking_uri()}: run the suites the requirements "
@@ -204,9 +203,8 @@ def stream_window_chars() -> int:
     """The guarded gateway's streaming holdback (characters), as gateway.launch defaults it."""
     import inspect
 
-    from llmarch_lab.labs.guardrails import gateway
-
-    return int(inspect.signature(gateway.launch).parameters["stream_window_chars"].default)
+    launch = registry.service("guardrails.launch_gateway")
+    return int(inspect.signature(launch).parameters["stream_window_chars"].default)
 
 
 def chars_per_token(serving: Serving) -> float:

@@ -70,7 +70,8 @@ def run(p: SystemParams) -> Result:
 
 
 def report(suite: str):
-    from llmarch_lab.common.report import Report, directions_for, runs_table
+    from llmarch_lab.common.report import Report, directions_for
+    from llmarch_lab.store.tables import runs_table
 
     metrics = {"usd_per_month": "cost.system_usd_per_month", "replicas": "count.system_replicas",
                "feasible_candidates": "count.system_feasible", "ttft_p50_err_pct": "errors.verify_ttft_p50_abs_error_pct",

@@ -19,8 +19,9 @@ import io
 import time
 from pathlib import Path
 
-from llmarch_lab import LabError
+from llmarch_lab import LabError, paths
 from llmarch_lab.common.files import atomic_dir
+from llmarch_lab.store import tracking
 from llmarch_lab.system import bundle, chooser, requirements
 from llmarch_lab.system.render import NO_DOT, diagram, take_screenshot
 
@@ -173,8 +174,6 @@ def build(req_path: str | Path, out_dir: str | Path | None = None, verify: bool 
 def default_dir(system: str) -> Path:
     """reports/<system> beside a sqlite store (mlruns/reports/<system> for the default store,
     ignored by git); mlruns/reports/<system> for a server store."""
-    from llmarch_lab import paths
-
     db = paths.sqlite_path(paths.tracking_uri())
     if db is not None:
         return db.parent / "reports" / system
@@ -395,7 +394,7 @@ def headline_metrics(ch, ver, validation) -> dict[str, float]:
 
 def _log(ch, ver, validation, folder: Path) -> str:
     """One MLflow run per report: params (requirements), headline metrics, the whole folder."""
-    from llmarch_lab import paths, schema, tracking
+    from llmarch_lab import schema
 
     c = tracking.client(paths.tracking_uri())
     exp = tracking.ensure_experiment(EXPERIMENT)

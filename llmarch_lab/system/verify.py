@@ -21,7 +21,7 @@ import json
 import time
 from pathlib import Path
 
-from llmarch_lab import LabError
+from llmarch_lab import LabError, registry
 
 COMPARED = (  # (label, predicted column in the candidate row / key, measured metric)
     ("TTFT p50 (ms)", "ttft_ms_p50", "latency.ttft_ms_p50"),
@@ -35,8 +35,7 @@ COMPARED = (  # (label, predicted column in the candidate row / key, measured me
 
 def serving_params(params: dict):
     """The serving run's ServingParams back from its MLflow params (JSON-encoded unless strings)."""
-    from llmarch_lab.labs.serving.lab import ServingParams
-
+    ServingParams = registry.service("serving.params")  # noqa: N806 - a class
     values: dict = {}
     extra: dict = {}
     for k, v in params.items():
@@ -61,10 +60,9 @@ def run(choice, log_dir: Path, progress: bool = True) -> dict:
     """Start the recommended system, drive it, and return the predicted-vs-measured table."""
     import pandas as pd
 
-    from llmarch_lab.labs.serving import metrics as smetrics
-    from llmarch_lab.labs.serving import workload
-    from llmarch_lab.labs.serving.lab import fixed_output_body, tokenizer_for
     from llmarch_lab.llm import engines, load
+
+    fixed_output_body, tokenizer_for = registry.service("serving.fixed_output_body"), registry.service("serving.tokenizer_for")
 
     if not choice.feasible:
         raise LabError("verify: no system meets the requirements; nothing to verify")
@@ -74,7 +72,7 @@ def run(choice, log_dir: Path, progress: bool = True) -> dict:
     tok = tokenizer_for(p)
     count = (lambda text: len(tok(text, add_special_tokens=False)["input_ids"])) if tok is not None else None
     w = req.workload
-    pool = workload.build("synthetic", tok, max(32, req.verify.requests), w.prompt_tokens, w.output_tokens, seed=1)
+    pool = registry.service("serving.workload")("synthetic", tok, max(32, req.verify.requests), w.prompt_tokens, w.output_tokens, seed=1)
     rate = float(row.per_replica_rps)
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -88,14 +86,13 @@ def run(choice, log_dir: Path, progress: bool = True) -> dict:
     try:
         base_url, name, key_env = eng.base_url, eng.model_name, ""
         if guard_on:
-            from llmarch_lab.labs.guardrails import gateway, stack
-
-            cfg = stack.default_config(injection_detector=row.guard, pii_config=req.safety.pii_config)
-            gw = gateway.launch(eng.base_url, cfg, log_dir / "gateway.log", model_name=eng.model_name, prometheus=True)
+            cfg = registry.service("guardrails.default_stack")(injection_detector=row.guard,
+                                                               pii_config=req.safety.pii_config)
+            gw = registry.service("guardrails.launch_gateway")(eng.base_url, cfg, log_dir / "gateway.log", model_name=eng.model_name, prometheus=True)
             base_url, key_env = gw.base_url, gw.api_key_env
         target = load.Target(base_url, name, key_env, fixed_output_body(p, tok), p.request_timeout_s)
         load.preflight(target)
-        stream = workload.cycle(pool)
+        stream = registry.service("serving.cycle")(pool)
         load.run_level(target, stream, "synchronous", 1, 2, 60.0, count_tokens=count)  # warm-up
         recs, wall = load.run_level(target, stream, "poisson", rate, req.verify.requests, req.verify.max_seconds,
                                     seed=7, count_tokens=count)
@@ -104,7 +101,7 @@ def run(choice, log_dir: Path, progress: bool = True) -> dict:
         if gw is not None:
             gw.__exit__(None, None, None)  # stops both processes, forgets the master key
         eng.stop()
-    m = smetrics.summarize(recs, wall, req.slos.ttft_ms_p99 or 1e9, req.slos.tpot_ms_p50 or 1e9, 0.0)
+    m = registry.service("serving.summarize")(recs, wall, req.slos.ttft_ms_p99 or 1e9, req.slos.tpot_ms_p50 or 1e9, 0.0)
     # The generator draws Poisson arrivals; with a few dozen requests their realised rate is off the
     # nominal one by tens of percent. The prediction is made again at the realised rate, from the
     # same measured components (the chooser's open_loop), so that the check tests the model, not

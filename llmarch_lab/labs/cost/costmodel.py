@@ -172,7 +172,7 @@ def _serving_rows(models: list[str] | None, experiments: list[str] | None) -> li
       decode_tok_s  = concurrency * 1000 / latency.tpot_ms_p50
     TTFT under load includes queueing, so prefill_tok_s is a lower bound above concurrency 1.
     Open-loop runs (constant, poisson: step = level index, not a concurrency) are left out."""
-    from llmarch_lab import tracking
+    from llmarch_lab.store import tracking
 
     if not tracking.require_store(write=False):
         return []

@@ -211,7 +211,7 @@ def _cache(p: CostParams, res: Result) -> None:
     import numpy as np
     import pandas as pd
 
-    from llmarch_lab import datasets
+    from llmarch_lab.assets import datasets
     from llmarch_lab.labs.cost import cache, trace
 
     dev = cache.dev_pairs() if not p.cache_pairs else datasets.qqp_pairs().sample(
@@ -275,7 +275,7 @@ def _paraphrase_hit_rate(p: CostParams) -> tuple[float, str]:
     """P(a paraphrase of an earlier question hits its answer) for the plan's trace: the chosen
     cache's label-aware hit rate on Quora dev pairs the verifier never saw (the dev file minus
     every pair that shares a question with dev_pairs(), a seeded sample of 2,000)."""
-    from llmarch_lab import datasets
+    from llmarch_lab.assets import datasets
     from llmarch_lab.labs.cost import cache
 
     train = cache.dev_pairs()
@@ -409,7 +409,7 @@ def _quantile_thresholds(scores, qs):
 
 
 def _check_alias(spec: str) -> None:
-    from llmarch_lab import gguf_parts, models
+    from llmarch_lab.assets import gguf_parts, models
 
     if spec not in (models.SMOLLM2, *gguf_parts.PARTED) and not spec.endswith(".gguf"):
         raise LabError(f"model {spec!r}: the cost lab serves models with llama.cpp: use an alias "

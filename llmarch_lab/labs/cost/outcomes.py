@@ -27,7 +27,8 @@ import os
 import time
 from pathlib import Path
 
-from llmarch_lab import LabError, datasets, paths, tasks
+from llmarch_lab import LabError, paths
+from llmarch_lab.assets import datasets, tasks
 
 TASKS = ("pubmedqa", "gsm8k")
 CONTEXT_WORDS = 300  # PubMedQA abstracts are cut to this many words (prefill time on 2 cores)

@@ -7,7 +7,8 @@ RouteLLM's outcomes, the semantic cache, the routed gateway, and the plan.
 
 from __future__ import annotations
 
-from llmarch_lab.common.report import Report, directions_for, runs_table
+from llmarch_lab.common.report import Report, directions_for
+from llmarch_lab.store.tables import runs_table
 
 ROUTERS = ("random", "rule", "minilm_lr", "knn", "confidence", "cascade")
 ROUTING = {"small_pubmedqa": "quality.small_pubmedqa_accuracy", "large_pubmedqa": "quality.large_pubmedqa_accuracy",

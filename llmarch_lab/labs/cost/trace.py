@@ -26,7 +26,7 @@ def _intents(seed: int):
     """[(origin, [paraphrases], [near-misses])] in a seeded shuffled popularity order."""
     import numpy as np
 
-    from llmarch_lab import datasets
+    from llmarch_lab.assets import datasets
 
     pairs = datasets.qqp_pairs()
     d: dict[str, tuple[list, list]] = {}

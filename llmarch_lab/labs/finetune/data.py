@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from llmarch_lab import LabError, tasks
+from llmarch_lab import LabError
+from llmarch_lab.assets import tasks
 
 LABELS = tasks.PUBMEDQA_LABELS
 INSTRUCTION = tasks.PUBMEDQA_INSTRUCTION

@@ -12,7 +12,7 @@ endpoint knows it by. The run is logged as an interactive MLflow run (lab finetu
 
 from __future__ import annotations
 
-from llmarch_lab import datasets, models
+from llmarch_lab.assets import datasets, models
 from llmarch_lab.labs.finetune import data as fd
 from llmarch_lab.labs.finetune import scoring
 from llmarch_lab.results import Result

@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from llmarch_lab import LabError, datasets, models, paths
+from llmarch_lab import LabError, paths
+from llmarch_lab.assets import datasets, models
 from llmarch_lab.labs.finetune import data as fd
 from llmarch_lab.labs.finetune import scoring, train
 from llmarch_lab.labs.finetune.params import FinetuneParams
@@ -195,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import yaml
 
-    from llmarch_lab import config, tracking
+    from llmarch_lab import config
+    from llmarch_lab.store import tracking
 
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["score-endpoint"]:
@@ -229,9 +231,10 @@ def _score_endpoint_main(args: list[str]) -> int:
 
     import yaml
 
-    from llmarch_lab import config, tracking
+    from llmarch_lab import config
     from llmarch_lab.labs.finetune import endpoint_eval
     from llmarch_lab.llm.endpoint import Endpoint
+    from llmarch_lab.store import tracking
 
     try:
         bad = [a for a in args if "=" not in a]

@@ -9,7 +9,8 @@ The best configuration is marked by dev macro-F1 (`best_on_dev`), never by test.
 
 from __future__ import annotations
 
-from llmarch_lab.common.report import Report, directions_for, runs_table
+from llmarch_lab.common.report import Report, directions_for
+from llmarch_lab.store.tables import runs_table
 
 COLUMNS = {  # table column -> metric (headline = the run's `calibrate` choice; raw_ = argmax)
     "majority_acc": "quality.majority_accuracy", "majority_f1": "quality.majority_macro_f1",

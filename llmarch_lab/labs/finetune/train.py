@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmarch_lab import models
+from llmarch_lab.assets import models
 from llmarch_lab.labs.finetune import scoring
 from llmarch_lab.llm import quant
 

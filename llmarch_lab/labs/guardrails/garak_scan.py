@@ -157,7 +157,7 @@ def overall_asr(df) -> float:
 
 def benign_questions(n: int, seed: int = 0) -> list[str]:
     """n PubMedQA questions, drawn at random (the file is ordered by label)."""
-    from llmarch_lab import datasets
+    from llmarch_lab.assets import datasets
 
     df = datasets.pubmedqa()
     return df.sample(n=min(n, len(df)), random_state=seed)["question"].tolist()
@@ -226,7 +226,7 @@ def ttft(endpoints: dict, questions: list[str], max_tokens: int = 32) -> dict:
 def study(out_dir, cap: int = 5, probes=DEFAULT_PROBES, n_benign: int = 50, n_ttft: int = 20, max_tokens: int = 48,
           stream_window_chars: int = 64, guard_config=None) -> dict:
     """Engine + gateway on loopback; garak on both; benign false blocks; TTFT bare vs guarded."""
-    from llmarch_lab import models
+    from llmarch_lab.assets import models
     from llmarch_lab.common.stats import percentiles
     from llmarch_lab.labs.guardrails import gateway
     from llmarch_lab.llm import engines

@@ -32,7 +32,8 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
-from llmarch_lab import LabError, datasets, paths
+from llmarch_lab import LabError, paths
+from llmarch_lab.assets import datasets
 from llmarch_lab.common import stats
 from llmarch_lab.config import LabParams
 from llmarch_lab.results import Result
@@ -177,7 +178,7 @@ def _toxicity(p: GuardrailsParams, res: Result) -> None:
 def _validation(p: GuardrailsParams, res: Result) -> None:
     import tempfile
 
-    from llmarch_lab import models
+    from llmarch_lab.assets import models
     from llmarch_lab.labs.guardrails import rules, validation
     from llmarch_lab.llm import engines
 

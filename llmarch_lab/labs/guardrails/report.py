@@ -8,7 +8,8 @@ stack's latency, and the guarded gateway under garak.
 
 from __future__ import annotations
 
-from llmarch_lab.common.report import Report, directions_for, runs_table
+from llmarch_lab.common.report import Report, directions_for
+from llmarch_lab.store.tables import runs_table
 
 PII = {"P": "quality.pii_precision", "R": "quality.pii_recall", "F2": "quality.pii_f2",
        "p50_ms": "latency.pii_ms_p50", "p95_ms": "latency.pii_ms_p95"}

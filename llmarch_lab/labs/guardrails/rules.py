@@ -328,7 +328,7 @@ class Groundedness:
     def _load(self):
         if self._embedder is None:
             if _EMBEDDER[0] is None:
-                from llmarch_lab import models
+                from llmarch_lab.assets import models
 
                 try:
                     _EMBEDDER[0] = models.load_embedder()
@@ -425,7 +425,7 @@ def groundedness_pairs(n_items: int = 200, seed: int = 0, df=None, encode=None):
     import numpy as np
     import pandas as pd
 
-    from llmarch_lab import datasets
+    from llmarch_lab.assets import datasets
 
     df = datasets.pubmedqa() if df is None else df
     if n_items < 4:

@@ -26,11 +26,12 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from llmarch_lab import datasets, models, tracking
+from llmarch_lab.assets import datasets, models
 from llmarch_lab.common.memory import PeakRSS, weights_mb
 from llmarch_lab.config import EmbedderFields, ModelSpec
 from llmarch_lab.llm import local, perplexity, quant
 from llmarch_lab.results import Result
+from llmarch_lab.store import tracking
 
 Quant = Literal["fp32", "bf16", "fp16", "int8", "nf4", "fp4", "torchao-int8-wo", "torchao-int4-wo"]
 LLM_QUANTS = Quant.__args__
@@ -211,7 +212,7 @@ def load_embedder(p: QuantParams, device: str):
 def run_embedder(p: QuantParams, res: Result) -> None:
     import numpy as np
 
-    from llmarch_lab import corpora
+    from llmarch_lab.assets import corpora
     from llmarch_lab.common import ir
 
     device = models.resolve_device(p.device)

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import textwrap
 
-from llmarch_lab import LabError, schema, tracking
+from llmarch_lab import LabError, schema
 from llmarch_lab.common import stats
 from llmarch_lab.common.report import Report
 from llmarch_lab.labs.quantization.lab import LLM_QUANTS, QuantParams
+from llmarch_lab.store import tracking
 
 # Parameters that make two runs comparable (same model, same evaluation): rows are grouped by them.
 SETTINGS = {"llm": ("model", "device", "threads", "max_length", "stride", "max_tokens", "prefill_tokens", "decode_new_tokens"),

@@ -12,7 +12,7 @@ import time
 
 from pydantic import Field
 
-from llmarch_lab import datasets, models
+from llmarch_lab.assets import datasets, models
 from llmarch_lab.common import stats
 from llmarch_lab.config import EmbedderFields, LLMFields
 from llmarch_lab.llm import local

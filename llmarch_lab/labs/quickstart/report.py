@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from llmarch_lab.common.report import Report, directions_for, runs_table
+from llmarch_lab.common.report import Report, directions_for
+from llmarch_lab.store.tables import runs_table
 
 METRICS = {"decode_tok_per_s": "throughput.decode_tok_per_s", "generate_ms_p50": "latency.generate_ms_p50",
            "retrieval_hit_at_1": "quality.retrieval_hit_at_1", "query_ms_p50": "latency.query_ms_p50",

@@ -14,6 +14,6 @@ Modules, one role each (heavy libraries are imported inside the functions that n
     lab.py         RagParams and run(): the notebook's entry point
     report.py      the suite table, with each run's nDCG@10 gap to the best and its 95% interval
 
-Shared pieces live outside the lab: corpora (llmarch_lab.corpora), IR metrics (common.ir),
+Shared pieces live outside the lab: corpora (llmarch_lab.assets.corpora), IR metrics (common.ir),
 percentiles (common.stats), greedy generation and thread pinning (llm.local).
 """

@@ -21,7 +21,8 @@ from __future__ import annotations
 import hashlib
 import time
 
-from llmarch_lab import LabError, models, paths
+from llmarch_lab import LabError, paths
+from llmarch_lab.assets import models
 
 QUERY_ENCODERS = ("auto", "onnx", "torch")
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from llmarch_lab import LabError, models
+from llmarch_lab import LabError
+from llmarch_lab.assets import models
 from llmarch_lab.llm import local
 
 DEFAULT_TEMPLATE = ("Answer the question using only the context below. Answer in one or two sentences.\n\n"

@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from llmarch_lab import corpora, models
+from llmarch_lab.assets import corpora, models
 from llmarch_lab.common import ir, stats
 from llmarch_lab.config import Dtype, EmbedderFields, ModelSpec
 from llmarch_lab.labs.rag import chunking, generate, ragas_eval, retrieval, store

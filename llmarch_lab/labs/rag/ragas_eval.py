@@ -28,7 +28,8 @@ import concurrent.futures
 import math
 import warnings
 
-from llmarch_lab import LabError, models, paths
+from llmarch_lab import LabError, paths
+from llmarch_lab.assets import models
 from llmarch_lab.llm.endpoint import Endpoint
 
 NONLLM_METRICS = ("context_recall", "context_precision", "rouge_l", "bleu", "string_similarity")

@@ -12,9 +12,11 @@ per-query tables). An interval that holds 0 means these queries cannot tell the 
 
 from __future__ import annotations
 
-from llmarch_lab import LabError, tracking
+from llmarch_lab import LabError
 from llmarch_lab.common import stats
-from llmarch_lab.common.report import Report, directions_for, runs_table
+from llmarch_lab.common.report import Report, directions_for
+from llmarch_lab.store import tracking
+from llmarch_lab.store.tables import runs_table
 
 SETTINGS = ["corpus", "mode", "fusion", "linear_weight", "chunking", "reranker", "n_docs", "n_queries"]
 METRICS = {"ndcg_at_10": "quality.ndcg_at_10", "recall_at_10": "quality.recall_at_10",

@@ -20,7 +20,8 @@ and re-orders the candidates in dense/bm25 mode (LanceDB CrossEncoderReranker).
 
 from __future__ import annotations
 
-from llmarch_lab import LabError, models
+from llmarch_lab import LabError
+from llmarch_lab.assets import models
 
 MODES = ("dense", "bm25", "hybrid", "bm25s")
 FUSIONS = ("rrf", "linear")

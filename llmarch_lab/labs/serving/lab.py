@@ -22,7 +22,8 @@ from typing import Callable, Literal
 
 from pydantic import Field, model_validator
 
-from llmarch_lab import LabError, models, paths
+from llmarch_lab import LabError, paths
+from llmarch_lab.assets import models
 from llmarch_lab.config import EndpointFields
 from llmarch_lab.labs.serving import deploy, metrics, report, workload
 from llmarch_lab.llm import api_presets, engine_metrics, engines, load

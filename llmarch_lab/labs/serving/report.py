@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 
-from llmarch_lab import tracking
 from llmarch_lab.common.report import Report, directions_for
+from llmarch_lab.store import tracking
 
 SWEEP_COLUMNS = ["level", "requests", "errors", "error_rate", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms",
                  "itl_p50_ms", "e2e_p99_ms", "output_tok_per_s", "req_per_s", "goodput_req_per_s", "slo_attainment"]

@@ -13,7 +13,8 @@ import itertools
 import random
 from typing import Iterator
 
-from llmarch_lab import LabError, datasets
+from llmarch_lab import LabError
+from llmarch_lab.assets import datasets
 from llmarch_lab.llm.load import Request
 
 WORKLOADS = ("synthetic", "pubmedqa", "pubmedqa-shared")

@@ -41,7 +41,7 @@ _STORES: dict[str, "EmbeddingStore"] = {}
 def load_model(spec: str):
     """The sentence-transformers model for an embedder spec, loaded once per process."""
     if spec not in _MODELS:
-        from llmarch_lab import models
+        from llmarch_lab.assets import models
 
         _MODELS[spec] = models.load_embedder(spec, device="cpu")
     return _MODELS[spec]

@@ -128,7 +128,7 @@ DEV_SEED = 0
 
 def dev_pairs():
     """The fixed-seed dev subset every dev-file number here was measured on (and CHOSEN trained on)."""
-    from llmarch_lab import datasets
+    from llmarch_lab.assets import datasets
 
     return datasets.qqp_pairs().sample(n=DEV_SUBSET, random_state=DEV_SEED).reset_index(drop=True)
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from llmarch_lab import LabError, models, paths
+from llmarch_lab import LabError, paths
+from llmarch_lab.assets import models
 
 ROUTERS = ("random", "rule", "minilm-lr", "knn", "confidence", "cascade")
 EMBEDDER = models.MINILM

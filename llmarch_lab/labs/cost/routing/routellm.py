@@ -69,7 +69,7 @@ def routellm_replication(benches: Sequence[str] = ("gsm8k", "mmlu", "mt_bench"),
     cv_folds, out-of-fold scores on every row. MT-Bench (72 questions) always uses cv_folds (default 5,
     stratified by category) so its test set is not 36 questions. Compare with `published()`, whose
     routers were trained on Chatbot Arena preferences (plus judge / golden-label augmentation)."""
-    from llmarch_lab import datasets
+    from llmarch_lab.assets import datasets
 
     rows, all_curves = [], {}
     for bench in benches:

@@ -25,7 +25,7 @@ def _export_onnx(bert, tokenizer, path: Path) -> None:
     Written here, not imported: labs/rag/onnx_encoder.py has the same idea for a whole
     SentenceTransformer, but labs may not import one another (.importlinter); sentence-
     transformers' own backend="onnx" needs optimum, which is not installed. Moving one exporter
-    down into models.py would let both labs share it."""
+    down into assets/models.py would let both labs share it."""
 
     import torch
 
@@ -70,7 +70,7 @@ class MiniLMEncoder:
     def _load(self) -> None:
         if self.backend is not None:
             return
-        from llmarch_lab import models
+        from llmarch_lab.assets import models
 
         t0 = time.perf_counter()
         self._st = models.load_embedder(models.MINILM, device="cpu")
@@ -94,7 +94,7 @@ class MiniLMEncoder:
         import onnxruntime as ort
         import torch
 
-        from llmarch_lab import datasets, models
+        from llmarch_lab.assets import datasets, models
 
         weights = models.minilm_dir() / "model.safetensors"
         key = datasets.sha256_file(weights)[:16]

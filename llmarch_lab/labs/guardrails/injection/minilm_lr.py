@@ -100,7 +100,7 @@ class MiniLMLRDetector(Detector):
 
 def training_file() -> tuple[Any, str]:
     """(DataFrame text/label, sha256) of data/prompt_injections/train.parquet, verified."""
-    from llmarch_lab import datasets
+    from llmarch_lab.assets import datasets
 
     df = datasets.prompt_injections()
     return df, datasets.verified_files()["prompt_injections/train.parquet"]

@@ -13,7 +13,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Print engine x config x threshold on the TEST split, thresholds chosen on TRAIN."""
     import argparse
 
-    from llmarch_lab import datasets
+    from llmarch_lab.assets import datasets
     from llmarch_lab.common import stats
 
     ap = argparse.ArgumentParser(prog="python -m llmarch_lab.labs.guardrails.pii", description=main.__doc__)

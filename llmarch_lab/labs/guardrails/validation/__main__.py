@@ -15,7 +15,7 @@ def main(argv=None) -> int:
     import tempfile
     from pathlib import Path
 
-    from llmarch_lab import models
+    from llmarch_lab.assets import models
     from llmarch_lab.labs.guardrails import rules
     from llmarch_lab.llm import engines
 

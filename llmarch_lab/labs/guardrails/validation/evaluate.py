@@ -17,7 +17,7 @@ def sample_items(n: int, seed: int = 0, df=None):
     at least one per class when n >= 3). The file is ordered by label: never take the first n."""
     import numpy as np
 
-    from llmarch_lab import datasets
+    from llmarch_lab.assets import datasets
 
     df = datasets.pubmedqa() if df is None else df
     if not isinstance(n, int) or n < 1:

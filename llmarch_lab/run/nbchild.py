@@ -1,6 +1,6 @@
 """The process that executes one notebook: papermill, bound to the worker that started it.
 
-    python -m llmarch_lab.nbchild --parent PID --workdir DIR -- <papermill arguments>
+    python -m llmarch_lab.run.nbchild --parent PID --workdir DIR -- <papermill arguments>
 
 The runner's worker (a thread of `llmarch-lab run`, a Ray task, a submitit job) starts this
 process instead of papermill itself. Linux sends it SIGTERM when the worker dies, even by kill -9
@@ -31,7 +31,7 @@ def _die(workdir: str, code: int = 143) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m llmarch_lab.nbchild")
+    ap = argparse.ArgumentParser(prog="python -m llmarch_lab.run.nbchild")
     ap.add_argument("--parent", type=int, required=True, help="pid of the worker that started us")
     ap.add_argument("--workdir", required=True, help="removed if we are killed")
     ap.add_argument("papermill", nargs=argparse.REMAINDER)

@@ -273,7 +273,7 @@ def environment_tags() -> dict[str, str]:
 
 
 def data_tags() -> dict[str, str]:
-    from llmarch_lab import datasets
+    from llmarch_lab.assets import datasets
 
     return {f"data.{name}": sha for name, sha in datasets.verified_files().items()}
 

@@ -29,7 +29,9 @@ def sweep_main(doc: str, default_suite: str, lab: str, argv: list[str] | None = 
     parser.add_argument("--report-only", action="store_true", help="Do not run; report the suite's runs.")
     args = parser.parse_args(argv)
 
-    from llmarch_lab import LabError, config, registry, runner, tracking
+    from llmarch_lab import LabError, config, registry
+    from llmarch_lab.run import runner
+    from llmarch_lab.store import tracking
 
     outcomes = []
     try:
@@ -73,8 +75,8 @@ def log_standalone(lab: str, script: str, params: dict, result) -> str:
     tags. Returns the run id."""
     from pydantic import create_model
 
-    from llmarch_lab import tracking
     from llmarch_lab.config import LabParams
+    from llmarch_lab.store import tracking
 
     model = create_model(f"{lab}_params", __base__=LabParams, **{k: (type(v), v) for k, v in params.items()})
     model.lab = lab

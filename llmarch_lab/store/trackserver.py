@@ -1,9 +1,9 @@
 """A shared MLflow tracking server on PostgreSQL, started into one folder: no system service.
 
     make tracking-server                         # .tracking/ in the checkout, http://127.0.0.1:5001
-    python -m llmarch_lab.trackserver start --root /srv/lab-tracking --port 5001 [--auth]
+    python -m llmarch_lab.store.trackserver start --root /srv/lab-tracking --port 5001 [--auth]
     export MLFLOW_TRACKING_URI=http://127.0.0.1:5001
-    python -m llmarch_lab.trackserver status | stop
+    python -m llmarch_lab.store.trackserver status | stop
 
 Several writers (runner workers, Ray or Slurm jobs, colleagues' notebooks) then log to one store
 without sqlite's single-writer lock. Everything lives under `root` (default `<home>/.tracking`):
@@ -262,7 +262,7 @@ def _pg_start(root: Path, state: dict[str, Any], timeout_s: float) -> tuple[int,
              "initdb", log=root / PG_LOG, cwd=base, timeout=max(timeout_s, 60))
         # Appended as root keeps the file's owner (postgres).
         with open(data / "postgresql.conf", "a") as f:
-            f.write("\n# llmarch_lab.trackserver\nlisten_addresses = '127.0.0.1'\n"
+            f.write("\n# llmarch_lab.store.trackserver\nlisten_addresses = '127.0.0.1'\n"
                     f"unix_socket_directories = '{sock}'\nunix_socket_permissions = 0700\nmax_connections = 200\n")
         state["initdb_s"] = round(time.perf_counter() - t0, 2)
     user.own_dir(sock)  # (re)made: /tmp cleaners and reboots may remove it
@@ -424,7 +424,7 @@ def start(root: Path | str | None = None, port: int = 5001, host: str = "127.0.0
         if running:
             if (st["uri"], bool(st.get("auth"))) != (uri, auth):
                 raise LabError(f"a server is already running from {root} at {st['uri']} (auth={bool(st.get('auth'))}); "
-                               "stop it first (python -m llmarch_lab.trackserver stop) to change port, host or auth")
+                               "stop it first (python -m llmarch_lab.store.trackserver stop) to change port, host or auth")
             if auth:
                 _check_admin(uri)
             return _result(root, st, started=False)
@@ -496,7 +496,7 @@ def stop(root: Path | str | None = None) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m llmarch_lab.trackserver", description=__doc__.splitlines()[0],
+    ap = argparse.ArgumentParser(prog="python -m llmarch_lab.store.trackserver", description=__doc__.splitlines()[0],
                                  epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["start", "stop", "status"])
     ap.add_argument("--root", type=Path, default=None, help="Folder of the server (default: <home>/.tracking).")

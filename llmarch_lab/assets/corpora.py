@@ -20,7 +20,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from llmarch_lab import LabError, datasets
+from llmarch_lab import LabError
+from llmarch_lab.assets import datasets
 
 CORPORA = ("cranfield", "pubmedqa")
 FIELDS = ("title+text", "text")

@@ -37,9 +37,11 @@ from pathlib import Path
 import psutil
 import yaml
 
-from llmarch_lab import LabError, claims, paths, tracking
+from llmarch_lab import LabError, paths
 from llmarch_lab.common.procs import alive
 from llmarch_lab.config import RunSpec, Suite
+from llmarch_lab.run import claims
+from llmarch_lab.store import tracking
 
 PID_TAG, HOST_TAG, START_TAG = "llmarch.runner_pid", "llmarch.runner_host", "llmarch.runner_started"
 ERROR_TAG = claims.ERROR_TAG
@@ -162,7 +164,7 @@ def execute(spec: RunSpec, run_id: str, out_dir: Path, timeout_s: int | None = N
     env = {**os.environ, tracking.RUN_ID_ENV: run_id, tracking.SUITE_ENV: spec.suite,
            "MLFLOW_TRACKING_URI": paths.tracking_uri(), "LLMARCH_HOME": str(paths.home()),
            "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "llmarch_lab.nbchild", "--parent", str(os.getpid()), "--workdir", str(out_dir),
+    cmd = [sys.executable, "-m", "llmarch_lab.run.nbchild", "--parent", str(os.getpid()), "--workdir", str(out_dir),
            "--", str(spec.notebook), str(out), "-f", str(params_file),
            "--cwd", str(spec.notebook.parent), "--no-progress-bar", "--log-level", "WARNING",
            "--start-timeout", str(kernel_start_s())]
@@ -275,7 +277,7 @@ def run_suite(suite: Suite, workers: int = 1, force: bool = False, dry_run: bool
     and marked KILLED, and about runs left to another invocation."""
     from tqdm.auto import tqdm
 
-    from llmarch_lab import executors
+    from llmarch_lab.run import executors
 
     exists = tracking.require_store(write=not dry_run)
     c = tracking.client(paths.tracking_uri()) if exists or not dry_run else None  # a client creates a sqlite store

@@ -10,7 +10,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from llmarch_lab import LabError, claims, paths, tracking
+from llmarch_lab import LabError, paths
+from llmarch_lab.run import claims
+from llmarch_lab.store import tracking
 
 ORDER = {"RUNNING": 0, "STALE": 1, "FAILED": 2, "KILLED": 3, "PENDING": 4, "FINISHED": 5}
 

@@ -104,7 +104,7 @@ def resolve(spec: str) -> str:
         return str(smollm2_dir())
     if spec == MINILM:
         return str(minilm_dir())
-    from llmarch_lab import gguf_parts
+    from llmarch_lab.assets import gguf_parts
 
     if spec in gguf_parts.PARTED:  # Qwen2.5-Coder GGUFs assembled by `make model-qwen`
         gguf = gguf_parts.gguf(spec)

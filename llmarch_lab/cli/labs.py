@@ -1,0 +1,92 @@
+"""`llmarch-lab guard scan | verify` and `llmarch-lab cache eval`: the labs' file commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from llmarch_lab import LabError
+from llmarch_lab.cli.base import app, fail
+
+guard_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                        help="Guardrails: scan a file with one check, verify an audit log.")
+app.add_typer(guard_app, name="guard")
+
+SCAN_EXAMPLES = """Examples:
+
+\b
+  llmarch-lab guard scan --check injection --in prompts.jsonl --out flagged.jsonl
+  llmarch-lab guard scan --check pii --in tickets.csv --out pii.jsonl --detector spacy/tuned
+  llmarch-lab guard scan --check toxicity --in chat.parquet --out tox.jsonl --text-column message
+"""
+
+
+@guard_app.command("scan", epilog=SCAN_EXAMPLES)
+def guard_scan(check: str = typer.Option(..., "--check", metavar="injection|pii|toxicity", help="The check to run."),
+               in_: Path = typer.Option(..., "--in", metavar="FILE", help=".jsonl, .csv or .parquet with a text column."),
+               out: Path = typer.Option(..., "--out", metavar="OUT.jsonl", help="One JSON line per input row, in order."),
+               detector: Optional[str] = typer.Option(None, "--detector", metavar="NAME",
+                                                      help="injection: rules|minilm-lr|nanoguard|cascade|...; "
+                                                           "pii: spacy/tuned|no_op/default|...; toxicity: profanity-check."),
+               text_column: str = typer.Option("text", "--text-column", metavar="NAME", help="The column scanned."),
+               quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")):
+    """Score every row of FILE with one guardrail check; adds score, flagged, latency_ms (pii: entities, redacted)."""
+    from llmarch_lab import registry
+
+    try:
+        summary = registry.command("guard scan")(check, in_, out, detector=detector, text_column=text_column,
+                                                 progress=not quiet)
+    except LabError as e:
+        fail(e)
+    p50, p95 = summary.get("latency_ms_p50"), summary.get("latency_ms_p95")
+    timing = f", latency p50 {p50:.1f} ms, p95 {p95:.1f} ms" if p50 is not None else ""
+    typer.echo(f"wrote {out}: {summary['rows']} rows, {summary['flagged']} flagged "
+               f"({summary['detector']}, threshold {summary['threshold']:.3g}){timing}")
+
+
+@guard_app.command("verify")
+def guard_verify(path: Path = typer.Argument(..., metavar="AUDIT.jsonl", help="A guard audit log."),
+                 key_env: str = typer.Option("", "--key-env", metavar="NAME",
+                                             help="Environment variable holding the HMAC key, if the log is keyed.")):
+    """Check an audit log's hash chain: exit 0 intact, 1 tampered or torn (naming the line), 2 unreadable."""
+    from llmarch_lab import registry
+
+    try:
+        rep = registry.command("guard verify")(path, key_env)
+    except OSError as e:
+        fail(LabError(f"{path}: cannot read ({e.strerror or e})"))
+    except LabError as e:
+        fail(e)
+    typer.echo(rep.line(path))
+    raise typer.Exit(0 if rep.ok else 1)
+
+
+cache_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                        help="Cost lab: evaluate the chosen semantic cache on a file of question pairs.")
+app.add_typer(cache_app, name="cache")
+
+CACHE_EXAMPLES = """Examples:
+
+\b
+  llmarch-lab cache eval --pairs data/qqp/pairs_dev.jsonl.gz
+  llmarch-lab cache eval --pairs heldout.jsonl --out result.json
+"""
+
+
+@cache_app.command("eval", epilog=CACHE_EXAMPLES)
+def cache_eval(pairs: Path = typer.Option(..., "--pairs", metavar="FILE.jsonl[.gz]",
+                                          help="One JSON object per line: text_a, text_b, label (1 = duplicate)."),
+               out: Optional[Path] = typer.Option(None, "--out", metavar="OUT.json", help="Also write the result here (atomically).")):
+    """Insert every distinct text_a into an empty cache (the chosen configuration), query every text_b;
+    print hit_rate, wrong_hit_rate, query latency p50/p95 and the configuration as JSON."""
+    import json
+
+    from llmarch_lab import registry
+
+    try:
+        result = registry.command("cache eval")(pairs, out)
+    except LabError as e:
+        fail(e)
+    typer.echo(json.dumps(result, indent=1, default=str))
