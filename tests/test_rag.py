@@ -10,8 +10,8 @@ from llmarch_lab.assets import corpora, datasets, models
 from llmarch_lab.common import ir, stats
 from llmarch_lab.config import parameters_cell, validate_params
 from llmarch_lab.labs.rag import chunking, retrieval, store
-from llmarch_lab.labs.rag.embeddings import CachedEmbedder
 from llmarch_lab.labs.rag.lab import RagParams
+from llmarch_lab.llm.embeddings import Embedder
 
 N_DOCS = 40
 
@@ -20,7 +20,7 @@ N_DOCS = 40
 def slice_(tmp_path_factory):
     """40 random PubMedQA abstracts, their MiniLM vectors (cache in tmp) and a LanceDB table."""
     corpus = corpora.load("pubmedqa", n_docs=N_DOCS, seed=1)
-    emb = CachedEmbedder(models.MINILM, cache_dir=tmp_path_factory.mktemp("emb-cache"))
+    emb = Embedder(models.MINILM, cache_dir=tmp_path_factory.mktemp("emb-cache"))
     chunks = chunking.chunk_documents(corpus.docs, "none")
     vectors = emb.embed(chunks.text.tolist(), progress=False)
     uri = str(tmp_path_factory.mktemp("lance"))
@@ -82,15 +82,15 @@ def test_empty_query_gives_clear_errors(slice_):
 
 def test_embedding_cache_hits_on_second_call(tmp_path):
     texts = ["Aspirin lowers fever.", "Statins lower cholesterol.", "Aspirin lowers fever."]
-    first = CachedEmbedder(models.MINILM, cache_dir=tmp_path)
+    first = Embedder(models.MINILM, cache_dir=tmp_path)
     a = first.embed(texts, progress=False)
     assert (first.hits, first.misses) == (0, 3)
-    second = CachedEmbedder(models.MINILM, cache_dir=tmp_path)  # a new process would see the same
+    second = Embedder(models.MINILM, cache_dir=tmp_path)  # a new process would see the same
     b = second.embed(texts, progress=False)
     assert (second.hits, second.misses) == (3, 0) and second.encode_s == 0.0
     np.testing.assert_array_equal(a, b)
     assert a.shape == (3, 384) and np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
-    other = CachedEmbedder(models.MINILM, cache_dir=tmp_path, normalize=False)  # other key: no stale hit
+    other = Embedder(models.MINILM, cache_dir=tmp_path, normalize=False)  # other key: no stale hit
     other.embed(texts[:1], progress=False)
     assert other.misses == 1
 
@@ -100,7 +100,7 @@ def test_embedding_cache_hits_on_second_call(tmp_path):
 @pytest.fixture(scope="module")
 def onnx_export(slice_, tmp_path_factory):
     """A fresh ONNX export of MiniLM into tmp (the real exporter, not the machine's cached file)."""
-    from llmarch_lab.labs.rag.onnx_encoder import OnnxQueryEncoder
+    from llmarch_lab.llm.embeddings.onnx import OnnxQueryEncoder
 
     _, emb, *_ = slice_
     root = tmp_path_factory.mktemp("onnx")
@@ -113,7 +113,7 @@ def test_onnx_query_encoder_gives_the_reference_vectors(slice_, onnx_export):
     root, enc = onnx_export
     assert enc.exported and enc.path.is_file() and enc.path.parent.parent == root
     assert emb.query_backend == "onnx"  # auto on CPU: the fast path is the default
-    ref = CachedEmbedder(models.MINILM, query_encoder="torch")
+    ref = Embedder(models.MINILM, query_encoder="torch")
     for q in list(corpus.queries.text[:10]) + ["a", "x " * 400]:  # short, typical, truncated at max length
         fast, slow = enc.encode(q), ref.embed_query(q)
         assert fast.shape == slow.shape == (384,) and fast.dtype == np.float32
@@ -124,7 +124,7 @@ def test_onnx_query_encoder_gives_the_reference_vectors(slice_, onnx_export):
 def test_onnx_and_torch_query_encoders_rank_the_same(slice_):
     corpus, emb, _, _, table, _ = slice_
     r = retrieval.LanceRetriever(table, "hybrid", reranker=retrieval.make_reranker("rrf"))
-    ref = CachedEmbedder(models.MINILM, query_encoder="torch")
+    ref = Embedder(models.MINILM, query_encoder="torch")
     for qid, q in list(zip(corpus.queries.qid, corpus.queries.text))[:5]:
         fast = retrieval.to_docs(r.search(q, 10, query_vector=emb.embed_query(q)), 10)
         slow = retrieval.to_docs(r.search(q, 10, query_vector=ref.embed_query(q)), 10)
@@ -138,12 +138,12 @@ def test_query_encoder_errors_are_clear(slice_, onnx_export, monkeypatch):
 
     import torch
 
-    from llmarch_lab.labs.rag.onnx_encoder import OnnxQueryEncoder, weights_hash
+    from llmarch_lab.llm.embeddings.onnx import OnnxQueryEncoder, weights_hash
 
     _, emb, *_ = slice_
     root, enc = onnx_export
     with pytest.raises(LabError, match="query_encoder 'tf'"):
-        CachedEmbedder(models.MINILM, query_encoder="tf")
+        Embedder(models.MINILM, query_encoder="tf")
     # a model with other weights must not be served by a foreign graph: the probe check refuses it
     other = models.load_embedder(models.MINILM)
     with torch.no_grad():
@@ -158,7 +158,7 @@ def test_query_encoder_errors_are_clear(slice_, onnx_export, monkeypatch):
         OnnxQueryEncoder(other, "minilm-l6", cache_dir=root)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the package were not installed
     with pytest.raises(LabError, match="needs onnxruntime .*query_encoder: torch"):
-        CachedEmbedder(models.MINILM, query_encoder="onnx").embed_query("aspirin")
+        Embedder(models.MINILM, query_encoder="onnx").embed_query("aspirin")
 
 
 # ------------------------------------------------------------------------------- retrieval

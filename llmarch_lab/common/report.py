@@ -1,4 +1,5 @@
-"""One report path: a lab's suite table as one object, rendered for the console, Markdown or CSV.
+"""One report path: a lab's suite table as one object, rendered for the console, Markdown or CSV;
+plain rows as a rich table (the CLI), an HTML table or a Markdown table (the system report).
 
     from llmarch_lab.common.report import Report
     rep = Report("quantization", table, directions={"perplexity": "lower"}, figures=figs)
@@ -128,3 +129,30 @@ def print_rows(rows: list[dict[str, Any]], title: str, console=None) -> None:
     for r in rows:
         t.add_row(*[escape(str(v)) for v in r.values()])  # run names like p[x=1] are not markup
     console.print(t)
+
+
+def cell_text(v, nd: int = 4) -> str:
+    """A cell of a plain rows table: '-' for missing or NaN, floats to `nd` significant digits
+    with thousands separators (whole numbers from a million up)."""
+    if v is None or (isinstance(v, float) and v != v):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.{nd}g}" if abs(v) < 1e6 else f"{v:,.0f}"
+    return str(v)
+
+
+def html_rows(rows: list[dict], cols: list[str], raw: set[str] = frozenset()) -> str:
+    """An HTML table of `rows` (dicts) over `cols`; cells escaped, except the `raw` columns (links)."""
+    import html
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{r.get(c, '-') if c in raw else html.escape(cell_text(r.get(c)))}</td>"
+                                    for c in cols) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def markdown_rows(rows: list[dict], cols: list[str]) -> str:
+    """A Markdown pipe table of `rows` over `cols` (pipes in cells escaped)."""
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    out += ["| " + " | ".join(cell_text(r.get(c)).replace("|", "\\|") for c in cols) + " |" for r in rows]
+    return "\n".join(out)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from llmarch_lab import LabError, paths
 from llmarch_lab.common.files import atomic_dir
+from llmarch_lab.common.report import html_rows, markdown_rows
 from llmarch_lab.store import tracking
 from llmarch_lab.system import bundle, chooser, requirements
 from llmarch_lab.system.render import NO_DOT, diagram, take_screenshot
@@ -89,27 +90,6 @@ def _link(ui: str, comps, run_id: str, text: str | None = None) -> str:
     exp = next((r["experiment"] for r in comps.runs if r["run_id"] == run_id), None)
     eid = comps.experiments.get(exp, "0")
     return f'<a href="{ui}/#/experiments/{eid}/runs/{run_id}">{html.escape(text or run_id[:8])}</a>'
-
-
-def _fmt(v, nd: int = 4) -> str:
-    if v is None or (isinstance(v, float) and v != v):
-        return "-"
-    if isinstance(v, float):
-        return f"{v:,.{nd}g}" if abs(v) < 1e6 else f"{v:,.0f}"
-    return str(v)
-
-
-def _table(rows: list[dict], cols: list[str], raw: set[str] = frozenset()) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{r.get(c, '-') if c in raw else html.escape(_fmt(r.get(c)))}</td>" for c in cols)
-                   + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _md_table(rows: list[dict], cols: list[str]) -> str:
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    out += ["| " + " | ".join(_fmt(r.get(c)).replace("|", "\\|") for c in cols) + " |" for r in rows]
-    return "\n".join(out)
 
 
 CSS = """body{font-family:Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1200px}
@@ -303,7 +283,7 @@ def _verify_html(ver) -> str:
             f"{' behind the guarded LiteLLM gateway' if ver['guarded'] else ''}; Poisson load at "
             f"{ver['rate_rps']:.3g} req/s (the peak one replica sees; realised {ver.get('realised_rps', ver['rate_rps']):.3g}), {ver['requests']} requests, "
             f"{ver['errors']} errors, {ver['wall_s']:.0f} s in all.</p>")
-    return head + _table(t, ["metric", "predicted", "measured", "error_pct", "within 15%"])
+    return head + html_rows(t, ["metric", "predicted", "measured", "error_pct", "within 15%"])
 
 
 def _html(ch, s: dict, figs: dict, svg: str) -> str:
@@ -319,11 +299,11 @@ def _html(ch, s: dict, figs: dict, svg: str) -> str:
              "<a href='#bundle'>bundle</a><a href='#risks'>risks</a><a href='#method'>method</a></nav>",
              f"<div class='verdict {'ok' if ok else 'bad'}'>{html.escape(s['verdict'])}</div>",
              "<div class='plots'>" + "".join(f"<img alt='{k}' src='data:image/png;base64,{v}'>" for k, v in b64.items()) + "</div>",
-             "<h2 id='requirements'>Requirements</h2>", _table(s["requirements"], ["item", "value"]),
+             "<h2 id='requirements'>Requirements</h2>", html_rows(s["requirements"], ["item", "value"]),
              "<h2 id='candidates'>Candidates</h2>",
-             _table(s["candidates"], s["candidate_cols"]),
+             html_rows(s["candidates"], s["candidate_cols"]),
              "<p class='note'>Runs behind each number:</p>",
-             _table(s["candidates"], [c for c in s["link_cols"] if any(c in r for r in s["candidates"])],
+             html_rows(s["candidates"], [c for c in s["link_cols"] if any(c in r for r in s["candidates"])],
                     raw={"serving run", "guard runs", *[f"{f.name} run" for f in ch.req.quality]}),
              "<h2 id='recommendation'>Recommendation and runners-up</h2><ul>"]
     for i, why in ch.reasons.items():
@@ -332,13 +312,13 @@ def _html(ch, s: dict, figs: dict, svg: str) -> str:
               "<h2 id='architecture'>Architecture</h2>",
               svg if svg is not None else f"<p class='note'>{html.escape(NO_DOT)}</p>",
               "<h2 id='cost'>Cost projection</h2>",
-              _table(s["projection"], list(s["projection"][0]) if s["projection"] else ["system"]),
+              html_rows(s["projection"], list(s["projection"][0]) if s["projection"] else ["system"]),
               "<h2 id='bundle'>Deployment bundle</h2>"]
     if ok:
         parts.append("<p><a href='bundle/docker-compose.yaml'>docker-compose.yaml</a> · <a href='bundle/chart/values.yaml'>Helm values</a> · "
                      "<a href='bundle/prometheus/alerts.yml'>alert rules</a> · <a href='bundle/grafana/dashboard.json'>Grafana dashboard</a> · "
                      "<a href='bundle/RUNBOOK.md'>runbook</a></p>")
-        parts.append(_table(s["validation"], ["check", "ok", "detail"]))
+        parts.append(html_rows(s["validation"], ["check", "ok", "detail"]))
     else:
         parts.append("<p>No bundle: no system meets the requirements.</p>")
     parts += ["<h2 id='risks'>Risks and open questions</h2><ul>"] + [f"<li>{html.escape(r)}</li>" for r in s["risks"]] + ["</ul>"]
@@ -350,8 +330,8 @@ def _html(ch, s: dict, figs: dict, svg: str) -> str:
 def _markdown(ch, s: dict) -> str:
     out = [f"# System report: {ch.req.system}", "", ch.req.description, "", f"**{s['verdict']}**", "",
            "![cost vs quality](report_files/pareto_quality.png) ![cost vs TTFT](report_files/pareto_latency.png)", "",
-           "## Requirements", "", _md_table(s["requirements"], ["item", "value"]), "",
-           "## Candidates", "", _md_table(s["candidates"], s["candidate_cols"]), "",
+           "## Requirements", "", markdown_rows(s["requirements"], ["item", "value"]), "",
+           "## Candidates", "", markdown_rows(s["candidates"], s["candidate_cols"]), "",
            "## Recommendation and runners-up", ""]
     out += [f"- #{i} {ch.candidates.loc[i].system}: {why}" for i, why in ch.reasons.items()]
     out += ["", "## End-to-end check", ""]
@@ -365,12 +345,12 @@ def _markdown(ch, s: dict) -> str:
                    "predicted again at the realised rate), "
                    f"{ver['requests']} requests, {ver['errors']} errors"
                    f"{', behind the guarded gateway' if ver['guarded'] else ''}.")
-        out += ["", _md_table(ver["table"].to_dict("records"), ["metric", "predicted", "measured", "error_pct", "within_15pct"])]
+        out += ["", markdown_rows(ver["table"].to_dict("records"), ["metric", "predicted", "measured", "error_pct", "within_15pct"])]
     out += ["", "## Architecture", "", "![architecture](report_files/architecture.svg)", "", "## Cost projection", ""]
     if s["projection"]:
-        out.append(_md_table(s["projection"], list(s["projection"][0])))
+        out.append(markdown_rows(s["projection"], list(s["projection"][0])))
     out += ["", "## Deployment bundle", ""]
-    out.append(_md_table(s["validation"], ["check", "ok", "detail"]) if s["validation"] else "No bundle.")
+    out.append(markdown_rows(s["validation"], ["check", "ok", "detail"]) if s["validation"] else "No bundle.")
     out += ["", "## Risks and open questions", ""] + [f"- {r}" for r in s["risks"]]
     return "\n".join(out) + "\n"
 

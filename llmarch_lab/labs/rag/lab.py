@@ -97,11 +97,11 @@ class RagParams(EmbedderFields):
 # ---------------------------------------------------------------------------------- stages
 
 def _embedder(p: RagParams):
-    from llmarch_lab.labs.rag.embeddings import CachedEmbedder
+    from llmarch_lab.llm.embeddings import Embedder
 
     if p.mode in ("bm25", "bm25s"):
         return None
-    return CachedEmbedder(p.embedder, device=p.device, batch_size=p.embed_batch_size, normalize=p.normalize,
+    return Embedder(p.embedder, device=p.device, batch_size=p.embed_batch_size, normalize=p.normalize,
                           query_encoder=p.query_encoder, query_threads=p.query_threads)
 
 

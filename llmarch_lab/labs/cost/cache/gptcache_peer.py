@@ -49,12 +49,12 @@ def gptcache_eval(pairs_df, threshold: float = 0.9, thresholds=None, embedder: s
     def embedding_func(data, **_):
         if real["on"]:  # the latency sample embeds for real, as a live cache would
             return model.encode([data], normalize_embeddings=True, convert_to_numpy=True)[0].astype(np.float32)
-        return store.encode([data], save=False)[0]
+        return store.encode([data])[0]
 
     rec = _recording_evaluation()
     with tempfile.TemporaryDirectory(prefix="llmarch-gptcache-") as d:
         dm = get_data_manager(CacheBase("sqlite", sql_url=f"sqlite:///{d}/cache.db"),
-                              VectorBase("faiss", dimension=store.encode(entries[:1], save=False).shape[1],
+                              VectorBase("faiss", dimension=store.encode(entries[:1]).shape[1],
                                          index_path=f"{d}/faiss.index", top_k=1),
                               max_size=len(entries) + 10)
         c = Cache()

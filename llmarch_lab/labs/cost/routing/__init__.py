@@ -40,7 +40,6 @@ from llmarch_lab.labs.cost.routing.base import (
     ROUTERS,
     SMALL_COST_RATIO,
     embed,
-    embed_cache_dir,
 )
 from llmarch_lab.labs.cost.routing.evaluate import (
     apgr,
@@ -83,7 +82,7 @@ from llmarch_lab.labs.cost.routing.routers import (
 )
 
 __all__ = ["apgr", "as_routers", "CascadeRouter", "ConfidenceRouter", "curve", "curves_plot", "embed",
-           "embed_cache_dir", "EMBEDDER", "EmbeddingLR", "evaluate", "evaluate_scores", "GAP_FRACS",
+           "EMBEDDER", "EmbeddingLR", "evaluate", "evaluate_scores", "GAP_FRACS",
            "KNNRouter", "load", "make", "need_columns", "oof_scores", "outcome_arrays", "pgr",
            "prefetch_embeddings", "prompt_texts", "PUBLISHED", "published", "PUBLISHED_COST_SAVING",
            "RandomRouter", "relative_cost", "routellm_replication", "Router", "ROUTERS", "rule_features",

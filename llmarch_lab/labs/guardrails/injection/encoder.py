@@ -22,7 +22,7 @@ BACKENDS = ("auto", "onnx", "torch")
 def _export_onnx(bert, tokenizer, path: Path) -> None:
     """BertModel + mean pooling + L2 normalisation -> one ONNX graph.
 
-    Written here, not imported: labs/rag/onnx_encoder.py has the same idea for a whole
+    Written here, not imported: llm/embeddings/onnx.py has the same idea for a whole
     SentenceTransformer, but labs may not import one another (.importlinter); sentence-
     transformers' own backend="onnx" needs optimum, which is not installed. Moving one exporter
     down into assets/models.py would let both labs share it."""

@@ -1,6 +1,6 @@
 """The single-query encoder on ONNX Runtime: the same sentence-transformers model, exported once.
 
-    from llmarch_lab.labs.rag.onnx_encoder import OnnxQueryEncoder
+    from llmarch_lab.llm.embeddings.onnx import OnnxQueryEncoder
     enc = OnnxQueryEncoder(st_model, threads=1)   # exports to the cache on first use (~15 s)
     vec = enc.encode("what is ...")               # (dim,) float32, = st_model.encode([...])[0]
 

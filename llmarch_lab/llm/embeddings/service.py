@@ -1,38 +1,85 @@
-"""sentence-transformers embeddings with an on-disk cache keyed by (model, chunk text hash).
+"""The one embedding service: sentence-transformers models behind one on-disk cache format.
 
-    from llmarch_lab.labs.rag.embeddings import CachedEmbedder
-    emb = CachedEmbedder("minilm-l6", batch_size=64, normalize=True)
+    from llmarch_lab.llm.embeddings import Embedder, embed   # (this package re-exports them)
+    emb = Embedder("minilm-l6", batch_size=64, normalize=True)
     vecs = emb.embed(chunks.text.tolist())   # (n, dim) float32; a second call reads the cache
     qv = emb.embed_query("what is ...")      # never cached: query latency is measured live
+    embed(texts, "minilm-l6")                # the same through one Embedder per process and spec
+
+RAG chunks, the cost lab's cache texts and router prompts all go through it: one model load per
+process and spec (`load_model`), one cache, one key format, batched misses in chunks with a
+progress bar, each distinct text encoded once.
 
 Query encoder (`query_encoder`): `torch` calls `SentenceTransformer.encode` (the reference);
-`onnx` runs the same model exported to ONNX Runtime (rag/onnx_encoder.py: ~2.2x faster for one
+`onnx` runs the same model exported to ONNX Runtime (llm/embeddings/onnx.py: ~2.2x faster for one
 query on a CPU, cosine >= 0.9999 to the reference, checked on every load); `auto` = onnx on the
 CPU, torch on a GPU. Corpus chunks are always embedded with torch (batched, cached).
 
 A sweep over retrieval modes, fusion weights or rerankers embeds each chunk once: the cache lives
 under paths.cache_dir()/embeddings (LLMARCH_CACHE_DIR moves it) in a diskcache store, which is
-safe for several processes at once. The key holds the model spec, its max sequence length and
-the normalisation flag, so changing any of them never reads stale vectors.
+safe for several processes at once. The key holds the model's tag (the alias or hub id; for a
+local folder a hash of its path and weight files, so a fine-tuned model never reads stale
+vectors), its max sequence length and the normalisation flag, then the sha256 of the text.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
+from pathlib import Path
 
 from llmarch_lab import LabError, paths
 from llmarch_lab.assets import models
 
 QUERY_ENCODERS = ("auto", "onnx", "torch")
+CHUNK = 512  # misses encoded and stored per step (a progress bar step, one cache transaction)
+
+_MODELS: dict[tuple[str, str], object] = {}
+_EMBEDDERS: dict[tuple, "Embedder"] = {}
+_LOCK = threading.Lock()
 
 
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-class CachedEmbedder:
-    """A sentence-transformers model (alias, hub id or local path) behind a disk cache."""
+def spec_tag(spec: str) -> str:
+    """The model's part of a cache key: the spec itself, or for a local folder a hash of its path
+    and its weight files' names, sizes and times (a fine-tuned model gets new vectors)."""
+    p = Path(spec).expanduser()
+    if not p.is_dir():
+        return spec
+    h = hashlib.sha1(str(p.resolve()).encode())
+    for f in sorted(p.glob("*.safetensors")):
+        h.update(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
+    return "ft-" + h.hexdigest()[:12]
+
+
+def load_model(spec: str = models.MINILM, device: str = "cpu"):
+    """The sentence-transformers model for a spec, loaded once per process and device."""
+    with _LOCK:
+        if (spec, device) not in _MODELS:
+            _MODELS[(spec, device)] = models.load_embedder(spec, device=device)
+        return _MODELS[(spec, device)]
+
+
+def embedder(spec: str = models.MINILM, batch_size: int = 64, normalize: bool = True) -> "Embedder":
+    """One Embedder per process for (spec, batch size, normalisation), on the CPU."""
+    key = (spec, batch_size, normalize)
+    with _LOCK:
+        if key not in _EMBEDDERS:
+            _EMBEDDERS[key] = Embedder(spec, batch_size=batch_size, normalize=normalize)
+        return _EMBEDDERS[key]
+
+
+def embed(texts, spec: str = models.MINILM, batch_size: int = 64, progress: bool = False):
+    """(len(texts), dim) float32 normalised vectors through the process's Embedder for `spec`."""
+    return embedder(spec, batch_size).embed([str(t) for t in texts], progress=progress)
+
+
+class Embedder:
+    """A sentence-transformers model (alias, hub id or local path) behind the disk cache."""
 
     def __init__(self, spec: str = models.MINILM, device: str = "cpu", batch_size: int = 64,
                  normalize: bool = True, cache: bool = True, cache_dir=None, query_encoder: str = "auto",
@@ -53,7 +100,7 @@ class CachedEmbedder:
     def model(self):
         if self._model is None:
             t0 = time.perf_counter()
-            self._model = models.load_embedder(self.spec, device=self.device)
+            self._model = load_model(self.spec, self.device)
             self.load_s = time.perf_counter() - t0
         return self._model
 
@@ -66,7 +113,7 @@ class CachedEmbedder:
         return self.model.tokenizer
 
     def key_prefix(self) -> str:
-        return f"{self.spec}|maxlen={self.model.max_seq_length}|norm={int(self.normalize)}|"
+        return f"{spec_tag(self.spec)}|maxlen={self.model.max_seq_length}|norm={int(self.normalize)}|"
 
     def _encode(self, texts: list[str], progress: bool = False):
         import numpy as np
@@ -78,7 +125,8 @@ class CachedEmbedder:
         return np.asarray(out, dtype=np.float32)
 
     def embed(self, texts: list[str], progress: bool = True):
-        """(len(texts), dim) float32 array; cached vectors are read, the rest computed and stored."""
+        """(len(texts), dim) float32 array; cached vectors are read, the rest computed (each distinct
+        text once, CHUNK at a time with a progress bar) and stored chunk by chunk."""
         import numpy as np
 
         if not texts:
@@ -90,22 +138,31 @@ class CachedEmbedder:
 
         prefix = self.key_prefix()
         keys = [prefix + text_hash(t) for t in texts]
-        out: list = [None] * len(texts)
+        distinct = dict(zip(keys, texts))  # key -> text, in first-seen order
+        found: dict[str, object] = {}
         with Cache(str(self.cache_dir)) as cache:
-            for i, k in enumerate(keys):
+            for k in distinct:
                 blob = cache.get(k)
                 if blob is not None:
-                    out[i] = np.frombuffer(blob, dtype=np.float32)
-            todo = [i for i, v in enumerate(out) if v is None]
-            self.hits += len(texts) - len(todo)
-            self.misses += len(todo)
-            if todo:
-                vecs = self._encode([texts[i] for i in todo], progress)
+                    found[k] = np.frombuffer(blob, dtype=np.float32)
+            hit = sum(k in found for k in keys)
+            self.hits, self.misses = self.hits + hit, self.misses + len(keys) - hit
+            missing = [(k, t) for k, t in distinct.items() if k not in found]
+            self._fill(cache, missing, found, progress and len(missing) >= CHUNK)
+        return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
+
+    def _fill(self, cache, items: list[tuple[str, str]], found: dict, progress: bool) -> None:
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(items), desc=f"embed {self.spec}", unit="text", disable=not progress) as bar:
+            for s in range(0, len(items), CHUNK):
+                part = items[s:s + CHUNK]
+                vecs = self._encode([t for _, t in part])
                 with cache.transact():  # one sqlite transaction: thousands of sets stay fast
-                    for i, v in zip(todo, vecs):
-                        cache.set(keys[i], v.tobytes())
-                        out[i] = v
-        return np.stack(out).astype(np.float32, copy=False)
+                    for (k, _), v in zip(part, vecs):
+                        cache.set(k, v.tobytes())
+                        found[k] = v
+                bar.update(len(part))
 
     @property
     def query_backend(self) -> str:
@@ -118,7 +175,7 @@ class CachedEmbedder:
         """Load (and on first use export) the query encoder now; seconds taken."""
         if self.query_backend != "onnx" or self._onnx is not None:
             return 0.0
-        from llmarch_lab.labs.rag.onnx_encoder import OnnxQueryEncoder
+        from llmarch_lab.llm.embeddings.onnx import OnnxQueryEncoder
 
         self._onnx = OnnxQueryEncoder(self.model, self.spec, threads=self.query_threads, normalize=self.normalize)
         return self._onnx.load_s
