@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from llmarch_lab import LabError, paths
 from llmarch_lab.assets import models
+from llmarch_lab.common.yamlmodel import compose_with_lines, format_validation_error, line_for, read_text_strict
 
 SUITE_KEYS = {"suite", "description", "executor", "runs"}
 ENTRY_KEYS = {"name", "notebook", "params", "grid"}
@@ -97,41 +97,6 @@ class EndpointFields(LabParams):
         return v
 
 
-def format_validation_error(err: ValidationError, where: str, lines: dict | None = None,
-                            prefix: tuple = (), fields=None) -> str:
-    """One line: `where:LINE: field: message` for each error, joined with '; '."""
-    parts = []
-    for e in err.errors():
-        loc = tuple(e["loc"])
-        msg = e["msg"]
-        if not loc and e["type"] == "value_error":
-            # A model validator (a check across fields) names the field it is about first,
-            # "base_url 'ftp://x': must ...": point at that field and its line, not at "(root)".
-            msg = msg.removeprefix("Value error, ")
-            m = re.match(r"([A-Za-z_][A-Za-z0-9_]*)(:\s*)?", msg)
-            if m and m.group(1) in (fields or ()):
-                # "field: message" -> the message; "field and other: ..." keeps its words
-                loc, msg = (m.group(1),), (msg[m.end():] if m.group(2) else msg) or msg
-        name = ".".join(str(x) for x in loc) or "(root)"
-        line = _line_for(lines or {}, prefix + loc)
-        at = f"{where}:{line}" if line else where
-        if e["type"] == "extra_forbidden":
-            msg = "unknown parameter"
-        elif "input" in e and e["type"] != "missing" and e["loc"]:
-            msg = msg.removeprefix("Value error, ")  # a whole-model input is not shown
-            msg += _shorten(f" (got {e['input']!r})", 120)
-        parts.append(f"{at}: {name}: {msg}")
-    return "; ".join(parts)
-
-
-def _shorten(text: str, n: int) -> str:
-    """At most n characters, cut at a word boundary with an ellipsis (never mid-word)."""
-    if len(text) <= n:
-        return text
-    cut = text[: n - 1].rsplit(" ", 1)[0]
-    return (cut if len(cut) > n // 2 else text[: n - 1]) + "…"
-
-
 def validate_params(cls: type[LabParams], values: dict[str, Any], where: str,
                     lines: dict | None = None, prefix: tuple = (), notes: list[str] | None = None) -> LabParams:
     """Validate `values` against `cls`; a LabError of one line naming file:line: field.
@@ -140,7 +105,7 @@ def validate_params(cls: type[LabParams], values: dict[str, Any], where: str,
     int or a float (YAML `true` is not 1), and a whole float for an int field (8.0) is taken as
     the int, with a note appended to `notes` so the CLI can say so."""
     def at(k):
-        line = _line_for(lines or {}, prefix + (k,))
+        line = line_for(lines or {}, prefix + (k,))
         return f"{where}:{line}" if line else where
 
     for k, v in values.items():
@@ -177,15 +142,6 @@ def _scalar_kinds(annotation) -> set:
     if origin is Literal:
         return {type(a) for a in get_args(annotation)}
     return {annotation} if isinstance(annotation, type) else set()
-
-
-def _line_for(lines: dict, path: tuple) -> int | None:
-    """The YAML line of the deepest known prefix of `path`."""
-    while path:
-        if path in lines:
-            return lines[path]
-        path = path[:-1]
-    return lines.get((), None)
 
 
 # ----------------------------------------------------------------------------------- notebooks
@@ -316,58 +272,6 @@ class ExecutorSpec(BaseModel):
     folder: str | None = Field(None, description="Slurm: the submitit log folder (default .submitit/SUITE under the lab home).")
 
 
-def compose_with_lines(text: str, where: str):
-    """Parse YAML into Python objects plus {path-tuple: line number} for error messages."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise LabError(f"{at}: bad YAML: {problem}") from None
-    lines: dict[tuple, int] = {}
-
-    def walk(node, path):
-        lines.setdefault(path, node.start_mark.line + 1)  # a key's own line wins over its value's
-        if isinstance(node, yaml.MappingNode):
-            out = {}
-            for k, v in node.value:
-                if not isinstance(k, yaml.ScalarNode):
-                    raise LabError(f"{where}:{k.start_mark.line + 1}: a mapping key must be a plain name, "
-                                   "not a list or a mapping")
-                key = k.value
-                if key in out:  # PyYAML keeps the last value silently; a suite never means that
-                    raise LabError(f"{where}:{k.start_mark.line + 1}: {'.'.join(map(str, path + (key,)))}: "
-                                   f"duplicate key (first set on line {lines[path + (key,)]})")
-                lines[path + (key,)] = k.start_mark.line + 1
-                out[key] = walk(v, path + (key,))
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [walk(v, path + (i,)) for i, v in enumerate(node.value)]
-        loader = yaml.SafeLoader("")
-        try:
-            return loader.construct_object(node, deep=True)
-        except (yaml.YAMLError, ValueError, OverflowError) as e:  # e.g. a date like 2026-13-45
-            raise LabError(f"{where}:{node.start_mark.line + 1}: bad YAML value {node.value!r}: "
-                           f"{str(e).splitlines()[0][:120]}") from None
-
-    return (walk(root, ()) if root is not None else None), lines
-
-
-def read_text_strict(path: Path) -> str:
-    """A text file as UTF-8; a LabError naming file:line:column of the first byte that is not."""
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise LabError(f"{path}: cannot read ({e.strerror or e})") from None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
-        raise LabError(f"{path}:{line}:{col}: not UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8") from None
-
-
 MAX_RUNS = 10_000  # a suite that expands to more is refused before expansion (--max-runs)
 
 
@@ -394,10 +298,10 @@ def load_suite(path: str | Path, only: list[str] | None = None, max_runs: int = 
             raise LabError(f"{where}:{lines[(key,)]}: {key}: unknown key (valid: {', '.join(sorted(SUITE_KEYS))})")
     name = data.get("suite") or path.stem
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise LabError(f"{where}:{_line_for(lines, ('suite',))}: suite: must be a plain name, got {name!r}")
+        raise LabError(f"{where}:{line_for(lines, ('suite',))}: suite: must be a plain name, got {name!r}")
     entries = data.get("runs")
     if not isinstance(entries, list) or not entries:
-        raise LabError(f"{where}:{_line_for(lines, ('runs',))}: runs: must be a non-empty list of runs")
+        raise LabError(f"{where}:{line_for(lines, ('runs',))}: runs: must be a non-empty list of runs")
 
     _check_size(entries, where, lines, max_runs)
     names = [e.get("name") for e in entries if isinstance(e, dict)]
@@ -408,7 +312,7 @@ def load_suite(path: str | Path, only: list[str] | None = None, max_runs: int = 
     seen: set[str] = set()
     for i, entry in enumerate(entries):
         p = ("runs", i)
-        at = f"{where}:{_line_for(lines, p)}"
+        at = f"{where}:{line_for(lines, p)}"
         if not isinstance(entry, dict):
             raise LabError(f"{at}: runs[{i}]: must be a mapping with keys {sorted(ENTRY_KEYS)}")
         for key in entry:
@@ -423,22 +327,22 @@ def load_suite(path: str | Path, only: list[str] | None = None, max_runs: int = 
         try:
             nb = resolve_notebook(entry["notebook"], base=path.parent)
         except LabError as e:
-            raise LabError(f"{where}:{_line_for(lines, p + ('notebook',))}: runs[{i}] ({ename}).notebook: {e}") from None
+            raise LabError(f"{where}:{line_for(lines, p + ('notebook',))}: runs[{i}] ({ename}).notebook: {e}") from None
         try:
             cls = notebook_params_class(nb)
         except LabError as e:
-            raise LabError(f"{where}:{_line_for(lines, p + ('notebook',))}: runs[{i}] ({ename}).notebook: {e}") from None
+            raise LabError(f"{where}:{line_for(lines, p + ('notebook',))}: runs[{i}] ({ename}).notebook: {e}") from None
         params = entry.get("params") or {}
         grid = entry.get("grid") or {}
         for key, value in (("params", params), ("grid", grid)):
             if not isinstance(value, dict):
-                raise LabError(f"{where}:{_line_for(lines, p + (key,))}: runs[{i}] ({ename}).{key}: must be a mapping")
+                raise LabError(f"{where}:{line_for(lines, p + (key,))}: runs[{i}] ({ename}).{key}: must be a mapping")
         for k, v in grid.items():
             if not isinstance(v, list) or not v:
-                raise LabError(f"{where}:{_line_for(lines, p + ('grid', k))}: runs[{i}] ({ename}).grid.{k}: "
+                raise LabError(f"{where}:{line_for(lines, p + ('grid', k))}: runs[{i}] ({ename}).grid.{k}: "
                                "must be a non-empty list of values")
             if k in params:
-                raise LabError(f"{where}:{_line_for(lines, p + ('grid', k))}: runs[{i}] ({ename}).grid.{k}: "
+                raise LabError(f"{where}:{line_for(lines, p + ('grid', k))}: runs[{i}] ({ename}).grid.{k}: "
                                "also set in params; set it in one place")
         keys = list(grid)
         for combo in itertools.product(*(grid[k] for k in keys)):
@@ -450,18 +354,18 @@ def load_suite(path: str | Path, only: list[str] | None = None, max_runs: int = 
                 raise LabError(f"{at}: runs[{i}].name: duplicate run name {label!r}")
             seen.add(label)
             # A grid value's errors point at its grid line, a fixed value's at its params line.
-            value_lines = {(): _line_for(lines, p),
-                           **{(k,): _line_for(lines, p + ("params", k)) for k in params},
-                           **{(k,): _line_for(lines, p + ("grid", k)) for k in keys}}
+            value_lines = {(): line_for(lines, p),
+                           **{(k,): line_for(lines, p + ("params", k)) for k in params},
+                           **{(k,): line_for(lines, p + ("grid", k)) for k in keys}}
             model = validate_params(cls, overrides, f"{where}", value_lines, (), notes=notes)
             runs.append(RunSpec(suite=name, name=label, notebook=nb, params=model, overrides=overrides))
     if only and not runs:
         raise LabError(f"{where}: --only {','.join(only)}: no such run (valid: {', '.join(map(str, names))})")
     ex = data.get("executor") or {}
     if not isinstance(ex, dict):
-        raise LabError(f"{where}:{_line_for(lines, ('executor',))}: executor: must be a mapping "
+        raise LabError(f"{where}:{line_for(lines, ('executor',))}: executor: must be a mapping "
                        f"with keys {', '.join(ExecutorSpec.model_fields)}")
-    validate_params(ExecutorSpec, ex, f"{where}", {(k,): _line_for(lines, ("executor", k)) for k in ex}, (), notes=notes)
+    validate_params(ExecutorSpec, ex, f"{where}", {(k,): line_for(lines, ("executor", k)) for k in ex}, (), notes=notes)
     return Suite(name=name, path=path.resolve(), description=str(data.get("description") or ""), runs=runs,
                  executor=dict(ex))
 
@@ -478,7 +382,7 @@ def _check_size(entries: list, where: str, lines: dict, max_runs: int) -> None:
         total += n
         if n > max_runs or total > max_runs:
             what = f"runs[{i}].grid expands to {n:,} runs" if n > max_runs else f"the suite expands to {total:,}+ runs"
-            raise LabError(f"{where}:{_line_for(lines, ('runs', i, 'grid'))}: {what}, over the cap of "
+            raise LabError(f"{where}:{line_for(lines, ('runs', i, 'grid'))}: {what}, over the cap of "
                            f"{max_runs:,} (--max-runs N to allow more)")
 
 

@@ -39,7 +39,8 @@ def _params(**kw):
 
     base = dict(large_model=LARGE, pubmedqa_n=6, gsm8k_n=4, max_tokens=48, cv_folds=2, n_boot=50, threads=2,
                 routers=["random", "rule", "confidence", "cascade"], plan_router="rule", trace_requests=60)
-    return CostParams(**{**base, **kw})
+    own = CostParams.parts[kw.get("part", "routing")].model_fields  # another part's field is an error
+    return CostParams(**{**{k: v for k, v in base.items() if k in own}, **kw})
 
 
 def test_routing_part_measures_both_models_and_scores_routers(cost_cache, tmp_path):
@@ -96,6 +97,63 @@ def test_params_name_the_field():
         validate_params(CostParams, {"small_model": "gpt-9"}, "cost.yaml")
     with pytest.raises(LabError, match="pubmedqa_n"):
         validate_params(CostParams, {"part": "plan", "pubmedqa_n": 0, "gsm8k_n": 0}, "cost.yaml")
+
+
+# CostParams' fields before the parts split (name: annotation, default, bounds): the notebook's
+# parameters cell and the MLflow params of earlier runs depend on them.
+FIELDS = {
+    "seed": ("<class 'int'>", 0, "[]"),
+    "base_url": ("<class 'str'>", "", "[]"),
+    "api_key_env": ("<class 'str'>", "OPENAI_API_KEY", "[_PydanticGeneralMetadata(pattern='^([A-Za-z_][A-Za-z0-9_]*)?$')]"),
+    "part": ("typing.Literal['routing', 'routellm', 'cache', 'gateway', 'plan']", "routing", "[]"),
+    "small_model": ("<class 'str'>", "smollm2-135m-instruct", "[MinLen(min_length=1)]"),
+    "large_model": ("<class 'str'>", "qwen2.5-coder-1.5b-instruct", "[MinLen(min_length=1)]"),
+    "pubmedqa_n": ("<class 'int'>", 150, "[Ge(ge=0), Le(le=1000)]"),
+    "gsm8k_n": ("<class 'int'>", 100, "[Ge(ge=0), Le(le=1319)]"),
+    "max_tokens": ("<class 'int'>", 256, "[Ge(ge=16), Le(le=2048)]"),
+    "threads": ("<class 'int'>", 2, "[Ge(ge=1), Le(le=64)]"),
+    "routers": ("list[typing.Literal['random', 'rule', 'minilm-lr', 'knn', 'confidence', 'cascade']]",
+                ["random", "rule", "minilm-lr", "knn", "confidence", "cascade"], "[MinLen(min_length=1)]"),
+    "cv_folds": ("<class 'int'>", 5, "[Ge(ge=2), Le(le=20)]"),
+    "n_boot": ("<class 'int'>", 500, "[Ge(ge=50), Le(le=10000)]"),
+    "benches": ("list[typing.Literal['gsm8k', 'mmlu', 'mt_bench']]", ["gsm8k", "mmlu", "mt_bench"], "[MinLen(min_length=1)]"),
+    "cache_pairs": ("<class 'int'>", 0, "[Ge(ge=0), Le(le=1000000)]"),
+    "trace_requests": ("<class 'int'>", 3000, "[Ge(ge=10), Le(le=1000000)]"),
+    "repeat_rate": ("<class 'float'>", 0.3, "[Ge(ge=0.0), Lt(lt=1.0)]"),
+    "paraphrase_share": ("<class 'float'>", 0.5, "[Ge(ge=0.0), Le(le=1.0)]"),
+    "near_miss_share": ("<class 'float'>", 0.1, "[Ge(ge=0.0), Lt(lt=1.0)]"),
+    "zipf_s": ("<class 'float'>", 1.1, "[Gt(gt=0.0), Le(le=5.0)]"),
+    "gateway_router": ("typing.Literal['random', 'rule', 'minilm-lr', 'knn']", "minilm-lr", "[]"),
+    "gateway_requests": ("<class 'int'>", 20, "[Ge(ge=4), Le(le=1000)]"),
+    "gateway_max_tokens": ("<class 'int'>", 16, "[Ge(ge=1), Le(le=512)]"),
+    "machine": ("<class 'str'>", "cpu-2vcpu", "[MinLen(min_length=1)]"),
+    "target_saving_pct": ("<class 'float'>", 50.0, "[Gt(gt=0.0), Lt(lt=100.0)]"),
+    "max_rel_loss_pct": ("<class 'float'>", 2.0, "[Ge(ge=0.0), Le(le=100.0)]"),
+    "plan_router": ("typing.Literal['random', 'rule', 'minilm-lr', 'knn', 'confidence']", "minilm-lr", "[]"),
+    "route_thresholds": ("list[float]", [0.2, 0.35, 0.5, 0.65, 0.8], "[]"),
+}
+
+
+def test_each_part_takes_only_its_own_fields():
+    from llmarch_lab.labs.cost.lab import CostParams
+    from llmarch_lab.labs.cost.parts.cache import CacheParams
+    from llmarch_lab.labs.cost.parts.routellm import RoutellmParams
+
+    with pytest.raises(LabError, match=r"x\.yaml: routers: not a parameter of part 'cache' \(it belongs to part "
+                                       r"'routing', 'routellm'; part 'cache' takes: .*\btrace_requests\b"):
+        validate_params(CostParams, {"part": "cache", "routers": ["rule"]}, "x.yaml")
+    # a routing-only consistency check does not fire for a part without those fields: the error names the part
+    with pytest.raises(LabError, match=r"gsm8k_n: not a parameter of part 'routellm'"):
+        validate_params(CostParams, {"part": "routellm", "pubmedqa_n": 0, "gsm8k_n": 0}, "x.yaml")
+    own = CostParams(part="routellm", n_boot=100).part_params()
+    assert type(own) is RoutellmParams and own.n_boot == 100
+    assert not set(type(own).model_fields) & (set(CacheParams.model_fields) - set(RoutellmParams.model_fields))
+    assert not hasattr(own, "trace_requests") and not hasattr(own, "cache_pairs")
+    # the flat model is unchanged: every field's name, annotation, default and bounds
+    got = {k: (repr(f.annotation), f.get_default(call_default_factory=True), repr(f.metadata))
+           for k, f in CostParams.model_fields.items()}
+    assert got == FIELDS
+    assert all(f.description for f in CostParams.model_fields.values())
 
 
 def _cli(*args, **kw):

