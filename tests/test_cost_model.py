@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from llmarch_lab import LabError, config
-from llmarch_lab.labs.cost import costmodel, plan
+from llmarch_lab.labs.cost import costmodel, levers, plan, plan_plots
 
 # ------------------------------------------------------------------------------ arithmetic
 
@@ -141,49 +141,49 @@ def cost(side, prices, rows=slice(None)):
 
 
 def test_baseline_and_route_everything_small():
-    base = plan.evaluate_plan(TRACE, plan.BASELINE, PRICES)
+    base = plan.evaluate_plan(TRACE, levers.BASELINE, PRICES)
     assert base["cost_usd"] == pytest.approx(cost("large", LARGE_ON))
     assert base["quality"] == pytest.approx(5 / 6)
-    small = plan.evaluate_plan(TRACE, plan.route(math.inf), PRICES)
+    small = plan.evaluate_plan(TRACE, levers.route(math.inf), PRICES)
     saving = 1 - small["cost_usd"] / base["cost_usd"]
     assert saving == pytest.approx(1 - cost("small", SMALL_ON) / cost("large", LARGE_ON))
     assert small["quality"] == pytest.approx(3 / 6)
     # threshold 0.5: r1, r3, r4 (scores above it) go large
-    mid = plan.evaluate_plan(TRACE, plan.route(0.5), PRICES)
+    mid = plan.evaluate_plan(TRACE, levers.route(0.5), PRICES)
     assert mid["cost_usd"] == pytest.approx(cost("large", LARGE_ON, [1, 3, 4]) + cost("small", SMALL_ON, [0, 2, 5]))
     assert list(mid["served_by"]) == ["small", "large", "small", "large", "large", "small"]
 
 
 def test_cache_correct_hits_save_their_cost_and_keep_the_earlier_quality():
-    base = plan.evaluate_plan(TRACE, plan.BASELINE, PRICES)
-    hit = plan.evaluate_plan(TRACE, plan.cache(True, "all_hits"), PRICES)
+    base = plan.evaluate_plan(TRACE, levers.BASELINE, PRICES)
+    hit = plan.evaluate_plan(TRACE, levers.cache(True, "all_hits"), PRICES)
     want = cost("large", LARGE_ON, [2, 4, 5]) / cost("large", LARGE_ON)
     assert 1 - hit["cost_usd"] / base["cost_usd"] == pytest.approx(want)
     np.testing.assert_array_equal(hit["request_quality"], TRACE.large_correct.to_numpy(float))
     # with routing, a hit serves the answer the plan gave its source: r5's source r0 went small (right)
-    both = plan.evaluate_plan(TRACE, plan.combine(plan.route(0.5), plan.cache(True, "all_hits")), PRICES)
+    both = plan.evaluate_plan(TRACE, levers.combine(levers.route(0.5), levers.cache(True, "all_hits")), PRICES)
     assert list(both["request_quality"]) == [1, 1, 1, 0, 1, 1]
     # a wrong hit: no cost, quality 0 (the pessimistic rule)
-    wrong = plan.evaluate_plan(TRACE, plan.cache(True, "one_wrong"), PRICES)
+    wrong = plan.evaluate_plan(TRACE, levers.cache(True, "one_wrong"), PRICES)
     assert wrong["request_cost"][3] == 0 and wrong["request_quality"][3] == 0
     with pytest.raises(LabError, match="unknown cache outcome"):
-        plan.evaluate_plan(TRACE.assign(all_hits="maybe"), plan.cache(True, "all_hits"), PRICES)
+        plan.evaluate_plan(TRACE.assign(all_hits="maybe"), levers.cache(True, "all_hits"), PRICES)
 
 
 def test_quantize_and_batch_levers():
-    v = plan.QuantVariant("q4_k_m", speed_ratio=2.0, prefill_speed_ratio=1.5, accuracy_ratio=0.9)
-    q = plan.evaluate_plan(TRACE, plan.quantize(v), PRICES)
+    v = levers.QuantVariant("q4_k_m", speed_ratio=2.0, prefill_speed_ratio=1.5, accuracy_ratio=0.9)
+    q = plan.evaluate_plan(TRACE, levers.quantize(v), PRICES)
     want = cost("large", {"usd_per_1m_input": 0.15 / 1.5, "usd_per_1m_output": 3.0 / 2.0})
     assert q["cost_usd"] == pytest.approx(want)
     assert q["quality"] == pytest.approx(5 * 0.9 / 6)
-    b = plan.evaluate_plan(TRACE, plan.batch(), PRICES)
+    b = plan.evaluate_plan(TRACE, levers.batch(), PRICES)
     assert b["cost_usd"] == pytest.approx(cost("large", LARGE_BA))
     with pytest.raises(LabError, match="perplexity delta alone"):
-        plan.QuantVariant("q2", speed_ratio=3.0, ppl_delta_pct=12.0)
+        levers.QuantVariant("q2", speed_ratio=3.0, ppl_delta_pct=12.0)
 
 
 def test_lever_table_recommend_and_metrics():
-    v = plan.QuantVariant("q8_0", speed_ratio=1.6, accuracy_ratio=1.0)
+    v = levers.QuantVariant("q8_0", speed_ratio=1.6, accuracy_ratio=1.0)
     table = plan.lever_table(TRACE, PRICES, route_thresholds=[0.5], cache_columns=["all_hits"], quant_variants=[v],
                              n_resamples=500)
     assert len(table) == 16 and table.n_levers.max() == 4
@@ -215,8 +215,8 @@ def test_lever_table_recommend_and_metrics():
     assert steps.step_saving_pct.sum() == pytest.approx(rec["saving_pct"])
     import matplotlib.figure
 
-    assert isinstance(plan.pareto_plot(table, rec), matplotlib.figure.Figure)
-    assert isinstance(plan.waterfall_plot(steps), matplotlib.figure.Figure)
+    assert isinstance(plan_plots.pareto_plot(table, rec), matplotlib.figure.Figure)
+    assert isinstance(plan_plots.waterfall_plot(steps), matplotlib.figure.Figure)
 
     skipped = plan.lever_table(TRACE, PRICES, route_thresholds=[0.5], n_resamples=200)
     assert len(skipped) == 4 and any("quantize lever skipped" in n for n in skipped.attrs["notes"])

@@ -1,4 +1,4 @@
-"""The one OpenAI-compatible client (llm/endpoint.py) against real HTTP servers on 127.0.0.1: the
+"""The one OpenAI-compatible client (llm/endpoint/) against real HTTP servers on 127.0.0.1: the
 loopback server (its own process), a stdlib server answering things that are not OpenAI, and,
 marked slow, llama.cpp's server checked against the local transformers model."""
 

@@ -12,19 +12,9 @@ import pytest
 # ---------------------------------------------------------------- allow-lists (may only shrink)
 
 
-MODULES = {'llmarch_lab/labs/cost/plan.py': 487,
- 'llmarch_lab/labs/guardrails/policy.py': 527,
- 'llmarch_lab/labs/guardrails/rules.py': 494,
- 'llmarch_lab/llm/endpoint.py': 410,
- 'llmarch_lab/system/bundle.py': 424,
- 'llmarch_lab/system/chooser.py': 488,
- 'llmarch_lab/system/report.py': 417,
- 'llmarch_lab/store/tracking.py': 503,
- 'llmarch_lab/store/trackserver.py': 529}
+MODULES: dict[str, int] = {}  # emptied (was 19 in House v2): every module is at most 400 lines
 
-FUNCTIONS = {'llmarch_lab/config.py:load_suite': 93,
- 'llmarch_lab/run/runner.py:run_suite': 97,
- 'llmarch_lab/system/report.py:_sections': 93}
+FUNCTIONS: dict[str, int] = {}  # emptied (was 10 in House v2): config.load_suite, runner.run_suite, system report sections split
 
 TOP_LEVEL = 8  # modules directly in llmarch_lab/: met (was 19; now run/, store/, assets/, cli/)
 

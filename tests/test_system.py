@@ -18,7 +18,7 @@ import yaml
 from llmarch_lab import LabError, config
 from llmarch_lab.run import runner
 from llmarch_lab.store import tracking
-from llmarch_lab.system import bundle, chooser, requirements
+from llmarch_lab.system import bundle, records, requirements, sizing
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,17 +103,17 @@ def test_queue_simulation_matches_queueing_theory():
 
     # M/D/1 (fixed 1 s service) at rate 0.6: Pollaczek-Khinchine mean wait rho S / (2 (1 - rho)).
     det = pd.DataFrame({"ttft_ms": [100.0], "e2e_ms": [1000.0], "tpot_ms": [10.0]})
-    sim = chooser.simulate_open_loop(det, 1, 0.6, n=60000, seed=1)
+    sim = sizing.simulate_open_loop(det, 1, 0.6, n=60000, seed=1)
     assert sim["wait_ms_mean"] == pytest.approx(1000 * 0.6 / (2 * 0.4), rel=0.06)
     assert sim["ttft_ms_p50"] == pytest.approx(100 + sim["wait_ms_p50"], abs=1e-6)
     # M/M/1 (exponential service, mean 1 s) at rate 0.5: mean wait rho / (mu - lambda) = 1 s.
     rng = np.random.default_rng(0)
     e2e = rng.exponential(1000.0, 20000)
     exp = pd.DataFrame({"ttft_ms": e2e * 0, "e2e_ms": e2e, "tpot_ms": e2e * 0})
-    sim = chooser.simulate_open_loop(exp, 1, 0.5, n=60000, seed=2)
+    sim = sizing.simulate_open_loop(exp, 1, 0.5, n=60000, seed=2)
     assert sim["wait_ms_mean"] == pytest.approx(1000.0, rel=0.1)
     # Two slots halve the wait of a light load (M/D/2 at the same per-slot utilisation waits less).
-    two = chooser.simulate_open_loop(det, 2, 1.2, n=60000, seed=1)
+    two = sizing.simulate_open_loop(det, 2, 1.2, n=60000, seed=1)
     assert two["wait_ms_mean"] < sim["wait_ms_mean"]
 
 
@@ -127,18 +127,18 @@ def test_sizing_goodput_then_replicas_until_the_open_loop_prediction_meets_the_s
               {"level": 2, "req_per_s": 1.0, "ttft_ms_p99": 900.0, "e2e_ms_p50": 2000.0, "error_rate": 0.0},
               {"level": 4, "req_per_s": 1.0, "ttft_ms_p99": 2900.0, "e2e_ms_p50": 4000.0, "error_rate": 0.0}]
     reqs = pd.DataFrame({"level": [1.0] * 8, "ttft_ms": [200.0] * 8, "e2e_ms": [1000.0] * 8, "tpot_ms": [100.0] * 8})
-    s = chooser.Serving("r", "e", "n", "llamacpp", "m", "concurrent", {}, levels, requests=reqs)
-    sz = chooser.size(s, chooser.Guard("none"), req)
+    s = records.Serving("r", "e", "n", "llamacpp", "m", "concurrent", {}, levels, requests=reqs)
+    sz = sizing.size(s, records.Guard("none"), req)
     assert sz["goodput_rps"] == 1.0  # a serial engine: one slot, 1 req/s whatever the concurrency
     # ceil(3 / 1.0) = 3 replicas would run each at 100% (no steady state); more replicas until the
     # simulated queue's TTFT p99 is within 2500 ms.
     assert 3 < sz["replicas"] < 10 and sz["slo_ok"] and sz["operating"]["servers"] == 1
     n = sz["replicas"]
-    assert chooser.open_loop(s, levels, 3 / n)["ttft_ms_p99"] <= 2500
-    assert chooser.open_loop(s, levels, 3 / (n - 1))["ttft_ms_p99"] > 2500
-    assert chooser.open_loop(s, levels, 1.0) is None  # at the peak: no steady state
+    assert sizing.open_loop(s, levels, 3 / n)["ttft_ms_p99"] <= 2500
+    assert sizing.open_loop(s, levels, 3 / (n - 1))["ttft_ms_p99"] > 2500
+    assert sizing.open_loop(s, levels, 1.0) is None  # at the peak: no steady state
     # A guard's added p99 counts against the SLO at every level.
-    sz = chooser.size(s, chooser.Guard("slow", added_ms={"p50": 2400.0, "p99": 2400.0}), req)
+    sz = sizing.size(s, records.Guard("slow", added_ms={"p50": 2400.0, "p99": 2400.0}), req)
     assert sz["replicas"] is None and "ttft_ms_p99 2600 > 2500 already at level 1" in sz["slo_violation"]
 
 
@@ -331,4 +331,4 @@ def test_system_reaches_the_labs_only_through_registry_services():
     with pytest.raises(LabError, match="unknown lab service 'serving.nope'"):
         registry.service("serving.nope")
     # stream_window_chars is read off the gateway's launch signature through the registry
-    assert chooser.stream_window_chars() > 0
+    assert sizing.stream_window_chars() > 0

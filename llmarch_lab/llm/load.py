@@ -36,7 +36,7 @@ from llmarch_lab.llm.endpoint import Endpoint
 PROFILES = ("synchronous", "concurrent", "constant", "poisson")
 
 
-# The load generator's target is the one OpenAI-compatible client (llm/endpoint.py). Its third
+# The load generator's target is the one OpenAI-compatible client (llm/endpoint/). Its third
 # field is the NAME of the API key's environment variable (the key is read at request time).
 Target = Endpoint
 

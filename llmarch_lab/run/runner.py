@@ -290,29 +290,7 @@ def run_suite(suite: Suite, workers: int = 1, force: bool = False, dry_run: bool
         sweep_workdirs()
         states = claims.identity_states(c, exp_id, announce=announce)
 
-    outcomes: dict[int, RunOutcome] = {}
-    pending: list[tuple[int, RunSpec]] = []
-    seen_identity: dict[str, int] = {}
-    for i, spec in enumerate(suite.runs):
-        ident = spec.identity()
-        st = states.get(ident)
-        if st is not None and st.state == "running":
-            holder = st.run.data.tags.get(claims.HOLDER_TAG) or claims.legacy_holder(st.run.data.tags) \
-                if st.run is not None else "a fresh claim"
-            age = claims.heartbeat_age(st.run.data.tags) if st.run is not None else None
-            outcomes[i] = RunOutcome(spec, "RUNNING", st.run.info.run_id if st.run is not None else "",
-                                     error=f"held by {holder}" + (f", heartbeat {age:.0f} s ago" if age is not None else ""))
-            if announce and not dry_run:
-                announce(f"note: run {spec.name} is RUNNING under another invocation ({outcomes[i].error}): left to it")
-        elif st is not None and st.finished is not None and not force:
-            done = st.finished
-            outcomes[i] = RunOutcome(spec, "SKIPPED", done.info.run_id,
-                                     done.data.metrics.get("latency.run_wall_s", 0.0), metrics=done.data.metrics)
-        elif ident in seen_identity:  # the same notebook and parameters twice in one suite
-            outcomes[i] = RunOutcome(spec, "SKIPPED", error=f"same as {suite.runs[seen_identity[ident]].name}")
-        else:
-            seen_identity[ident] = i
-            pending.append((i, spec))
+    outcomes, pending = _sort_runs(suite, states, force, dry_run, announce)
     if dry_run:
         for i, spec in pending:
             outcomes[i] = RunOutcome(spec, "PLANNED")
@@ -366,6 +344,35 @@ def run_suite(suite: Suite, workers: int = 1, force: bool = False, dry_run: bool
         if lost:
             _release_lost(c, exp_id, parent_id, lost)
     return [outcomes[i] for i in range(len(suite.runs))]
+
+
+def _sort_runs(suite: Suite, states: dict, force: bool, dry_run: bool, announce) -> tuple[dict, list]:
+    """({suite index: outcome} for runs settled without executing: RUNNING elsewhere, FINISHED,
+    a duplicate; [(suite index, spec)] for the runs to execute)."""
+    outcomes: dict[int, RunOutcome] = {}
+    pending: list[tuple[int, RunSpec]] = []
+    seen_identity: dict[str, int] = {}
+    for i, spec in enumerate(suite.runs):
+        ident = spec.identity()
+        st = states.get(ident)
+        if st is not None and st.state == "running":
+            holder = st.run.data.tags.get(claims.HOLDER_TAG) or claims.legacy_holder(st.run.data.tags) \
+                if st.run is not None else "a fresh claim"
+            age = claims.heartbeat_age(st.run.data.tags) if st.run is not None else None
+            outcomes[i] = RunOutcome(spec, "RUNNING", st.run.info.run_id if st.run is not None else "",
+                                     error=f"held by {holder}" + (f", heartbeat {age:.0f} s ago" if age is not None else ""))
+            if announce and not dry_run:
+                announce(f"note: run {spec.name} is RUNNING under another invocation ({outcomes[i].error}): left to it")
+        elif st is not None and st.finished is not None and not force:
+            done = st.finished
+            outcomes[i] = RunOutcome(spec, "SKIPPED", done.info.run_id,
+                                     done.data.metrics.get("latency.run_wall_s", 0.0), metrics=done.data.metrics)
+        elif ident in seen_identity:  # the same notebook and parameters twice in one suite
+            outcomes[i] = RunOutcome(spec, "SKIPPED", error=f"same as {suite.runs[seen_identity[ident]].name}")
+        else:
+            seen_identity[ident] = i
+            pending.append((i, spec))
+    return outcomes, pending
 
 
 def _release_lost(c, exp_id: str, parent_id: str, lost: list[tuple[RunSpec, str]]) -> None:

@@ -1,2 +1,3 @@
-"""The tracking store: the MLflow layer every run logs through (tracking), its read side for
-report tables (tables), and the shared tracking server on PostgreSQL (trackserver)."""
+"""The tracking store: the MLflow layer every run logs through (tracking, which re-exports
+mlstore, runmeta and queries), its read side for report tables (tables), and the shared tracking
+server on PostgreSQL (trackserver, with pgcluster and serverstate)."""

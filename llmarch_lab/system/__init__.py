@@ -3,6 +3,7 @@ recommended system, verified end to end, with its report and deployment bundle.
 
     llmarch-lab system report experiments/system/support_assistant.yaml --out /tmp/support
 
-Modules: requirements (the YAML), chooser (components, sizing, choice), verify (end-to-end
-check), bundle (deployment files + validation), report (HTML/Markdown, MLflow).
+Modules: requirements (the YAML), records (components from MLflow), sizing (goodput, replicas,
+open loop), chooser (the choice), verify (end-to-end check), bundle_files / bundle (deployment
+files / writing + checks), report_pages / report (pages / build + MLflow), render (diagram).
 """

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from llmarch_lab import LabError
-from llmarch_lab.system import chooser
+from llmarch_lab.system.records import model_label
 
 NO_DOT = "diagram not drawn: Graphviz `dot` not found (`make sys-graphviz` installs it); its DOT source is in report_files/architecture.dot"
 
@@ -24,7 +24,7 @@ def diagram(ch) -> tuple[str, str | None]:
     lines = ["digraph system {", "  rankdir=LR; node [shape=box, style=rounded, fontname=Helvetica, fontsize=11];",
              '  client [label="clients\\n%.2g req/s peak"];' % ch.req.workload.peak_rps,
              '  gateway [label="LiteLLM gateway\\n(OpenAI API, :4000)"];',
-             f'  engine [label="{r.engine} x{int(r.replicas or 0)} replica(s)\\n{chooser.model_label(r.model)}\\non {r.hardware}"];',
+             f'  engine [label="{r.engine} x{int(r.replicas or 0)} replica(s)\\n{model_label(r.model)}\\non {r.hardware}"];',
              '  prom [label="Prometheus\\n(alerts: TTFT p99, errors,\\nqueue, KV cache)", shape=cylinder];',
              "  client -> gateway; gateway -> engine;"]
     if guard:

@@ -104,16 +104,16 @@ def run(choice, log_dir: Path, progress: bool = True) -> dict:
     m = registry.service("serving.summarize")(recs, wall, req.slos.ttft_ms_p99 or 1e9, req.slos.tpot_ms_p50 or 1e9, 0.0)
     # The generator draws Poisson arrivals; with a few dozen requests their realised rate is off the
     # nominal one by tens of percent. The prediction is made again at the realised rate, from the
-    # same measured components (the chooser's open_loop), so that the check tests the model, not
-    # the random draw.
-    from llmarch_lab.system import chooser
+    # same measured components (the chooser's open_loop, sizing.py), so that the check tests the
+    # model, not the random draw.
+    from llmarch_lab.system import records, sizing
 
     ok = [r for r in recs if r.ok and r.e2e_ms is not None]
     starts = sorted(r.start_ms for r in recs)
     realised = (len(starts) - 1) / ((starts[-1] - starts[0]) / 1000.0) if len(starts) > 1 and starts[-1] > starts[0] else rate
-    guard = next((g for g in choice.comps.guards if g.detector == row.guard), chooser.Guard("none")) if guard_on \
-        else chooser.Guard("none")
-    predicted = chooser.open_loop(serving, serving.levels, realised, guard) or dict(row)
+    guard = next((g for g in choice.comps.guards if g.detector == row.guard), records.Guard("none")) if guard_on \
+        else records.Guard("none")
+    predicted = sizing.open_loop(serving, serving.levels, realised, guard) or dict(row)
     # Throughput over the measured span (first send to last answer): n / ((n - 1) / rate + e2e).
     span_s = (max(r.start_ms + r.e2e_ms for r in ok) - starts[0]) / 1000.0 if ok else float("nan")
     m["throughput.req_per_s"] = len(ok) / span_s if ok else 0.0

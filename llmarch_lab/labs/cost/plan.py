@@ -1,12 +1,12 @@
 """The plan: what each cost lever saves on the trace, alone and combined, at what quality change.
 
-    from llmarch_lab.labs.cost import plan
+    from llmarch_lab.labs.cost import levers, plan, plan_plots
     prices = plan.plan_prices(throughput, usd_per_hour, small="smollm2", large="qwen-1.5b")
     table = plan.lever_table(trace, prices, route_thresholds=[0.5], cache_columns=["cache_outcome"],
-                             quant_variants=[plan.QuantVariant("q4_k_m", speed_ratio=1.9, accuracy_ratio=0.97)])
+                             quant_variants=[levers.QuantVariant("q4_k_m", speed_ratio=1.9, accuracy_ratio=0.97)])
     rec = plan.recommend(table, target_saving_pct=50, max_rel_loss_pct=2)
     metrics = plan.plan_metrics(table, rec)        # cost.plan_saving_pct, quality.plan_relative_loss_pct, ...
-    plan.pareto_plot(table, rec); plan.waterfall_plot(plan.waterfall_steps(trace, rec["levers"], prices))
+    plan_plots.pareto_plot(table, rec); plan_plots.waterfall_plot(plan.waterfall_steps(trace, rec["levers"], prices))
 
 Baseline: every request answered by the large model, unquantized, online (concurrency-1 prices),
 no cache. A trace row is one request: request_id, intent_id (the question it asks), task,
@@ -15,7 +15,7 @@ routing outcomes), router_score (for the route lever) and a cache outcome column
 lever: miss, correct_hit or wrong_hit from the cache replay; optional cache_source_id = the
 request_id whose answer a hit serves).
 
-Levers and their rules:
+Levers (levers.py: QuantVariant, Levers, route, cache, quantize, batch, combine) and their rules:
 - route(t): a request whose router_score is above t goes to the large model, else to the small.
 - cache(column): a correct hit serves the earlier answer at no model cost with that earlier
   answer's quality under the same plan (the cache_source_id request, else the first earlier miss
@@ -37,104 +37,17 @@ Quality = mean per-request quality; relative quality loss % = (baseline - plan) 
 from __future__ import annotations
 
 import itertools
-import re
 import warnings
-from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 
 from llmarch_lab import LabError
 from llmarch_lab.common import stats
 from llmarch_lab.labs.cost import costmodel
+from llmarch_lab.labs.cost.levers import BASELINE, Levers, QuantVariant, batch, cache, combine, quantize, route
 
 CACHE_OUTCOMES = ("miss", "correct_hit", "wrong_hit")
 BASE_COLUMNS = ("request_id", "intent_id", "small_correct", "large_correct", "small_prompt_tokens",
                 "small_output_tokens", "large_prompt_tokens", "large_output_tokens")
-
-
-# ---------------------------------------------------------------------------------- levers
-
-@dataclass(frozen=True)
-class QuantVariant:
-    """A quantized large model as the quantization lab measured it."""
-
-    name: str
-    speed_ratio: float  # quantized / unquantized decode tok/s
-    prefill_speed_ratio: float | None = None  # quantized / unquantized prefill tok/s (None: speed_ratio)
-    accuracy_ratio: float | None = None  # quantized / unquantized accuracy on the task
-    correct_column: str | None = None  # per-request correctness of the quantized model in the trace
-    ppl_delta_pct: float | None = None  # for the record (not a quality rule, see the module docstring)
-    source: str = ""
-
-    def __post_init__(self):
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):
-            raise LabError(f"quantize: variant name {self.name!r} must be a plain name (letters, digits, _ . -)")
-        for k in ("speed_ratio", "prefill_speed_ratio"):
-            v = getattr(self, k)
-            if v is not None and not v > 0:
-                raise LabError(f"quantize {self.name}: {k} must be > 0, got {v!r}")
-        if self.accuracy_ratio is not None and not self.accuracy_ratio >= 0:
-            raise LabError(f"quantize {self.name}: accuracy_ratio must be >= 0, got {self.accuracy_ratio!r}")
-        if self.accuracy_ratio is None and self.correct_column is None:
-            raise LabError(f"quantize {self.name}: give accuracy_ratio (measured accuracy quantized / unquantized) "
-                           "or correct_column (its per-request correctness); a perplexity delta alone does not "
-                           "give a quality change")
-
-
-@dataclass(frozen=True)
-class Levers:
-    """One plan: which levers are on. Levers() is the baseline."""
-
-    route: float | None = None  # router threshold; None = always large
-    cache: str | None = None  # trace column with cache outcomes; None = no cache
-    quantize: QuantVariant | None = field(default=None)
-    batch: bool = False
-
-    def names(self) -> list[str]:
-        out = []
-        if self.route is not None:
-            out.append(f"route@{self.route:g}")
-        if self.cache is not None:
-            out.append("cache" if self.cache == "cache_outcome" else f"cache[{self.cache}]")
-        if self.quantize is not None:
-            out.append(f"quantize[{self.quantize.name}]")
-        if self.batch:
-            out.append("batch")
-        return out
-
-    def label(self) -> str:
-        return " + ".join(self.names()) or "baseline"
-
-    def slug(self) -> str:
-        """A metric-name piece: route_0_5, cache, quantize_q4_k_m, batch, joined by '__'."""
-        return "__".join(re.sub(r"[^a-z0-9]+", "_", n.lower()).strip("_") for n in self.names()) or "baseline"
-
-
-BASELINE = Levers()
-
-
-def route(threshold: float) -> Levers:
-    return Levers(route=float(threshold))
-
-
-def cache(on: bool = True, column: str = "cache_outcome") -> Levers:
-    return Levers(cache=column if on else None)
-
-
-def quantize(variant: QuantVariant | None) -> Levers:
-    return Levers(quantize=variant)
-
-
-def batch(on: bool = True) -> Levers:
-    return Levers(batch=bool(on))
-
-
-def combine(*levers: Levers) -> Levers:
-    """The union of several plans' levers (a later one wins where two set the same lever)."""
-    out = BASELINE
-    for lv in levers:
-        out = replace(out, **{k: getattr(lv, k) for k in ("route", "cache", "quantize", "batch")
-                              if getattr(lv, k) not in (None, False)})
-    return out
 
 
 # ---------------------------------------------------------------------------------- prices
@@ -422,66 +335,3 @@ def waterfall_steps(trace, levers: Levers, prices: Mapping, order: list[Levers] 
                      "rel_loss_pct": (base["quality"] - e["quality"]) / base["quality"] * 100})
         prev = e["cost_usd"]
     return pd.DataFrame(rows)
-
-
-# ---------------------------------------------------------------------------------- plots
-
-def pareto_plot(table, rec: dict | None = None, title: str = "cost vs quality of every plan"):
-    """Cost per 1k requests vs quality, the Pareto front (stats.pareto_front) highlighted, the
-    baseline and the recommended plan marked. Returns the Figure."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    front = stats.pareto_front(table, {"usd_per_1k_requests": "lower", "quality": "higher"})
-    other = table.drop(index=front)
-    ax.scatter(other["usd_per_1k_requests"], other["quality"], s=25, color="0.6", label="plan")
-    f = table.loc[front].sort_values("usd_per_1k_requests")
-    ax.plot(f["usd_per_1k_requests"], f["quality"], "o-", color="tab:blue", label="Pareto front")
-    for r in f.itertuples():
-        ax.annotate(r.plan, (r.usd_per_1k_requests, r.quality), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    b = table[table["n_levers"] == 0]
-    if len(b):
-        ax.plot(b["usd_per_1k_requests"], b["quality"], "s", ms=9, mfc="none", mec="black", label="baseline (always large)")
-    if rec is not None:
-        r = table[table["plan"] == rec["plan"]]
-        ax.plot(r["usd_per_1k_requests"], r["quality"], "*", ms=16, color="tab:red",
-                label=f"recommended ({'meets' if rec['met'] else 'misses'} target)")
-    ax.set_xlabel("USD per 1,000 requests")
-    ax.set_ylabel("quality (mean per-request score)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def waterfall_plot(steps, title: str = "savings by lever, baseline to plan"):
-    """Floating bars: the baseline cost, what each lever removes (in order), the plan's cost.
-    Hand-written with matplotlib bars (no waterfall chart in matplotlib)."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * (len(steps) + 1)), 4.5))
-    base = steps["cost_usd"].iloc[0]
-    labels, bottoms, heights, colors = ["baseline"], [0.0], [base], ["0.5"]
-    for prev, row in zip(steps["cost_usd"].iloc[:-1], steps.iloc[1:].itertuples()):
-        labels.append(f"{row.lever}\n{-row.step_saving_pct:+.1f} pp")
-        lo, hi = sorted((prev, row.cost_usd))
-        bottoms.append(lo)
-        heights.append(hi - lo)
-        colors.append("tab:green" if row.cost_usd <= prev else "tab:red")
-    end = steps.iloc[-1]
-    labels.append(f"plan\n{end.saving_pct:.1f}% saved")
-    bottoms.append(0.0)
-    heights.append(end.cost_usd)
-    colors.append("tab:blue")
-    x = range(len(labels))
-    ax.bar(x, heights, bottom=bottoms, color=colors, edgecolor="black", linewidth=0.5)
-    for i, (b, h) in enumerate(zip(bottoms, heights)):
-        ax.text(i, b + h, f"${b + h:.4g}", ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(list(x))
-    ax.set_xticklabels(labels, fontsize=8)
-    ax.set_ylabel("trace cost (USD)")
-    ax.set_title(title + f" (quality loss {end.rel_loss_pct:.2f}%)", fontsize=10)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    return fig

@@ -7,7 +7,7 @@ benchmark and the gateway.
 
 Input: prompt injection (a detector from injection.py, block), PII (Presidio via pii.py, redact),
 toxicity (alt-profanity-check, block). Output: PII (redact), toxicity (block) and business rules
-(rules.py: banned topics, forbidden phrases, a length cap; block). The gateway process builds the
+(rules/: banned topics, forbidden phrases, a length cap; block). The gateway process builds the
 same Guard from the same JSON, because every scorer here is a factory named by a string (always
 with options: policy.resolve_scorer calls a "module:attr" with options, and uses it as the
 scorer itself without).

@@ -41,7 +41,7 @@ REPORT = ("cost plan: levers on the trace, the recommendation", ["machine", "tar
 
 
 def run(p: PlanParams, res: Result) -> None:
-    from llmarch_lab.labs.cost import cache, costmodel, outcomes, plan, workload
+    from llmarch_lab.labs.cost import cache, costmodel, outcomes, plan, plan_plots, workload
 
     items, pairs, small, large = measured_outcomes(p)
     accuracy_metrics(res, pairs)
@@ -79,8 +79,8 @@ def run(p: PlanParams, res: Result) -> None:
     res.tables["lever_table"] = table
     res.tables["trace"] = tr
     res.texts["recommendation.json"] = json.dumps({k: v for k, v in rec.items() if k != "levers"}, indent=1, default=str)
-    res.figures["pareto"] = plan.pareto_plot(table, rec)
-    res.figures["waterfall"] = plan.waterfall_plot(plan.waterfall_steps(tr, rec["levers"], prices))
+    res.figures["pareto"] = plan_plots.pareto_plot(table, rec)
+    res.figures["waterfall"] = plan_plots.waterfall_plot(plan.waterfall_steps(tr, rec["levers"], prices))
     req = tr.assign(model=p.large_model, prompt_tokens=tr["large_prompt_tokens"], output_tokens=tr["large_output_tokens"])
     chk = costmodel.litellm_check(req[["model", "prompt_tokens", "output_tokens"]].head(200),
                                   {p.large_model: prices[("large", "online")]})

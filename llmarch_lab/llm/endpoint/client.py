@@ -1,77 +1,23 @@
-"""The served side of the one LLM interface: any OpenAI-compatible endpoint (vLLM, llama.cpp's
-server, SGLang, TGI, a hosted API).
-
-    from llmarch_lab.llm.endpoint import Endpoint
-    ep = Endpoint("http://127.0.0.1:8000/v1", "smollm2-135m-instruct", api_key_env="MY_KEY")
-    ep.preflight()                                   # GET /models: one-line LabError within seconds
-    r = ep.chat([{"role": "user", "content": "Hi"}], max_tokens=32)   # r.text, r.output_tokens, ...
-    s = await ep.astream_chat(messages, 64, session=sess)  # streaming, every chunk timed (aiohttp)
-    lp = ep.completion_logprobs(prompt, top_logprobs=20)   # /completions log-probs (llama.cpp, vLLM)
-    ep.label_logprobs(prompt, ["yes", "no"])         # {label: log-prob of its first token | None}
-    ep.embeddings(["a text", "another"])             # one vector per text, in input order
-    ep.openai_client()                               # AsyncOpenAI on the same fields (for ragas)
-
-The API key lives in an environment variable whose NAME is `api_key_env`; the key is read at
-call time, never stored in the object, never logged. Streaming is aiohttp (the load generator's
-hot path: it sustained 456 requests/s against the loopback server where httpx sustained 135);
-every other call goes through one sync httpx client. Heavy imports stay inside functions.
-"""
+"""Endpoint: an OpenAI-compatible base URL and model; preflight, chat, streaming, log-probs,
+embeddings (the key read from its environment variable at call time, never stored)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import time
 from dataclasses import dataclass, field
 
 from llmarch_lab import LabError
+from llmarch_lab.llm.endpoint.answers import Logprobs, Reply, Stream, int_or_none
+from llmarch_lab.llm.endpoint.sse import read_sse
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def _one_line(x, n: int = 200) -> str:
     return " ".join(str(x).split())[:n]
-
-
-@dataclass
-class Reply:
-    """A non-streaming chat completion. Token counts are the server's usage (None: not reported)."""
-
-    text: str
-    output_tokens: int | None
-    prompt_tokens: int | None
-    seconds: float
-    finish_reason: str | None = None
-
-
-@dataclass
-class Stream:
-    """A streamed chat completion, timed chunk by chunk (perf_counter clock; durations in ms)."""
-
-    t0: float = 0.0  # perf_counter() when the request was sent
-    text: str = ""
-    chunks: int = 0  # chunks that carried content
-    malformed_chunks: int = 0  # unparseable chunks, counted and skipped
-    ttft_ms: float | None = None
-    itl_ms: list = field(default_factory=list)  # gaps between content chunks
-    e2e_ms: float | None = None
-    prompt_tokens: int | None = None  # from the usage chunk, when the server sends one
-    output_tokens: int | None = None
-    error: str = ""
-    reconnects: int = 0  # stale kept-alive connections replaced before any answer (sent again)
-
-
-@dataclass
-class Logprobs:
-    """A /completions answer with log-probs, in the OpenAI completions format (one entry per
-    generated token; top_logprobs maps token text -> log-prob for the top N at that position)."""
-
-    text: str
-    tokens: list
-    token_logprobs: list
-    top_logprobs: list
 
 
 @dataclass
@@ -206,7 +152,7 @@ class Endpoint:
             raise LabError(f"endpoint {self.base_url}: /chat/completions answer has no "
                            "choices[0].message.content") from None
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-        return Reply(text, _int_or_none(usage.get("completion_tokens")), _int_or_none(usage.get("prompt_tokens")),
+        return Reply(text, int_or_none(usage.get("completion_tokens")), int_or_none(usage.get("prompt_tokens")),
                      seconds, choice.get("finish_reason"))
 
     def chat_logprobs(self, messages: list[dict] | str, max_tokens: int, top_logprobs: int = 1,
@@ -226,7 +172,7 @@ class Endpoint:
             raise LabError(f"endpoint {self.base_url}: /chat/completions gave no logprobs.content for model "
                            f"{self.model!r}; this server does not return chat log-probs")
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-        reply = Reply(text, _int_or_none(usage.get("completion_tokens")), _int_or_none(usage.get("prompt_tokens")),
+        reply = Reply(text, int_or_none(usage.get("completion_tokens")), int_or_none(usage.get("prompt_tokens")),
                       seconds, choice.get("finish_reason"))
         lp = Logprobs(text, [c.get("token") for c in content],
                       [None if c.get("logprob") is None else float(c["logprob"]) for c in content],
@@ -272,7 +218,7 @@ class Endpoint:
                             if resp.status != 200:
                                 text = (await resp.read()).decode(errors="replace")
                                 raise RuntimeError(f"HTTP {resp.status}: {text[:300]}")
-                            await _read_sse(resp, st, parts)
+                            await read_sse(resp, st, parts)
                         break
                     except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
                         # A kept-alive connection the server had already closed (llama-server's
@@ -361,50 +307,3 @@ class Endpoint:
 
         cls = AsyncOpenAI if async_ else OpenAI
         return cls(base_url=self.base_url, api_key=self.api_key or "none", timeout=self.timeout_s, max_retries=0)
-
-
-def _int_or_none(x) -> int | None:
-    try:
-        return None if x is None else int(x)
-    except (TypeError, ValueError):
-        return None
-
-
-async def _read_sse(resp, st: Stream, parts: list) -> None:
-    """SSE framing by hand: OpenAI-compatible engines send one `data:` line per event, and this
-    loop is the load generator's hot path (see the module docstring)."""
-    last = None
-    async for raw in resp.content:
-        if not raw.startswith(b"data:"):
-            continue  # blank separators, comments, `event:` lines
-        data = raw[5:].strip()
-        if data == b"[DONE]":
-            break
-        now = time.perf_counter()
-        try:
-            chunk = json.loads(data)
-            if not isinstance(chunk, dict):
-                raise ValueError
-        except ValueError:
-            st.malformed_chunks += 1
-            continue
-        if chunk.get("error"):
-            raise RuntimeError(f"engine error: {str(chunk['error'])[:300]}")
-        usage = chunk.get("usage")
-        if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
-            st.output_tokens = int(usage["completion_tokens"])
-            st.prompt_tokens = _int_or_none(usage.get("prompt_tokens"))
-        try:
-            content = (chunk.get("choices") or [{}])[0].get("delta", {}).get("content") or ""
-        except (AttributeError, IndexError, TypeError):
-            st.malformed_chunks += 1
-            continue
-        if not content:
-            continue
-        st.chunks += 1
-        parts.append(content)
-        if last is None:
-            st.ttft_ms = (now - st.t0) * 1000
-        else:
-            st.itl_ms.append((now - last) * 1000)
-        last = now
