@@ -151,3 +151,22 @@ def test_a_part_takes_only_its_own_fields_and_names_the_part():
         config.validate_params(Flat, {"part": "b", "x": 3}, "suite.yaml")
     # a notebook's namespace holds every part's defaults: only the chosen part's are taken
     assert Flat.from_namespace({"part": "b", "x": 9, "y": 4, "seed": 0}).part_params() == B(y=4)
+
+
+def test_module_command_lines_read_key_values_and_fail_in_one_line(capsys):
+    from llmarch_lab.common.entry import key_values, one_line_errors
+
+    assert key_values(["steps=4", "lr=0.001", "mods=[q_proj, v_proj]"]) == {"steps": 4, "lr": 0.001,
+                                                                         "mods": ["q_proj", "v_proj"]}
+    with pytest.raises(LabError, match=r"arguments are key=value, got 'steps' \(keys: steps, lr\)"):
+        key_values(["steps"], "steps, lr")
+    with pytest.raises(LabError, match=r"lr=\[1: not a YAML value"):
+        key_values(["lr=[1"])
+
+    @one_line_errors
+    def main(argv):
+        key_values(argv)
+        return 0
+
+    assert main(["x=1"]) == 0 and main(["nope"]) == 2
+    assert capsys.readouterr().err == "error: arguments are key=value, got 'nope'\n"

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmarch_lab import LabError, paths
+from llmarch_lab.common.entry import one_line_errors
 
 
 @dataclass(frozen=True)
@@ -156,14 +157,10 @@ def gguf(alias: str) -> Path:
     return out
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv) or list(PARTED)
-    try:
-        for alias in args:
-            assemble(alias)
-    except LabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    for alias in list(sys.argv[1:] if argv is None else argv) or list(PARTED):
+        assemble(alias)
     return 0
 
 

@@ -70,18 +70,46 @@ class LocalExecutor:
         pass
 
 
-class RayExecutor:
-    name = "ray"
+class ClusterExecutor:
+    """What the Ray and Slurm executors share: their optional package, width, options, and each
+    run's resources (from its spec and the suite's executor block)."""
 
-    def __init__(self, workers: int = 1, address: str | None = None, options: dict | None = None, suite=None):
+    name = package = ""
+
+    def setup(self, workers: int, options: dict | None, suite):
+        import importlib
+
         try:
-            import ray
+            mod = importlib.import_module(self.package)
         except ImportError:
-            raise LabError("executor ray: the `ray` package is not installed (pip install 'llmarch-lab[scale]')") from None
-        self.ray = ray
+            raise LabError(f"executor {self.name}: the `{self.package}` package is not installed "
+                           "(pip install 'llmarch-lab[scale]')") from None
         self.workers = max(1, workers)
         self.options = options or {}
         self.specs = {s.name: s for s in suite.runs} if suite is not None else {}
+        return mod
+
+    def resources(self, task) -> dict:
+        return resources_for(self.specs[task.run_name], self.options) if task.run_name in self.specs else {}
+
+    def run(self, fn: Callable, tasks: list, done: Callable[[int, Any], None]) -> None:
+        """At most `workers` runs in flight: submit one as another finishes, each result to done()."""
+        queue = list(enumerate(tasks))
+        inflight: dict[Any, int] = {}
+        while queue or inflight:
+            while queue and len(inflight) < self.workers:
+                k, t = queue.pop(0)
+                inflight[self.submit(fn, t, self.resources(t))] = k
+            for handle in self.finished(list(inflight)):
+                k = inflight.pop(handle)
+                done(k, self.result(handle))
+
+
+class RayExecutor(ClusterExecutor):
+    name = package = "ray"
+
+    def __init__(self, workers: int = 1, address: str | None = None, options: dict | None = None, suite=None):
+        self.ray = ray = self.setup(workers, options, suite)
         address = address or self.options.get("address") or os.environ.get("RAY_ADDRESS") or None
         self.owns = not ray.is_initialized()
         if self.owns:
@@ -96,50 +124,39 @@ class RayExecutor:
                                f"{str(e).splitlines()[0][:200]}") from None
         self.address = address or "(local cluster)"
 
-    def run(self, fn: Callable, tasks: list, done: Callable[[int, Any], None]) -> None:
+    def submit(self, fn: Callable, task, res: dict):
+        opts: dict[str, Any] = {"max_retries": 0, "num_cpus": res.get("num_cpus", 1), "num_gpus": res.get("num_gpus", 0)}
+        if res.get("memory_gb"):
+            opts["memory"] = int(res["memory_gb"] * 2**30)
+        return self.ray.remote(fn).options(**opts).remote(task)
+
+    def finished(self, handles: list) -> list:
+        return self.ray.wait(handles, num_returns=1, timeout=5.0)[0]
+
+    def result(self, ref):
+        """The task's result; a dead worker or node as WorkerLost; a raising task as its exception."""
         ray = self.ray
-        queue = list(enumerate(tasks))
-        inflight: dict[Any, int] = {}
-        while queue or inflight:
-            while queue and len(inflight) < self.workers:
-                k, t = queue.pop(0)
-                res = resources_for(self.specs[t.run_name], self.options) if t.run_name in self.specs else {}
-                opts: dict[str, Any] = {"max_retries": 0, "num_cpus": res.get("num_cpus", 1),
-                                        "num_gpus": res.get("num_gpus", 0)}
-                if res.get("memory_gb"):
-                    opts["memory"] = int(res["memory_gb"] * 2**30)
-                inflight[ray.remote(fn).options(**opts).remote(t)] = k
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=5.0)
-            for ref in ready:
-                k = inflight.pop(ref)
-                try:
-                    done(k, ray.get(ref))
-                except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
-                        ray.exceptions.LocalRayletDiedError, ray.exceptions.ObjectLostError,
-                        ray.exceptions.TaskCancelledError) as e:
-                    done(k, WorkerLost(f"ray: {type(e).__name__}: {str(e).splitlines()[0][:200]}"))
-                except ray.exceptions.RayTaskError as e:
-                    done(k, e.as_instanceof_cause() if hasattr(e, "as_instanceof_cause") else e)
-                except ray.exceptions.RayError as e:
-                    done(k, WorkerLost(f"ray: {type(e).__name__}: {str(e).splitlines()[0][:200]}"))
+        try:
+            return ray.get(ref)
+        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                ray.exceptions.LocalRayletDiedError, ray.exceptions.ObjectLostError,
+                ray.exceptions.TaskCancelledError) as e:
+            return WorkerLost(f"ray: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+        except ray.exceptions.RayTaskError as e:
+            return e.as_instanceof_cause() if hasattr(e, "as_instanceof_cause") else e
+        except ray.exceptions.RayError as e:
+            return WorkerLost(f"ray: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
 
     def close(self) -> None:
         if self.owns and self.ray.is_initialized():
             self.ray.shutdown()
 
 
-class SlurmExecutor:
-    name = "slurm"
+class SlurmExecutor(ClusterExecutor):
+    name, package = "slurm", "submitit"
 
     def __init__(self, workers: int = 1, address: str | None = None, options: dict | None = None, suite=None):
-        try:
-            import submitit
-        except ImportError:
-            raise LabError("executor slurm: the `submitit` package is not installed (pip install 'llmarch-lab[scale]')") from None
-        self.submitit = submitit
-        self.workers = max(1, workers)
-        self.options = options or {}
-        self.specs = {s.name: s for s in suite.runs} if suite is not None else {}
+        self.submitit = submitit = self.setup(workers, options, suite)
         name = suite.name if suite is not None else "suite"
         self.folder = Path(self.options.get("folder") or paths.home() / ".submitit" / name)
         cluster = self.options.get("slurm_cluster") or os.environ.get("LLMARCH_SLURM_CLUSTER") or None
@@ -161,27 +178,26 @@ class SlurmExecutor:
                 p["slurm_additional_parameters"] = dict(self.options["slurm_additional"])
         return p
 
-    def run(self, fn: Callable, tasks: list, done: Callable[[int, Any], None]) -> None:
-        queue = list(enumerate(tasks))
-        inflight: dict[Any, int] = {}
-        while queue or inflight:
-            while queue and len(inflight) < self.workers:
-                k, t = queue.pop(0)
-                res = resources_for(self.specs[t.run_name], self.options) if t.run_name in self.specs else {}
-                self.ex.update_parameters(**self._params(res))
-                inflight[self.ex.submit(fn, t)] = k
-            for job in [j for j in inflight if j.done()]:
-                k = inflight.pop(job)
-                try:
-                    done(k, job.result())
-                except self.submitit.core.utils.UncompletedJobError as e:
-                    done(k, WorkerLost(f"submitit job {job.job_id}: {str(e).splitlines()[0][:200]}"))
-                except self.submitit.core.utils.FailedJobError as e:
-                    done(k, WorkerLost(f"submitit job {job.job_id} failed: {str(e).strip().splitlines()[-1][:200]}"))
-                except Exception as e:  # noqa: BLE001 - the worker function raised: that run failed
-                    done(k, e)
-            if inflight:
-                time.sleep(0.5)
+    def submit(self, fn: Callable, task, res: dict):
+        self.ex.update_parameters(**self._params(res))
+        return self.ex.submit(fn, task)
+
+    def finished(self, handles: list) -> list:
+        ready = [j for j in handles if j.done()]
+        if len(ready) < len(handles):
+            time.sleep(0.5)
+        return ready
+
+    def result(self, job):
+        """The job's result; a job that died or failed as WorkerLost; a raising function as its exception."""
+        try:
+            return job.result()
+        except self.submitit.core.utils.UncompletedJobError as e:
+            return WorkerLost(f"submitit job {job.job_id}: {str(e).splitlines()[0][:200]}")
+        except self.submitit.core.utils.FailedJobError as e:
+            return WorkerLost(f"submitit job {job.job_id} failed: {str(e).strip().splitlines()[-1][:200]}")
+        except Exception as e:  # noqa: BLE001 - the worker function raised: that run failed
+            return e
 
     def close(self) -> None:
         pass

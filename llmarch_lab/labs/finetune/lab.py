@@ -39,6 +39,7 @@ from typing import Callable
 
 from llmarch_lab import LabError, paths
 from llmarch_lab.assets import datasets, models
+from llmarch_lab.common.entry import key_values, one_line_errors
 from llmarch_lab.labs.finetune import data as fd
 from llmarch_lab.labs.finetune import scoring, train
 from llmarch_lab.labs.finetune.params import FinetuneParams
@@ -188,13 +189,12 @@ def _export_root() -> Path:
 
 # ------------------------------------------------------------------------------ script entry
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     """`python -m llmarch_lab.labs.finetune key=value ...` (also under `accelerate launch`): one run,
     logged to MLflow by rank 0. Values are YAML scalars/lists: r=32 target_modules='[q_proj]'."""
     import os
     import sys
-
-    import yaml
 
     from llmarch_lab import config
     from llmarch_lab.store import tracking
@@ -202,58 +202,43 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["score-endpoint"]:
         return _score_endpoint_main(args[1:])
-    try:
-        bad = [a for a in args if "=" not in a]
-        if bad:
-            raise LabError(f"arguments are key=value, got {bad[0]!r} (keys: {', '.join(FinetuneParams.model_fields)})")
-        values = {k: yaml.safe_load(v) for k, v in (a.split("=", 1) for a in args)}
-        rank = int(os.environ.get("RANK", "0"))
-        if values.get("device") == "cuda" and "LOCAL_RANK" in os.environ:
-            values["device"] = f"cuda:{os.environ['LOCAL_RANK']}"  # one GPU per launched process
-        p = config.validate_params(FinetuneParams, values, "command line")
-        lab_run = tracking.start(p, notebook="finetune-cli") if rank == 0 else None
-        result = run(p, on_step=lab_run.log_metrics if lab_run else None)
-        if lab_run:
-            lab_run.log_result(result)
-            for name, folder in result.artifacts.items():
-                lab_run.log_artifact(folder, name)
-            lab_run.close()
-            print({k: round(v, 4) for k, v in result.metrics.items()})
-    except LabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    values = key_values(args, ", ".join(FinetuneParams.model_fields))
+    rank = int(os.environ.get("RANK", "0"))
+    if values.get("device") == "cuda" and "LOCAL_RANK" in os.environ:
+        values["device"] = f"cuda:{os.environ['LOCAL_RANK']}"  # one GPU per launched process
+    p = config.validate_params(FinetuneParams, values, "command line")
+    lab_run = tracking.start(p, notebook="finetune-cli") if rank == 0 else None
+    result = run(p, on_step=lab_run.log_metrics if lab_run else None)
+    if lab_run:
+        lab_run.log_result(result)
+        for name, folder in result.artifacts.items():
+            lab_run.log_artifact(folder, name)
+        lab_run.close()
+        print({k: round(v, 4) for k, v in result.metrics.items()})
     return 0
 
 
+@one_line_errors
 def _score_endpoint_main(args: list[str]) -> int:
     """`score-endpoint base_url=... served_model=... [api_key_env=...] [model=...] [test_items=...]`."""
-    import sys
 
-    import yaml
 
     from llmarch_lab import config
     from llmarch_lab.labs.finetune import endpoint_eval
     from llmarch_lab.llm.endpoint import Endpoint
     from llmarch_lab.store import tracking
 
-    try:
-        bad = [a for a in args if "=" not in a]
-        if bad:
-            raise LabError(f"arguments are key=value, got {bad[0]!r}")
-        values = {k: yaml.safe_load(v) for k, v in (a.split("=", 1) for a in args)}
-        ep_fields = {k: values.pop(k) for k in ("base_url", "served_model", "api_key_env") if k in values}
-        if "base_url" not in ep_fields:
-            raise LabError("score-endpoint: base_url=... is required (an OpenAI-compatible URL ending in /v1)")
-        p = config.validate_params(FinetuneParams, values, "command line")
-        ep = Endpoint(str(ep_fields["base_url"]), str(ep_fields.get("served_model", p.model)),
-                      str(ep_fields.get("api_key_env", "")))
-        result = endpoint_eval.evaluate(ep, p)
-        with tracking.start(p, notebook="finetune-score-endpoint") as lab_run:
-            lab_run.log_result(result)
-        print({k: round(v, 4) for k, v in result.metrics.items()})
-    except LabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    values = key_values(args)
+    ep_fields = {k: values.pop(k) for k in ("base_url", "served_model", "api_key_env") if k in values}
+    if "base_url" not in ep_fields:
+        raise LabError("score-endpoint: base_url=... is required (an OpenAI-compatible URL ending in /v1)")
+    p = config.validate_params(FinetuneParams, values, "command line")
+    ep = Endpoint(str(ep_fields["base_url"]), str(ep_fields.get("served_model", p.model)),
+                  str(ep_fields.get("api_key_env", "")))
+    result = endpoint_eval.evaluate(ep, p)
+    with tracking.start(p, notebook="finetune-score-endpoint") as lab_run:
+        lab_run.log_result(result)
+    print({k: round(v, 4) for k, v in result.metrics.items()})
     return 0
 
 

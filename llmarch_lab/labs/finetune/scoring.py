@@ -5,7 +5,7 @@
     bias = scoring.fit_bias(dev_df); scoring.apply_bias(test_df, bias)
     scoring.paired_bootstrap(predictions_table)          # tuned - baseline, 95% intervals
 
-The log-probs come from the one LLM interface (llm.local.label_logprobs); the bootstrap is the
+The log-probs come from the one LM protocol (llm/lm.py: a local model or a served one); the bootstrap is the
 shared one (common.stats.paired_bootstrap).
 """
 
@@ -13,16 +13,27 @@ from __future__ import annotations
 
 from llmarch_lab.common import stats
 from llmarch_lab.labs.finetune import data as fd
-from llmarch_lab.llm import local
+from llmarch_lab.llm.lm import EndpointLM, LocalLM
 
 
 def score(model, tok, rows: list[dict], batch_size: int = 8, desc: str = "scoring"):
     """Per-row log-probs of yes/no/maybe as the next token after the prompt, and the argmax."""
+    return score_lm(LocalLM(model, tok, batch_size=batch_size), tok, rows, desc)
+
+
+def score_lm(lm, tok, rows: list[dict], desc: str = "scoring"):
+    """`score` through any LM backend (llm/lm.py): id, gold, pred, logp_<label>; plus `bounded`
+    (the labels whose value is only an upper bound) when the backend's scores are not exact."""
     import pandas as pd
 
-    lp = local.label_logprobs(model, tok, [fd.prompt_text(tok, r) for r in rows], fd.LABELS, batch_size, desc)
-    out = [{"id": r["id"], "gold": r["decision"], "pred": fd.LABELS[int(v.argmax())],
-            **{f"logp_{w}": round(float(x), 4) for w, x in zip(fd.LABELS, v)}} for r, v in zip(rows, lp)]
+    lp = lm.label_logprobs([fd.prompt_text(tok, r) for r in rows], fd.LABELS, desc)
+    out = []
+    for j, (r, v) in enumerate(zip(rows, lp.values)):
+        row = {"id": r["id"], "gold": r["decision"], "pred": fd.LABELS[int(v.argmax())],
+               **{f"logp_{w}": round(float(x), 4) for w, x in zip(fd.LABELS, v)}}
+        if lp.bounded is not None:
+            row["bounded"] = ",".join(lp.bounded[j])
+        out.append(row)
     return pd.DataFrame(out)
 
 
@@ -147,16 +158,4 @@ def score_endpoint(endpoint, tok, rows: list[dict], top_logprobs: int = 20, desc
 
     A label outside the server's top-N gets the N-th log-prob, an upper bound of its own
     (`bounded` names the labels of that row that are such bounds)."""
-    import pandas as pd
-    from tqdm.auto import tqdm
-
-    firsts = [tok.decode([i]) for i in local.label_token_ids(tok, fd.LABELS)]
-    out = []
-    for r in tqdm(rows, desc=desc, leave=False):
-        top = endpoint.completion_logprobs(fd.prompt_text(tok, r), max_tokens=1, top_logprobs=top_logprobs).top_logprobs[0]
-        floor = min(top.values())
-        lp = [top.get(t, floor) for t in firsts]
-        out.append({"id": r["id"], "gold": r["decision"], "pred": fd.LABELS[max(range(len(lp)), key=lp.__getitem__)],
-                    **{f"logp_{w}": round(float(v), 4) for w, v in zip(fd.LABELS, lp)},
-                    "bounded": ",".join(w for w, t in zip(fd.LABELS, firsts) if t not in top)})
-    return pd.DataFrame(out)
+    return score_lm(EndpointLM(endpoint, tok, top_logprobs), tok, rows, desc)
