@@ -116,19 +116,37 @@ def directions_for(columns: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def print_rows(rows: list[dict[str, Any]], title: str, console=None) -> None:
-    """A plain list of rows (the CLI's run and status tables) as a rich table; no ranking."""
-    from rich.console import Console
+def rich_rows(rows: list[dict[str, Any]], title: str, style: dict[str, str] | None = None, style_key: str = "",
+              floats: str = "", right: tuple[str, ...] = ()):
+    """A plain list of rows as a rich Table (no ranking): `style` colours a row by its
+    `style_key` value, `floats` formats float cells (e.g. ".3f"), `right` right-justifies columns."""
     from rich.markup import escape
     from rich.table import Table
 
-    console = console or Console(width=max(120, int(os.environ.get("COLUMNS", "0") or 0)))
     t = Table(title=title, show_lines=False)
     for col in rows[0] if rows else []:
-        t.add_column(col, overflow="fold")
+        t.add_column(str(col), overflow="fold", justify="right" if col in right else "left")
     for r in rows:
-        t.add_row(*[escape(str(v)) for v in r.values()])  # run names like p[x=1] are not markup
-    console.print(t)
+        cells = [escape(format(v, floats) if floats and isinstance(v, float) else str(v)) for v in r.values()]
+        t.add_row(*cells, style=(style or {}).get(r.get(style_key)))  # run names like p[x=1] are not markup
+    return t
+
+
+def print_rows(rows: list[dict[str, Any]], title: str, console=None, **kw) -> None:
+    """rich_rows printed (the CLI's run and status tables, the labs' command-line tables)."""
+    from rich.console import Console
+
+    console = console or Console(width=max(120, int(os.environ.get("COLUMNS", "0") or 0)))
+    console.print(rich_rows(rows, title, **kw))
+
+
+def frame_markdown(df, floatfmt: str = ".3f") -> str:
+    """A DataFrame as a Markdown pipe table (tabulate through pandas), or plain text without tabulate."""
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return df.to_string(index=False, float_format=lambda v: format(v, floatfmt))
+    return df.to_markdown(index=False, floatfmt=floatfmt)
 
 
 def cell_text(v, nd: int = 4) -> str:

@@ -87,15 +87,11 @@ def title(name, rs: list[dict[str, str]]) -> str:
 
 
 def rich_table(ref, all_attempts: bool = False, rs: list[dict[str, str]] | None = None):
-    from rich.markup import escape
-    from rich.table import Table
+    from llmarch_lab.common.report import rich_rows
 
     rs = rows(ref, all_attempts) if rs is None else rs
-    table = Table(title=title(ref, rs))
     style = {"FINISHED": "green", "RUNNING": "cyan", "STALE": "yellow", "FAILED": "red", "KILLED": "magenta"}
-    for col in (rs[0] if rs else {"run": ""}):
-        table.add_column(col, overflow="fold")
-    for r in rs:
-        cells = [escape(str(v)) for v in r.values()]
-        table.add_row(*cells, style=style.get(r["status"]))
+    table = rich_rows(rs, title(ref, rs), style, "status")
+    if not rs:
+        table.add_column("run")
     return table

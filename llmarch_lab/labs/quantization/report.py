@@ -15,7 +15,7 @@ import textwrap
 
 from llmarch_lab import LabError, schema
 from llmarch_lab.common import stats
-from llmarch_lab.common.report import Report
+from llmarch_lab.common.report import Report, frame_markdown
 from llmarch_lab.labs.quantization.lab import LLM_QUANTS, QuantParams
 from llmarch_lab.store import tracking
 
@@ -126,7 +126,7 @@ def markdown(df) -> str:
         g = g.dropna(axis=1, how="all")
         cols = [c for c in first if c in g] + sorted(c for c in g if c.startswith("decode_tok_per_s"))
         cols += [c for c in ("docs_per_s", "pareto", "skipped") if c in g]
-        out.append(f"**{target}** ({g.settings.iloc[0]})\n\n" + g[cols].to_markdown(index=False, floatfmt=".4g"))
+        out.append(f"**{target}** ({g.settings.iloc[0]})\n\n" + frame_markdown(g[cols], ".4g"))
     return "\n\n".join(out)
 
 

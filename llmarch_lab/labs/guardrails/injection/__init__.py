@@ -113,7 +113,6 @@ from llmarch_lab.labs.guardrails.injection.ensemble import (
 from llmarch_lab.labs.guardrails.injection.evaluate import (
     build,
     cross_validate,
-    has_tabulate,
     table,
 )
 from llmarch_lab.labs.guardrails.injection.minilm_lr import (
@@ -138,7 +137,7 @@ from llmarch_lab.labs.guardrails.injection.patterns import (
 )
 
 __all__ = ["RULES", "BACKENDS", "BLOB_WEIGHT", "build", "C_GRID", "CACHE", "CascadeDetector", "choose_band",
-           "cross_validate", "DETECTORS", "EnsembleDetector", "has_tabulate", "LEET_WEIGHT",
+           "cross_validate", "DETECTORS", "EnsembleDetector", "LEET_WEIGHT",
            "load_or_train_minilm", "MAX_FPR", "MIN_COSINE", "MiniLMEncoder", "MiniLMLRDetector", "model_path",
            "MODEL_VERSION", "NanoGuardDetector", "noisy_or", "PROBES", "Rule", "rule_hits", "rule_view",
            "RulesDetector", "table", "training_file"]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 
+from llmarch_lab.common.report import frame_markdown
 from llmarch_lab.labs.guardrails.injection.base import DETECTORS
-from llmarch_lab.labs.guardrails.injection.evaluate import has_tabulate, table
+from llmarch_lab.labs.guardrails.injection.evaluate import table
 
 
 def main(argv=None) -> int:
@@ -32,11 +33,10 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     load = os.getloadavg()[0]
     tab, sha = table(names, a.folds, a.seed, a.latency_n, a.max_escalate, [b.strip() for b in a.backends.split(",")], a.repeats)
-    pd_opts = {"float_format": lambda v: f"{v:.3f}"}
     print(f"data/prompt_injections/train.parquet sha256 {sha[:16]}..., {a.folds}-fold stratified CV seed {a.seed}; "
           f"latency: {a.latency_n} texts, one at a time, 1 thread, fastest of {a.repeats}; "
           f"{os.cpu_count()} CPUs, load average {load:.1f} at start -> {os.getloadavg()[0]:.1f} at end")
-    print(tab.to_markdown(index=False, floatfmt=".3f") if has_tabulate() else tab.to_string(index=False, **pd_opts))
+    print(frame_markdown(tab, ".3f"))
     print(f"({time.perf_counter() - t0:.0f} s)")
     return 0
 

@@ -160,11 +160,3 @@ def table(names: Sequence[str] = DETECTORS, folds: int = 5, seed: int = 0, laten
                          "p50_ms": m.get("latency_ms_p50"), "p95_ms": m.get("latency_ms_p95"),
                          "escalated_cv": m.get("frac_nanoguard"), "escalated_timed": m.get("latency_frac_escalated")})
     return pd.DataFrame(rows), sha
-
-
-def has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True

@@ -49,15 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _print_table(title: str, rows: list[dict]) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title=title)
-    cols = list(rows[0]) if rows else []
-    for c in cols:
-        table.add_column(str(c), justify="left" if c in ("engine", "config", "entity", "chosen") else "right")
-    for r in rows:
-        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.values()])
-    Console(width=160).print(table)
+    from llmarch_lab.common.report import print_rows
+
+    right = tuple(c for c in (rows[0] if rows else {}) if c not in ("engine", "config", "entity", "chosen"))
+    print_rows(rows, title, Console(width=160), floats=".3f", right=right)
 
 
 if __name__ == "__main__":
