@@ -287,6 +287,19 @@ def test_deployment_files_parse_and_carry_the_configuration():
     assert "value" not in ctr["env"][0]  # the API key comes from a Secret, never inline
 
 
+
+def test_one_deployment_generator_serves_the_bundle_and_the_serving_lab():
+    from llmarch_lab.common.deploy import compose_service
+
+    cpu = compose_service("img", ["--port", "8080"], 8080, "/health", volumes=["./models:/models:ro"], cpus="2",
+                          memory="4Gi")
+    assert cpu["deploy"] == {"resources": {"limits": {"cpus": "2", "memory": "4G"}}}
+    assert cpu["healthcheck"]["test"][-1] == "http://localhost:8080/health" and "restart" not in cpu
+    gpu = compose_service("img", [], 8000, "/v1/models", gpus=1, restart="unless-stopped", ipc="host")
+    assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["count"] == 1
+    assert list(gpu)[-1] == "restart" and gpu["ipc"] == "host"
+
+
 @pytest.mark.parametrize("kw,msg", [
     ({"engine": "external"}, "needs base_url"),
     ({"base_url": "http://x/v1"}, "only for engine=external"),

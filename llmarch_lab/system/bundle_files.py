@@ -10,6 +10,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from llmarch_lab import registry
+from llmarch_lab.common.deploy import compose_service
 from llmarch_lab.llm import engine_args
 
 ENGINES = {
@@ -124,11 +125,8 @@ def compose(c: BundleConfig, litellm_cfg_rel: str = "gateway/config.yaml") -> di
     e = ENGINES[c.engine]
     v = values(c)
     services = {
-        "engine": {"image": e["image"], "command": _engine_args(c), "ports": [f"{e['port']}:{e['port']}"],
-                   "volumes": ["./models:/models:ro"],
-                   "healthcheck": {"test": ["CMD", "curl", "-fsS", f"http://localhost:{e['port']}{e['health']}"],
-                                   "interval": "10s", "timeout": "5s", "retries": 12},
-                   "deploy": {"resources": {"limits": {"cpus": c.cpu, "memory": c.memory.replace("Gi", "G")}}}},
+        "engine": compose_service(e["image"], _engine_args(c), e["port"], e["health"], volumes=["./models:/models:ro"],
+                                  cpus=c.cpu, memory=c.memory),
         "gateway": {"image": v["gateway"]["image"], "command": ["--config", "/config/config.yaml", "--port", "4000"],
                     "ports": ["4000:4000"], "volumes": ["./gateway:/config:ro"],
                     "environment": {"LITELLM_MASTER_KEY": "${LITELLM_MASTER_KEY:?set a master key}"},

