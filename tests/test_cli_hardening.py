@@ -330,3 +330,45 @@ def test_fuzz_suite_files(tmp_path_factory, capsys, monkeypatch, doc, mangle, ra
         assert len(errors) == 1 and "\n" not in errors[0], out.err
     assert elapsed < 8, elapsed
     assert tree(tmp) == before
+
+
+# -------------------------------------------------- an output never overwrites an input (Hardening v2, class 3)
+
+def _outputs(tmp_path, store_db):
+    """(command args with OUT in place of the output, the input that must survive) per command that writes."""
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"text_a": "a", "text_b": "b", "label": 1}\n')
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"text": "hello"}\n')
+    return {"cache eval": (["cache", "eval", "--pairs", str(pairs), "--out", "OUT"], pairs, "--pairs"),
+            "guard scan": (["guard", "scan", "--check", "injection", "--in", str(prompts), "--out", "OUT",
+                            "--detector", "rules", "--quiet"], prompts, "--in"),
+            "report": (["report", "quickstart", "--format", "md", "--out", "OUT"], store_db, "the MLflow store")}
+
+
+@pytest.mark.parametrize("cmd", ["cache eval", "guard scan", "report"])
+@pytest.mark.parametrize("how", ["same", "symlink", "hardlink", "folder", "unwritable"])
+def test_an_output_is_never_one_of_the_inputs_and_is_checked_before_the_work(cmd, how, tmp_path, capsys, store):
+    from llmarch_lab import paths
+    from llmarch_lab.store import tracking
+
+    tracking.ensure_experiment("quickstart")  # the store file exists: report's input
+    db = paths.sqlite_path(paths.tracking_uri())
+    args, src, name = _outputs(tmp_path, db)[cmd]
+    before = src.read_bytes()
+    out = {"same": src, "symlink": tmp_path / "link.out", "hardlink": tmp_path / "hard.out",
+           "folder": tmp_path / "adir", "unwritable": Path("/proc/llmarch-out.json")}[how]
+    if how == "symlink":
+        out.symlink_to(src)
+    elif how == "hardlink":
+        os.link(src, out)
+    elif how == "folder":
+        out.mkdir()
+    listing = sorted(p.name for p in tmp_path.iterdir())
+    capsys.readouterr()  # MLflow's own lines from creating the store above
+    rc, _, err = cli_run(capsys, *[str(out) if a == "OUT" else a for a in args])
+    line = one_line_error(rc, err, f"--out {out}")
+    want = {"same": name, "symlink": name, "hardlink": name, "folder": "is a folder", "unwritable": "cannot write"}[how]
+    assert want in line, line
+    assert src.read_bytes() == before, "the input was changed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == listing, "something was left behind"

@@ -29,12 +29,15 @@ def report(suite: str = typer.Argument(..., metavar="SUITE", help="Suite name (i
     """Each lab's own table of a suite's finished runs (its key metrics first), then the runs
     that FAILED or were KILLED with their error, read from the MLflow store."""
     from llmarch_lab import paths, registry
-    from llmarch_lab.common.files import write_atomic
+    from llmarch_lab.common.files import check_output, write_atomic
     from llmarch_lab.store import tracking
 
     if fmt not in ("rich", "md", "csv"):
         fail(LabError(f"--format: {fmt!r} is not one of rich, md, csv"))
     try:
+        if out is not None:
+            db = paths.sqlite_path(paths.tracking_uri())
+            check_output(out, {"the MLflow store": db} if db is not None else {})
         if lab is not None:
             registry.get(lab)
         if not tracking.require_store(write=False):

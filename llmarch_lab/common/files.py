@@ -92,3 +92,29 @@ def jsonl_objects(path, where: str = "", errors: str = "strict"):
             if not isinstance(obj, dict):
                 raise LabError(f"{where}:{n}: expected a JSON object, got {type(obj).__name__}")
             yield n, obj
+
+
+def check_output(out, inputs: dict[str, object] | None = None, flag: str = "--out") -> Path:
+    """The one check every command runs on a file it will write, before any work: not a folder,
+    not one of its `inputs` ({flag: path}) by any name (the same path, a symlink or a hard link to
+    it), and a folder that exists and takes a new file. A LabError naming the flag otherwise."""
+    out = Path(out)
+    if out.is_dir():
+        raise LabError(f"{flag} {out}: is a folder; give the path of a file to write")
+    for name, given in (inputs or {}).items():
+        src = Path(given)
+        same = out.resolve() == src.resolve()
+        if not same and out.exists() and src.exists():
+            with contextlib.suppress(OSError):
+                same = os.path.samefile(out, src)
+        if same:
+            raise LabError(f"{flag} {out}: the same file as {name} {src}; writing it would destroy the input")
+    parent = out.parent
+    if not parent.is_dir():
+        raise LabError(f"{flag} {out}: no such folder {parent}")
+    try:  # the real test (access() says yes to root on a read-only mount)
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{out.name}.probe."):
+            pass
+    except OSError as e:
+        raise LabError(f"{flag} {out}: cannot write in {parent} ({e.strerror or e})") from None
+    return out

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from llmarch_lab import LabError
-from llmarch_lab.common.files import atomic_path, jsonl_objects
+from llmarch_lab.common.files import atomic_path, check_output, jsonl_objects
 
 CHECKS = ("injection", "pii", "toxicity")
 DEFAULT_DETECTOR = {"injection": "cascade", "pii": "spacy/tuned", "toxicity": "profanity-check"}
@@ -148,11 +148,8 @@ def scan_file(check: str, in_path: Path, out_path: Path, detector: str | None = 
 
     if check not in CHECKS:
         raise LabError(f"--check {check!r}: valid are {', '.join(CHECKS)}")
-    in_path, out_path = Path(in_path), Path(out_path)
-    if out_path.resolve() == in_path.resolve():
-        raise LabError(f"--out {out_path}: the same file as --in")
-    if not out_path.parent.is_dir():
-        raise LabError(f"--out {out_path}: no such folder {out_path.parent}")
+    in_path = Path(in_path)
+    out_path = check_output(out_path, {"--in": in_path})
     rows = read_rows(in_path, text_column)
     if detector is not None:  # an unknown name fails before any model loads
         names = detector_names(check)

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from llmarch_lab import LabError
-from llmarch_lab.common.files import jsonl_objects, write_atomic
+from llmarch_lab.common.files import check_output, jsonl_objects, write_atomic
 from llmarch_lab.labs.cost.cache.embeddings import EmbeddingStore
 from llmarch_lab.labs.cost.cache.grid import CHOSEN
 from llmarch_lab.labs.cost.cache.index import CacheConfig
@@ -98,11 +98,10 @@ def eval_pairs_file(pairs: str | Path, out: str | Path | None = None, config: Ca
     """The `cache eval` command: read and check FILE, evaluate, write OUT atomically (temp + rename)."""
     import json
 
+    if out is not None:  # before minutes of work, not after
+        out = check_output(out, {"--pairs": pairs})
     df = read_pairs(pairs)
     res = {"pairs_file": str(pairs), **eval_pairs(df, config, latency_sample=latency_sample)}
     if out is not None:
-        out = Path(out)
-        if out.parent and not out.parent.is_dir():
-            raise LabError(f"--out {out}: folder {out.parent} does not exist")
         write_atomic(out, json.dumps(res, indent=2) + "\n")
     return res
