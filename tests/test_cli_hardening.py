@@ -372,3 +372,32 @@ def test_an_output_is_never_one_of_the_inputs_and_is_checked_before_the_work(cmd
     assert want in line, line
     assert src.read_bytes() == before, "the input was changed"
     assert sorted(p.name for p in tmp_path.iterdir()) == listing, "something was left behind"
+
+
+@pytest.mark.parametrize("how", ["holds-input", "cwd", "foreign", "file", "unwritable"])
+def test_a_report_folder_never_replaces_an_input_or_a_foreign_folder(how, tmp_path, monkeypatch):
+    from llmarch_lab import LabError
+    from llmarch_lab.common.files import OUTPUT_MARKER, check_output_dir
+
+    req = tmp_path / "reqs" / "r.yaml"
+    req.parent.mkdir()
+    req.write_text("system: x\n")
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "todo.txt").write_text("mine")
+    (tmp_path / "work" / "sub").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "work" / "sub")
+    out, needle = {"holds-input": (req.parent, "holds the requirements file"),
+                   "cwd": (tmp_path / "work", "holds the working directory"),
+                   "foreign": (foreign, "no .llmarch-output"), "file": (req, "is a file"),
+                   "unwritable": (Path("/proc/llmarch-report"), "cannot write")}[how]
+    with pytest.raises(LabError, match=needle):
+        check_output_dir(out, {"the requirements file": req})
+    assert req.read_text() == "system: x\n" and (foreign / "todo.txt").read_text() == "mine"
+    # a folder it wrote before (the marker), an empty one and a new one under missing parents are fine
+    ours = tmp_path / "old-report"
+    ours.mkdir()
+    (ours / OUTPUT_MARKER).write_text("llmarch-lab system report\n")
+    (tmp_path / "empty").mkdir()
+    for ok in (ours, tmp_path / "empty", tmp_path / "new" / "deeper" / "report"):
+        assert check_output_dir(ok, {"the requirements file": req}) == ok

@@ -118,3 +118,35 @@ def check_output(out, inputs: dict[str, object] | None = None, flag: str = "--ou
     except OSError as e:
         raise LabError(f"{flag} {out}: cannot write in {parent} ({e.strerror or e})") from None
     return out
+
+
+OUTPUT_MARKER = ".llmarch-output"  # in every folder a command writes whole (atomic_dir), naming the command
+
+
+def check_output_dir(out, inputs: dict[str, object] | None = None, flag: str = "--out",
+                     ours: tuple[str, ...] = ()) -> Path:
+    """The check for a folder a command replaces whole (atomic_dir): a new folder, an empty one, or
+    one this tool wrote before (OUTPUT_MARKER in it, or any of the `ours` names, from before the
+    marker); never a folder holding one of the `inputs` or the working directory. A LabError
+    naming the flag otherwise, before any work."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise LabError(f"{flag} {out}: is a file; give a folder to write the report into")
+    where = out.resolve()
+    for name, given in {**(inputs or {}), "the working directory": Path.cwd()}.items():
+        src = Path(given).resolve()
+        if src == where or where in src.parents:
+            raise LabError(f"{flag} {out}: holds {name} {given}; replacing the folder would destroy it")
+    if out.is_dir() and any(out.iterdir()) and not any((out / n).exists() for n in (OUTPUT_MARKER, *ours)):
+        raise LabError(f"{flag} {out}: a folder with other files in it (no {OUTPUT_MARKER}), which would be "
+                       "replaced whole; give a new or empty folder")
+    parent = where.parent
+    while not parent.exists():  # atomic_dir makes the missing folders; the nearest one must take them
+        parent = parent.parent
+    if not parent.is_dir():
+        raise LabError(f"{flag} {out}: {parent} is not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.probe."))
+    except OSError as e:
+        raise LabError(f"{flag} {out}: cannot write in {parent} ({e.strerror or e})") from None
+    return out

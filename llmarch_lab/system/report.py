@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from llmarch_lab import LabError, paths
-from llmarch_lab.common.files import atomic_dir
+from llmarch_lab.common.files import OUTPUT_MARKER, atomic_dir, check_output_dir
 from llmarch_lab.store import tracking
 from llmarch_lab.system import bundle, chooser, records, report_pages, requirements
 from llmarch_lab.system.render import NO_DOT, diagram, take_screenshot
@@ -31,10 +31,12 @@ def build(req_path: str | Path, out_dir: str | Path | None = None, verify: bool 
     import pandas as pd
 
     req = requirements.load(req_path)
+    out_dir = Path(out_dir) if out_dir else default_dir(req.system)
+    check_output_dir(out_dir, {"the requirements file": req_path}, ours=("report.html",))
     comps = records.components(req)
     ch = chooser.choose(req, comps)
-    out_dir = Path(out_dir) if out_dir else default_dir(req.system)
     with atomic_dir(out_dir) as tmp:
+        (tmp / OUTPUT_MARKER).write_text("llmarch-lab system report\n")
         ver, validation = None, {}
         do_verify = req.verify.enabled if verify is None else verify
         if ch.feasible:
