@@ -12,7 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from llmarch_lab.common.entry import one_line_errors
 
+
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_ids", nargs="+", help="MLflow run ids of finished fine-tuning runs.")
@@ -21,19 +24,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import pandas as pd
 
-    from llmarch_lab import LabError
     from llmarch_lab.labs.finetune.scoring import paired_bootstrap
     from llmarch_lab.store import tracking
 
-    try:
-        for run_id in args.run_ids:
-            table = tracking.load_table(run_id, "predictions")
-            sig = paired_bootstrap(table, n_resamples=args.resamples)
-            print(f"\nrun {run_id}: {len(table)} test questions, {args.resamples} paired resamples")
-            print(pd.DataFrame(sig).to_markdown(index=False))
-    except LabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    for run_id in args.run_ids:
+        table = tracking.load_table(run_id, "predictions")
+        sig = paired_bootstrap(table, n_resamples=args.resamples)
+        print(f"\nrun {run_id}: {len(table)} test questions, {args.resamples} paired resamples")
+        print(pd.DataFrame(sig).to_markdown(index=False))
     return 0
 
 

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from llmarch_lab import LabError
+from llmarch_lab.common.entry import one_line_errors
 from llmarch_lab.common.procs import group_members, port_free, reap
 from llmarch_lab.store.pgcluster import DB, ROLE, find_pg_bin, postmaster_pid, start_postgres, stop_postgres
 from llmarch_lab.store.serverstate import (
@@ -254,6 +255,7 @@ def stop(root: Path | str | None = None) -> bool:
         return was
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m llmarch_lab.store.trackserver", description=__doc__.splitlines()[0],
                                  epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -266,21 +268,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="Basic auth; the admin is MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.")
     ap.add_argument("--timeout", type=float, default=120, help="Seconds to wait for the server (default 120).")
     a = ap.parse_args(argv)
-    try:
-        if a.command == "start":
-            t0 = time.perf_counter()
-            r = start(a.root, port=a.port, host=a.host, auth=a.auth, timeout_s=a.timeout, workers=a.workers)
-            how = f"started in {time.perf_counter() - t0:.1f} s" if r["started"] else "already running"
-            print(f"mlflow tracking server {how}: {r['uri']} (PostgreSQL on 127.0.0.1:{r['pg_port']}, "
-                  f"auth={'basic' if r['auth'] else 'off'}; logs in {r['root']})")
-            print(f"export MLFLOW_TRACKING_URI={r['uri']}")
-        elif a.command == "stop":
-            print("stopped" if stop(a.root) else "not running")
-        else:
-            print(json.dumps(status(a.root), indent=2))
-    except LabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if a.command == "start":
+        t0 = time.perf_counter()
+        r = start(a.root, port=a.port, host=a.host, auth=a.auth, timeout_s=a.timeout, workers=a.workers)
+        how = f"started in {time.perf_counter() - t0:.1f} s" if r["started"] else "already running"
+        print(f"mlflow tracking server {how}: {r['uri']} (PostgreSQL on 127.0.0.1:{r['pg_port']}, "
+              f"auth={'basic' if r['auth'] else 'off'}; logs in {r['root']})")
+        print(f"export MLFLOW_TRACKING_URI={r['uri']}")
+    elif a.command == "stop":
+        print("stopped" if stop(a.root) else "not running")
+    else:
+        print(json.dumps(status(a.root), indent=2))
     return 0
 
 
