@@ -50,7 +50,8 @@ LABS: dict[str, LabEntry] = {e.name: e for e in (
 # Lab commands the CLI offers (`llmarch-lab guard scan ...`), as lazy strings like the labs.
 COMMANDS: dict[str, str] = {
     "guard scan": "llmarch_lab.labs.guardrails.scan:scan_file",
-    "guard verify": "llmarch_lab.labs.guardrails.audit:verify",
+    "guard verify": "llmarch_lab.labs.guardrails.audit_verify:verify",
+    "guard repair": "llmarch_lab.labs.guardrails.audit_verify:repair_log",
     "cache eval": "llmarch_lab.labs.cost.cache:eval_pairs_file",
     "system report": "llmarch_lab.system.report:build",
     "system choose": "llmarch_lab.system.report:choose_only",

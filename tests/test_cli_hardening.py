@@ -230,7 +230,7 @@ def test_workers_are_bounded(capsys, write, empty_store):
 def test_missing_llmarch_home(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("LLMARCH_HOME", str(tmp_path / "nope"))
     rc, _, err = cli_run(capsys, "list")
-    one_line_error(rc, err, f"LLMARCH_HOME={tmp_path / 'nope'}", "no such directory")
+    one_line_error(rc, err, f"$LLMARCH_HOME='{tmp_path / 'nope'}'", "no such directory")
     (tmp_path / "empty").mkdir()
     monkeypatch.setenv("LLMARCH_HOME", str(tmp_path / "empty"))
     rc, _, err = cli_run(capsys, "list")
@@ -368,7 +368,7 @@ def test_an_output_is_never_one_of_the_inputs_and_is_checked_before_the_work(cmd
     capsys.readouterr()  # MLflow's own lines from creating the store above
     rc, _, err = cli_run(capsys, *[str(out) if a == "OUT" else a for a in args])
     line = one_line_error(rc, err, f"--out {out}")
-    want = {"same": name, "symlink": name, "hardlink": name, "folder": "is a folder", "unwritable": "cannot write"}[how]
+    want = {"same": name, "symlink": name, "hardlink": name, "folder": "is a folder", "unwritable": "in a system folder"}[how]
     assert want in line, line
     assert src.read_bytes() == before, "the input was changed"
     assert sorted(p.name for p in tmp_path.iterdir()) == listing, "something was left behind"
@@ -390,7 +390,7 @@ def test_a_report_folder_never_replaces_an_input_or_a_foreign_folder(how, tmp_pa
     out, needle = {"holds-input": (req.parent, "holds the requirements file"),
                    "cwd": (tmp_path / "work", "holds the working directory"),
                    "foreign": (foreign, "no .llmarch-output"), "file": (req, "is a file"),
-                   "unwritable": (Path("/proc/llmarch-report"), "cannot write")}[how]
+                   "unwritable": (Path("/proc/llmarch-report"), "in a system folder")}[how]
     with pytest.raises(LabError, match=needle):
         check_output_dir(out, {"the requirements file": req})
     assert req.read_text() == "system: x\n" and (foreign / "todo.txt").read_text() == "mine"

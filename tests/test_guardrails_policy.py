@@ -232,7 +232,7 @@ def test_chain_verifies_and_the_cli_says_ok(tmp_path):
     assert r.returncode == 0 and r.stdout.count("\n") == 1 and r.stdout.startswith("ok:") and "5 records" in r.stdout
     empty = tmp_path / "empty.jsonl"
     empty.write_bytes(b"")
-    assert audit.verify(empty).ok and _cli(empty).returncode == 0
+    assert audit.verify(empty).status == "not-a-log" and _cli(empty).returncode == 4  # empty: not an audit log
 
 
 @pytest.mark.parametrize("how, bad", [("edit", 3), ("delete", 2), ("reorder", 2), ("edit_last", 5),
@@ -267,7 +267,7 @@ def test_a_torn_last_line_is_reported_and_repairable(tmp_path):
     rep = audit.verify(p)
     assert not rep.ok and rep.torn and rep.bad_line == 4 and rep.n_records == 3
     r = _cli(p)
-    assert r.returncode == 1 and "line 4: torn" in r.stdout
+    assert r.returncode == 3 and "line 4: torn" in r.stdout  # 3: torn last line only
     with pytest.raises(LabError, match="torn"):
         log.append({"text": "next"})  # never chained onto a torn line
     side = audit.repair(p)

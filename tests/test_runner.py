@@ -114,7 +114,7 @@ def test_dry_run_plans_without_writing(store, write):
     suite = config.load_suite(probe_suite(write, name="dry"))
     out = runner.run_suite(suite, dry_run=True, progress=False)
     assert [o.status for o in out] == ["PLANNED", "PLANNED"]
-    assert tracking.client(paths.tracking_uri()).get_experiment_by_name("dry") is None
+    assert not paths.sqlite_path(paths.tracking_uri()).exists()  # no store, so no experiment either
 
 
 def test_cli_summary_shows_grid_labels(store, write):

@@ -133,6 +133,27 @@ def test_roundtrip_params_metrics_artifact(server, tmp_path):
     conn.close()
 
 
+@pytest.mark.parametrize("scheme", ["postgresql", "postgresql+psycopg2"])
+def test_a_postgresql_uri_is_a_store_in_both_forms(server, scheme, monkeypatch, capsys):
+    """MLFLOW_TRACKING_URI straight at the server's database: postgresql:// (SQLAlchemy 2.1's
+    default driver, psycopg 3) and postgresql+psycopg2:// both work as the lab's store (issue 29)."""
+    from llmarch_lab import cli
+    from llmarch_lab.store import tracking
+
+    root = Path(server["root"])
+    port = json.loads((root / "state.json").read_text())["pg_port"]
+    password = (root / "pg.password").read_text().strip().rsplit(":", 1)[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"{scheme}://mlflow:{password}@127.0.0.1:{port}/mlflow")
+    assert tracking.require_store(write=True) is True
+    exp = tracking.ensure_experiment(f"pg-{scheme}")
+    run = tracking.client().create_run(exp, run_name="direct")
+    tracking.client().set_terminated(run.info.run_id)
+    assert [r.info.run_name for r in tracking.client().search_runs([exp])] == ["direct"]
+    assert cli.main(["status", f"pg-{scheme}"]) == 0
+    out = capsys.readouterr()
+    assert "direct" in out.out and "FINISHED" in out.out, out.err
+
+
 def test_start_again_is_idempotent(server):
     again = trackserver.start(server["root"], port=int(server["uri"].rsplit(":", 1)[1]))
     assert again["started"] is False

@@ -1,4 +1,4 @@
-"""`llmarch-lab guard scan | verify` and `llmarch-lab cache eval`: the labs' file commands."""
+"""`llmarch-lab guard scan | verify | repair` and `llmarch-lab cache eval`: the labs' file commands."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from llmarch_lab import LabError
 from llmarch_lab.cli.base import app, fail
 
 guard_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
-                        help="Guardrails: scan a file with one check, verify an audit log.")
+                        help="Guardrails: scan a file with one check, verify or repair an audit log.")
 app.add_typer(guard_app, name="guard")
 
 SCAN_EXAMPLES = """Examples:
@@ -46,21 +46,70 @@ def guard_scan(check: str = typer.Option(..., "--check", metavar="injection|pii|
                f"({summary['detector']}, threshold {summary['threshold']:.3g}){timing}")
 
 
-@guard_app.command("verify")
+GUARD_EXIT_CODES = """Exit codes:
+
+\b
+  0  intact (repair: the torn line was moved aside, or nothing to repair)
+  1  tampered: a line edited, inserted, deleted or reordered, a non-canonical line,
+     a duplicate key, or the anchor does not match (records cut off the end)
+  2  usage error, or the file cannot be opened
+  3  torn last line only (a crash mid-write); fix: llmarch-lab guard repair FILE
+  4  not an audit log: empty, binary or random bytes, not JSON lines of records
+"""
+
+VERIFY_EXAMPLES = """Examples:
+
+\b
+  llmarch-lab guard verify audit.jsonl
+  llmarch-lab guard verify audit.jsonl --expect-count 120 --expect-head 3f1c...
+  llmarch-lab guard verify audit.jsonl --key-env AUDIT_KEY
+
+""" + GUARD_EXIT_CODES
+
+
+def _key_env_option():
+    return typer.Option("", "--key-env", metavar="NAME", help="Environment variable holding the HMAC key, if the log is keyed.")
+
+
+@guard_app.command("verify", epilog=VERIFY_EXAMPLES)
 def guard_verify(path: Path = typer.Argument(..., metavar="AUDIT.jsonl", help="A guard audit log."),
-                 key_env: str = typer.Option("", "--key-env", metavar="NAME",
-                                             help="Environment variable holding the HMAC key, if the log is keyed.")):
-    """Check an audit log's hash chain: exit 0 intact, 1 tampered or torn (naming the line), 2 unreadable."""
+                 key_env: str = _key_env_option(),
+                 expect_head: str = typer.Option("", "--expect-head", metavar="HASH",
+                                                 help="A head printed by an earlier verify: that record must still "
+                                                      "be in the chain (catches a cut-off tail)."),
+                 expect_count: Optional[int] = typer.Option(None, "--expect-count", metavar="N", min=1,
+                                                            help="The log must hold at least N records (with "
+                                                                 "--expect-head: that record is line N).")):
+    """Check an audit log: every line's exact bytes, hash, seq and link to the line before; one line
+    naming the file and the first bad line. An intact log prints its anchor (count and head): keep it
+    elsewhere and pass it back to catch truncation."""
     from llmarch_lab import registry
 
     try:
-        rep = registry.command("guard verify")(path, key_env)
+        rep = registry.command("guard verify")(path, key_env, expect_head=expect_head, expect_count=expect_count)
     except OSError as e:
         fail(LabError(f"{path}: cannot read ({e.strerror or e})"))
     except LabError as e:
         fail(e)
     typer.echo(rep.line(path))
-    raise typer.Exit(0 if rep.ok else 1)
+    raise typer.Exit(rep.exit_code)
+
+
+@guard_app.command("repair", epilog=GUARD_EXIT_CODES)
+def guard_repair(path: Path = typer.Argument(..., metavar="AUDIT.jsonl", help="A guard audit log."),
+                 key_env: str = _key_env_option()):
+    """Move a torn last line (a crash mid-write) to AUDIT.jsonl.torn-<time> so appends can go on;
+    says what it did in one line. A tampered log, or a file that is no audit log, is left untouched."""
+    from llmarch_lab import registry
+
+    try:
+        rep = registry.command("guard repair")(path, key_env)
+    except OSError as e:
+        fail(LabError(f"{path}: cannot open ({e.strerror or e})"))
+    except LabError as e:
+        fail(e)
+    typer.echo(rep.line(path))
+    raise typer.Exit(rep.exit_code)
 
 
 cache_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
@@ -89,4 +138,4 @@ def cache_eval(pairs: Path = typer.Option(..., "--pairs", metavar="FILE.jsonl[.g
         result = registry.command("cache eval")(pairs, out)
     except LabError as e:
         fail(e)
-    typer.echo(json.dumps(result, indent=1, default=str))
+    typer.echo(json.dumps(result, indent=1, default=str, allow_nan=False))

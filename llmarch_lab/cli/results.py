@@ -11,6 +11,7 @@ import typer
 
 from llmarch_lab import LabError
 from llmarch_lab.cli.base import app, fail
+from llmarch_lab.common.procs import PORT_MAX, PORT_MIN
 
 REPORT_EXAMPLES = """Examples:
 
@@ -79,11 +80,18 @@ def report(suite: str = typer.Argument(..., metavar="SUITE", help="Suite name (i
 
 
 @app.command()
-def ui(port: int = typer.Option(5000, help="Port on 127.0.0.1.")):
-    """Start `mlflow ui` on 127.0.0.1 against the lab's store."""
+def ui(port: int = typer.Option(5000, min=PORT_MIN, max=PORT_MAX, help="Port on 127.0.0.1.")):
+    """Start `mlflow ui` on 127.0.0.1 against the lab's store (it must exist: the UI never creates one)."""
     from llmarch_lab import paths
+    from llmarch_lab.store import tracking
 
     uri = paths.tracking_uri()
+    try:
+        if not tracking.require_store(write=False):
+            raise LabError(f"no MLflow store at {uri} yet: nothing has run (llmarch-lab run SUITE), "
+                           "or MLFLOW_TRACKING_URI points elsewhere")
+    except LabError as e:
+        fail(e)
     typer.echo(f"MLflow UI for {uri} on http://127.0.0.1:{port}")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
            "--port", str(port)]

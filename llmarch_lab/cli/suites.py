@@ -10,6 +10,7 @@ import typer
 
 from llmarch_lab import LabError
 from llmarch_lab.cli.base import MAX_WORKERS, app, fail, table
+from llmarch_lab.common.yamlmodel import MAX_RUNS
 
 # "\b" keeps click from re-wrapping the example lines into one paragraph.
 RUN_EXAMPLES = """Examples:
@@ -30,7 +31,7 @@ def run(suite: Path = typer.Argument(..., metavar="SUITE", help="Suite file (exp
         dry_run: bool = typer.Option(False, "--dry-run", help="Validate and list what would run; writes nothing."),
         show_params: bool = typer.Option(False, "--show-params", help="Print each run's resolved parameters."),
         force: bool = typer.Option(False, "--force", help="Re-run even runs that already FINISHED."),
-        max_runs: int = typer.Option(10_000, "--max-runs", min=1, metavar="N",
+        max_runs: int = typer.Option(MAX_RUNS, "--max-runs", min=1, metavar="N",
                                      help="Refuse a suite whose grids expand to more runs than this."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
         executor: Optional[str] = typer.Option(None, "--executor", "-x", metavar="local|ray|slurm",
@@ -39,7 +40,8 @@ def run(suite: Path = typer.Argument(..., metavar="SUITE", help="Suite file (exp
                                               help="Ray: join this cluster (host:6379 or ray://host:10001); default: a local one.")):
     """Validate every parameter set of SUITE, then execute what is not finished yet."""
     from llmarch_lab import config, paths
-    from llmarch_lab.run import runner
+    from llmarch_lab.run import runner, stopping
+    from llmarch_lab.run import status as run_status
 
     notes: list[str] = []
     try:
@@ -55,7 +57,10 @@ def run(suite: Path = typer.Argument(..., metavar="SUITE", help="Suite file (exp
                                     address=address)
     except LabError as e:
         fail(e)
-    rows = runner.summary_rows(outcomes)
+    except stopping.Interrupted as e:  # Ctrl-C: what was stopped, and how to resume, in one line
+        typer.echo(f"\n{e}", err=True)
+        raise typer.Exit(130) from None
+    rows = run_status.summary_rows(outcomes)
     if dry_run:
         for row, o in zip(rows, outcomes):
             row["params (suite)"] = ", ".join(f"{k}={v}" for k, v in o.spec.overrides.items()) or "(defaults)"
@@ -88,11 +93,11 @@ def status(suite: str = typer.Argument(..., metavar="SUITE", help="Suite file or
         from rich.console import Console
         from rich.live import Live
 
-        with Live(st.richtable(name, all_attempts), console=Console(), refresh_per_second=4) as live:
+        with Live(st.rich_table(name, all_attempts), console=Console(), refresh_per_second=4) as live:
             while True:
                 _time.sleep(watch)
                 rows = st.rows(name, all_attempts=all_attempts)
-                live.update(st.richtable(name, all_attempts, rows))
+                live.update(st.rich_table(name, all_attempts, rows))
                 if rows and all(r["status"] not in ("RUNNING", "QUEUED") for r in rows):
                     break
     except LabError as e:
@@ -158,7 +163,9 @@ def list_(params: bool = typer.Option(True, "--params/--no-params", help="Show e
     for f in config.suite_files():
         try:
             s = config.load_suite(f)
-            typer.echo(f"suite {s.name:<16} {len(s.runs):>3} runs  {f.relative_to(home)}  {s.description}")
+            about = (s.description.strip().splitlines() or [""])[0]
+            typer.echo(f"suite {s.name:<16} {len(s.runs):>3} runs  {f.relative_to(home)}  "
+                       f"{about[:100]}{'…' if len(about) > 100 else ''}")
         except LabError as e:
             typer.echo(f"suite {f.stem:<16} INVALID  {e}")
     for nb in sorted(config.notebooks_dir().glob("*.ipynb")):

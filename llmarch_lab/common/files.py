@@ -10,6 +10,7 @@ reading with errors that name FILE:LINE.
         (tmp / "a.txt").write_text("...")
     for line_no, obj in jsonl_objects(path):       # every non-blank line; .gz read as gzip
         ...
+    write_atomic(out, dumps_json(result, indent=2))  # valid JSON: NaN and infinities become null
 
 The temporary file or folder lies beside the target (same file system: the final rename is
 atomic) and is removed on any error; the target is only ever replaced whole.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import math
 import os
 import secrets
 import shutil
@@ -35,6 +37,8 @@ def atomic_path(path, suffix: str = "", private: bool = False):
     suffix: for writers that need an extension (np.savez adds .npz to any other name); private:
     the file is created with mode 0600 (secrets), else 0666 less the umask, as open() would."""
     path = Path(path)
+    if os.path.lexists(path) and (path.is_symlink() or not path.is_file()):  # never replace a device, pipe or link
+        raise LabError(f"{path}: not a regular file (a device, pipe, socket or link, which a rename would replace)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{suffix}")
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o666))
@@ -101,6 +105,10 @@ def check_output(out, inputs: dict[str, object] | None = None, flag: str = "--ou
     out = Path(out)
     if out.is_dir():
         raise LabError(f"{flag} {out}: is a folder; give the path of a file to write")
+    if out.exists() and not out.is_file():  # /dev/null, /dev/stdout, a pipe: an atomic write would replace it
+        raise LabError(f"{flag} {out}: not a regular file (a device, pipe or socket, which writing would "
+                       "replace); give the path of a file")
+    _refuse_system_folder(out, flag)
     for name, given in (inputs or {}).items():
         src = Path(given)
         same = out.resolve() == src.resolve()
@@ -109,6 +117,9 @@ def check_output(out, inputs: dict[str, object] | None = None, flag: str = "--ou
                 same = os.path.samefile(out, src)
         if same:
             raise LabError(f"{flag} {out}: the same file as {name} {src}; writing it would destroy the input")
+    if out.is_symlink():
+        raise LabError(f"{flag} {out}: a symbolic link (writing would replace the link, not its target); "
+                       f"give the target's path {os.path.realpath(out)}")
     parent = out.parent
     if not parent.is_dir():
         raise LabError(f"{flag} {out}: no such folder {parent}")
@@ -118,6 +129,16 @@ def check_output(out, inputs: dict[str, object] | None = None, flag: str = "--ou
     except OSError as e:
         raise LabError(f"{flag} {out}: cannot write in {parent} ({e.strerror or e})") from None
     return out
+
+
+SYSTEM_FOLDERS = (Path("/dev"), Path("/proc"), Path("/sys"))
+
+
+def _refuse_system_folder(out: Path, flag: str) -> None:
+    """Never write into /dev, /proc or /sys (root may: a rename there replaced /dev/null once)."""
+    for where in (Path(os.path.abspath(out)), out.resolve()):  # the name itself (/dev/stdout), and where it leads
+        if any(where == d or d in where.parents for d in SYSTEM_FOLDERS):
+            raise LabError(f"{flag} {out}: in a system folder ({where.parent}); give the path of a file of your own")
 
 
 OUTPUT_MARKER = ".llmarch-output"  # in every folder a command writes whole (atomic_dir), naming the command
@@ -133,6 +154,7 @@ def check_output_dir(out, inputs: dict[str, object] | None = None, flag: str = "
     if out.exists() and not out.is_dir():
         raise LabError(f"{flag} {out}: is a file; give a folder to write the report into")
     where = out.resolve()
+    _refuse_system_folder(out, flag)
     for name, given in {**(inputs or {}), "the working directory": Path.cwd()}.items():
         src = Path(given).resolve()
         if src == where or where in src.parents:
@@ -150,3 +172,32 @@ def check_output_dir(out, inputs: dict[str, object] | None = None, flag: str = "
     except OSError as e:
         raise LabError(f"{flag} {out}: cannot write in {parent} ({e.strerror or e})") from None
     return out
+
+
+def json_safe(obj, default=None):
+    """`obj` with every NaN or infinity (at any depth) turned into None, so the JSON written from it
+    is valid JSON (json.dumps writes NaN, which no strict parser reads). Dict keys become strings,
+    tuples and sets lists, numpy scalars and arrays Python values; anything else goes through
+    `default` (like json.dumps's) when given, else is left for the encoder to refuse.
+    Hand-written: pydantic_core.to_jsonable_python(inf_nan_mode="null") does the same but raises on
+    bytes that are not UTF-8, which a parquet binary column may hold; `default` decides those here."""
+    if isinstance(obj, float):  # numpy.float64 too
+        return float(obj) if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (str, int)):
+        return obj
+    if isinstance(obj, dict):
+        return {k if isinstance(k, str) else str(json_safe(k, default)): json_safe(v, default) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [json_safe(v, default) for v in obj]
+    if type(obj).__module__ == "numpy" and hasattr(obj, "tolist"):  # scalars and arrays
+        return json_safe(obj.tolist(), default)
+    if default is not None:
+        out = default(obj)
+        return out if type(out) is type(obj) else json_safe(out, default)
+    return obj
+
+
+def dumps_json(obj, default=None, **kw) -> str:
+    """json.dumps of json_safe(obj): NaN and infinities become null, and allow_nan=False makes any
+    that slipped past (a `default` returning one) an error, never invalid JSON on disk."""
+    return json.dumps(json_safe(obj, default), allow_nan=False, **kw)

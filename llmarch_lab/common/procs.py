@@ -111,6 +111,23 @@ def reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+PORT_MIN, PORT_MAX = 1, 65535  # every port a user gives is checked against these (cli ui, trackserver, gateway)
+
+
+def port_arg(text: str) -> int:
+    """An argparse `type=` for a TCP port: an int in PORT_MIN..PORT_MAX, else argparse's one-line
+    usage error naming the flag (exit 2)."""
+    import argparse
+
+    try:
+        port = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a port number") from None
+    if not PORT_MIN <= port <= PORT_MAX:
+        raise argparse.ArgumentTypeError(f"{port} is not a port ({PORT_MIN}..{PORT_MAX})")
+    return port
+
+
 def port_free(host: str, port: int) -> bool:
     """Can `port` on `host` be bound now?"""
     with socket.socket() as s:

@@ -15,11 +15,11 @@ column is marked with a star in the console and in Markdown.
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from llmarch_lab import schema
+from llmarch_lab.common import env
 
 
 @dataclass
@@ -81,7 +81,7 @@ class Report:
         from rich.markup import escape
         from rich.table import Table
 
-        console = console or Console(width=max(120, int(os.environ.get("COLUMNS", "0") or 0)))
+        console = console or Console(width=max(120, int(env.get("COLUMNS") or 0)))
         if self.empty:
             console.print(f"{escape(self.title)}: no finished runs")
             return
@@ -136,7 +136,7 @@ def print_rows(rows: list[dict[str, Any]], title: str, console=None, **kw) -> No
     """rich_rows printed (the CLI's run and status tables, the labs' command-line tables)."""
     from rich.console import Console
 
-    console = console or Console(width=max(120, int(os.environ.get("COLUMNS", "0") or 0)))
+    console = console or Console(width=max(120, int(env.get("COLUMNS") or 0)))
     console.print(rich_rows(rows, title, **kw))
 
 

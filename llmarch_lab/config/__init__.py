@@ -16,13 +16,16 @@ A suite (`experiments/NAME.yaml`) lists runs; a `grid` expands to the cartesian 
         params: {max_tokens: 512}
         grid: {quant: [fp32, nf4]}    # two runs
 
-Every problem is reported as one line naming the file, line and field (`LabError`)."""
+Every problem is reported as one line naming the file, line and field (`LabError`). Every input
+is bounded before the work it feeds (file size, string length, YAML depth and expanded size,
+names of printable characters, runs): the LIMITS block of llmarch_lab/common/yamlmodel.py."""
 
 from llmarch_lab.config.notebooks import (
     notebook_fingerprint,
     notebook_params_class,
     notebooks_dir,
     parameters_cell,
+    read_notebook,
     resolve_notebook,
 )
 from llmarch_lab.config.params import (
@@ -48,4 +51,4 @@ from llmarch_lab.config.suites import (
     suite_files,
 )
 
-__all__ = ['Device', 'Dtype', 'ENTRY_KEYS', 'EmbedderFields', 'EmbedderSpec', 'EndpointFields', 'ExecutorSpec', 'LLMFields', 'LabParams', 'MAX_RUNS', 'ModelSpec', 'NOT_SUITES', 'RunSpec', 'SUITE_KEYS', 'Suite', 'load_suite', 'notebook_fingerprint', 'notebook_params_class', 'notebooks_dir', 'parameters_cell', 'resolve_notebook', 'suite_files', 'validate_params']
+__all__ = ['Device', 'Dtype', 'ENTRY_KEYS', 'EmbedderFields', 'EmbedderSpec', 'EndpointFields', 'ExecutorSpec', 'LLMFields', 'LabParams', 'MAX_RUNS', 'ModelSpec', 'NOT_SUITES', 'RunSpec', 'SUITE_KEYS', 'Suite', 'load_suite', 'notebook_fingerprint', 'notebook_params_class', 'notebooks_dir', 'parameters_cell', 'read_notebook', 'resolve_notebook', 'suite_files', 'validate_params']

@@ -13,8 +13,23 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmarch_lab import LabError, paths
-from llmarch_lab.common.yamlmodel import compose_with_lines, line_for, read_text_strict
-from llmarch_lab.config.notebooks import notebook_fingerprint, notebook_params_class, resolve_notebook
+from llmarch_lab.common import yamlmodel
+from llmarch_lab.common.yamlmodel import (
+    MAX_NAME_CHARS,
+    MAX_RUN_NAME_CHARS,
+    compose_with_lines,
+    echo,
+    line_for,
+    read_text_strict,
+    shorten,
+)
+from llmarch_lab.config.notebooks import (
+    notebook_fingerprint,
+    notebook_params_class,
+    parameters_cell,
+    read_notebook,
+    resolve_notebook,
+)
 from llmarch_lab.config.params import LabParams, validate_params
 
 SUITE_KEYS = {"suite", "description", "executor", "runs"}
@@ -30,6 +45,7 @@ class RunSpec:
     notebook: Path
     params: LabParams
     overrides: dict[str, Any] = field(default_factory=dict)  # what the suite set (for display)
+    fingerprint: str = ""  # the notebook's, when the suite was loaded (read once per notebook)
 
     @property
     def lab(self) -> str:
@@ -40,7 +56,7 @@ class RunSpec:
 
     def identity(self) -> str:
         """hash(notebook content, resolved parameters): equal identity -> same result, resume skips."""
-        payload = json.dumps({"notebook": notebook_fingerprint(self.notebook),
+        payload = json.dumps({"notebook": self.fingerprint or notebook_fingerprint(self.notebook),
                               "params": self.resolved()}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -71,7 +87,7 @@ class ExecutorSpec(BaseModel):
     folder: str | None = Field(None, description="Slurm: the submitit log folder (default .submitit/SUITE under the lab home).")
 
 
-MAX_RUNS = 10_000  # a suite that expands to more is refused before expansion (--max-runs)
+MAX_RUNS = yamlmodel.MAX_RUNS  # a suite that expands to more is refused before expansion (--max-runs)
 
 
 def load_suite(path: str | Path, only: list[str] | None = None, max_runs: int = MAX_RUNS,
@@ -88,24 +104,27 @@ def load_suite(path: str | Path, only: list[str] | None = None, max_runs: int = 
         if key not in SUITE_KEYS:
             raise LabError(f"{where}:{lines[(key,)]}: {key}: unknown key (valid: {', '.join(sorted(SUITE_KEYS))})")
     name = data.get("suite") or path.stem
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise LabError(f"{where}:{line_for(lines, ('suite',))}: suite: must be a plain name, got {name!r}")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,%d}" % MAX_NAME_CHARS, name):
+        raise LabError(f"{where}:{line_for(lines, ('suite',))}: suite: must be a plain name (letters, digits, "
+                       f"_ . -; at most {MAX_NAME_CHARS}, the limit MAX_NAME_CHARS), got {echo(name)}")
     entries = data.get("runs")
     if not isinstance(entries, list) or not entries:
         raise LabError(f"{where}:{line_for(lines, ('runs',))}: runs: must be a non-empty list of runs")
 
     _check_size(entries, where, lines, max_runs)
     names = [e.get("name") for e in entries if isinstance(e, dict)]
+    valid = shorten(", ".join(map(str, names)), 4 * yamlmodel.ECHO_CHARS)
     for o in only or ():
         if o not in names and not any(isinstance(n, str) and o.startswith(n + "[") for n in names):
-            raise LabError(f"{where}: --only {o}: no such run (valid: {', '.join(map(str, names))})")
+            raise LabError(f"{where}: --only {echo(o, bare=True)}: no such run (valid: {valid})")
     runs: list[RunSpec] = []
     seen: set[str] = set()
+    read: dict[Path, tuple] = {}  # each notebook read once: (params class, fingerprint)
     for i, entry in enumerate(entries):
-        checked = _check_entry(i, entry, where, lines, path.parent)
+        checked = _check_entry(i, entry, where, lines, path.parent, read)
         runs += _expand(name, i, checked, where, lines, only, seen, notes)
     if only and not runs:
-        raise LabError(f"{where}: --only {','.join(only)}: no such run (valid: {', '.join(map(str, names))})")
+        raise LabError(f"{where}: --only {echo(','.join(only), bare=True)}: no such run (valid: {valid})")
     ex = data.get("executor") or {}
     if not isinstance(ex, dict):
         raise LabError(f"{where}:{line_for(lines, ('executor',))}: executor: must be a mapping "
@@ -127,8 +146,9 @@ def _suite_file(path: Path) -> Path:
     raise LabError(f"{path}: suite file not found")
 
 
-def _check_entry(i: int, entry, where: str, lines: dict, base: Path) -> tuple:
-    """One `runs:` entry checked: (name, notebook, params class, params, grid)."""
+def _check_entry(i: int, entry, where: str, lines: dict, base: Path, read: dict) -> tuple:
+    """One `runs:` entry checked: (name, notebook, params class, params, grid, fingerprint).
+    `read` keeps each notebook's (params class, fingerprint), so a notebook is read once a suite."""
     p = ("runs", i)
     at = f"{where}:{line_for(lines, p)}"
     if not isinstance(entry, dict):
@@ -140,11 +160,18 @@ def _check_entry(i: int, entry, where: str, lines: dict, base: Path) -> tuple:
     ename = entry.get("name")
     if not isinstance(ename, str) or not ename:
         raise LabError(f"{at}: runs[{i}].name: required, a non-empty string")
+    if len(ename) > MAX_NAME_CHARS or not ename.isprintable():
+        raise LabError(f"{where}:{line_for(lines, p + ('name',))}: runs[{i}].name: a name is printable characters, "
+                       f"at most {MAX_NAME_CHARS} (the limit MAX_NAME_CHARS, fixed), got {echo(ename)}")
     if "notebook" not in entry:
         raise LabError(f"{at}: runs[{i}] ({ename}).notebook: required")
     try:
         nb = resolve_notebook(entry["notebook"], base=base)
-        cls = notebook_params_class(nb)
+        if nb not in read:
+            content = read_notebook(nb)
+            parameters_cell(nb, content)  # exactly one, or papermill would put the values above the defaults
+            read[nb] = notebook_params_class(nb, content), notebook_fingerprint(nb, content)
+        cls, fingerprint = read[nb]
     except LabError as e:
         raise LabError(f"{where}:{line_for(lines, p + ('notebook',))}: runs[{i}] ({ename}).notebook: {e}") from None
     params = entry.get("params") or {}
@@ -159,13 +186,13 @@ def _check_entry(i: int, entry, where: str, lines: dict, base: Path) -> tuple:
         if k in params:
             raise LabError(f"{where}:{line_for(lines, p + ('grid', k))}: runs[{i}] ({ename}).grid.{k}: "
                            "also set in params; set it in one place")
-    return ename, nb, cls, params, grid
+    return ename, nb, cls, params, grid, fingerprint
 
 
 def _expand(suite: str, i: int, checked: tuple, where: str, lines: dict, only, seen: set[str],
             notes: list[str] | None) -> list[RunSpec]:
     """An entry's grid as validated runs (those `only` names, when given)."""
-    ename, nb, cls, params, grid = checked
+    ename, nb, cls, params, grid, fingerprint = checked
     p = ("runs", i)
     keys = list(grid)
     out = []
@@ -174,15 +201,21 @@ def _expand(suite: str, i: int, checked: tuple, where: str, lines: dict, only, s
         label = ename if not keys else f"{ename}[" + ",".join(f"{k}={v}" for k, v in zip(keys, combo)) + "]"
         if only and ename not in only and label not in only:
             continue
+        if len(label) > MAX_RUN_NAME_CHARS or not label.isprintable():
+            # grid values are part of the run's name: printable, and short enough for the store
+            raise LabError(f"{where}:{line_for(lines, p + ('grid',))}: runs[{i}] ({ename}).grid: the run name "
+                           f"{echo(label)} must be printable characters, at most {MAX_RUN_NAME_CHARS} "
+                           "(the limit MAX_RUN_NAME_CHARS: MLflow's run names); use shorter grid values")
         if label in seen:
-            raise LabError(f"{where}:{line_for(lines, p)}: runs[{i}].name: duplicate run name {label!r}")
+            raise LabError(f"{where}:{line_for(lines, p)}: runs[{i}].name: duplicate run name {echo(label)}")
         seen.add(label)
         # A grid value's errors point at its grid line, a fixed value's at its params line.
         value_lines = {(): line_for(lines, p),
                        **{(k,): line_for(lines, p + ("params", k)) for k in params},
                        **{(k,): line_for(lines, p + ("grid", k)) for k in keys}}
         model = validate_params(cls, overrides, f"{where}", value_lines, (), notes=notes)
-        out.append(RunSpec(suite=suite, name=label, notebook=nb, params=model, overrides=overrides))
+        out.append(RunSpec(suite=suite, name=label, notebook=nb, params=model, overrides=overrides,
+                           fingerprint=fingerprint))
     return out
 
 

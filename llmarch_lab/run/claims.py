@@ -20,7 +20,6 @@ finds its run no longer RUNNING (its lease was taken) stops its notebook and wri
 
 from __future__ import annotations
 
-import os
 import secrets
 import socket
 import threading
@@ -28,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from llmarch_lab.common import env
 from llmarch_lab.common.procs import alive
 
 CLAIMS_PREFIX = ".llmarch-claims"
@@ -43,10 +43,8 @@ TTL_ENV = "LLMARCH_LEASE_TTL_S"
 
 
 def lease_ttl_s() -> float:
-    try:
-        return max(1.0, float(os.environ.get(TTL_ENV, "60")))
-    except ValueError:
-        return 60.0
+    """$LLMARCH_LEASE_TTL_S (default 60 s); a bad value is a LabError naming it, never the default."""
+    return float(env.get(TTL_ENV))
 
 
 def heartbeat_s() -> float:

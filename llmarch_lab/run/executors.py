@@ -21,14 +21,18 @@ they can reach (`make tracking-server`, not a local sqlite file).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Callable
 
 from llmarch_lab import LabError, paths
+from llmarch_lab.common import env
+from llmarch_lab.run import stopping
 
 KINDS = ("local", "ray", "slurm")
 
@@ -97,12 +101,20 @@ class ClusterExecutor:
         queue = list(enumerate(tasks))
         inflight: dict[Any, int] = {}
         while queue or inflight:
+            if stopping.requested():  # Ctrl-C: submit nothing more, cancel what runs (its runs: KILLED by the runner)
+                for handle, k in inflight.items():
+                    self.cancel(handle)
+                    done(k, {"status": "KILLED", "run_id": "", "wall_s": 0.0, "error": stopping.INTERRUPTED_WHY})
+                return
             while queue and len(inflight) < self.workers:
                 k, t = queue.pop(0)
                 inflight[self.submit(fn, t, self.resources(t))] = k
             for handle in self.finished(list(inflight)):
                 k = inflight.pop(handle)
                 done(k, self.result(handle))
+
+    def cancel(self, handle) -> None:
+        """Stop one submitted run now (its worker process dies, and with it the notebook child)."""
 
 
 class RayExecutor(ClusterExecutor):
@@ -147,6 +159,10 @@ class RayExecutor(ClusterExecutor):
         except ray.exceptions.RayError as e:
             return WorkerLost(f"ray: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
 
+    def cancel(self, ref) -> None:
+        with contextlib.suppress(Exception):  # already finished or gone: nothing to stop
+            self.ray.cancel(ref, force=True)
+
     def close(self) -> None:
         if self.owns and self.ray.is_initialized():
             self.ray.shutdown()
@@ -159,7 +175,7 @@ class SlurmExecutor(ClusterExecutor):
         self.submitit = submitit = self.setup(workers, options, suite)
         name = suite.name if suite is not None else "suite"
         self.folder = Path(self.options.get("folder") or paths.home() / ".submitit" / name)
-        cluster = self.options.get("slurm_cluster") or os.environ.get("LLMARCH_SLURM_CLUSTER") or None
+        cluster = self.options.get("slurm_cluster") or env.get("LLMARCH_SLURM_CLUSTER") or None
         self.ex = submitit.AutoExecutor(folder=self.folder / "%j", cluster=cluster)
         self.cluster = self.ex.cluster
 
@@ -180,13 +196,25 @@ class SlurmExecutor(ClusterExecutor):
 
     def submit(self, fn: Callable, task, res: dict):
         self.ex.update_parameters(**self._params(res))
-        return self.ex.submit(fn, task)
+        if self.cluster != "local":
+            return self.ex.submit(fn, task)
+        # A local job's controller inherits an ignored SIGINT, so a terminal's Ctrl-C (sent to the
+        # whole foreground group) reaches only the runner, which stops the jobs itself (cancel).
+        with stopping.sigint_ignored():
+            return self.ex.submit(fn, task)
 
     def finished(self, handles: list) -> list:
         ready = [j for j in handles if j.done()]
         if len(ready) < len(handles):
             time.sleep(0.5)
         return ready
+
+    def cancel(self, job) -> None:
+        with contextlib.suppress(Exception):  # already finished or gone: nothing to stop
+            if self.cluster == "local":  # submitit's cancel sends SIGINT, ignored here (submit)
+                job._process.send_signal(signal.SIGTERM)  # noqa: SLF001 - its controller forwards it to the task
+            else:
+                job.cancel(check=False)  # scancel
 
     def result(self, job):
         """The job's result; a job that died or failed as WorkerLost; a raising function as its exception."""
@@ -201,6 +229,24 @@ class SlurmExecutor(ClusterExecutor):
 
     def close(self) -> None:
         pass
+
+
+def check_ray_address(address: str | None, timeout_s: float = 3.0) -> None:
+    """What --dry-run checks of a Ray address without joining: its form (host:port, ray://host:port,
+    auto, local) and that something answers on that port within timeout_s. A LabError otherwise."""
+    import socket
+
+    if address in (None, "", "auto", "local"):
+        return
+    hostport = address[len("ray://"):] if address.startswith("ray://") else address
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535 or not host.isprintable():
+        raise LabError(f"--address {address!r}: expected host:port (e.g. 10.0.0.5:6379) or ray://host:port")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise LabError(f"--address {address}: nothing answers there within {timeout_s:g} s "
+                       f"({e.strerror or e}); is the Ray head running?") from None
 
 
 def make(kind: str, workers: int = 1, address: str | None = None, options: dict | None = None, suite=None):

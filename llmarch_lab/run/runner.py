@@ -38,9 +38,10 @@ import psutil
 import yaml
 
 from llmarch_lab import LabError, paths
+from llmarch_lab.common import env
 from llmarch_lab.common.procs import alive
 from llmarch_lab.config import RunSpec, Suite
-from llmarch_lab.run import claims
+from llmarch_lab.run import claims, stopping
 from llmarch_lab.store import tracking
 
 PID_TAG, HOST_TAG, START_TAG = "llmarch.runner_pid", "llmarch.runner_host", "llmarch.runner_started"
@@ -52,7 +53,7 @@ OWNER_FILE = ".llmarch-owner"
 # at once) that has not been enough, so the default is 300 s and $LLMARCH_KERNEL_START_S overrides.
 KERNEL_START_ENV, KERNEL_START_S = "LLMARCH_KERNEL_START_S", 300
 # Environment a worker on another host needs to see as the driver does.
-FORWARDED_ENV = ("LLMARCH_LEASE_TTL_S", "LLMARCH_CACHE", "LLMARCH_DATA", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+FORWARDED_ENV = ("LLMARCH_LEASE_TTL_S", "LLMARCH_CACHE_DIR", "LLMARCH_DATA_DIR", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
                  "TOKENIZERS_PARALLELISM", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
                  "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_INSECURE_TLS", KERNEL_START_ENV)
 
@@ -71,13 +72,6 @@ class RunOutcome:
 def _runner_tags() -> dict[str, str]:
     me = psutil.Process()
     return {PID_TAG: str(me.pid), HOST_TAG: socket.gethostname(), START_TAG: f"{me.create_time():.3f}"}
-
-
-def finished_run(exp_id: str, identity: str):
-    c = tracking.client(paths.tracking_uri())
-    runs = c.search_runs([exp_id], f"tags.identity = '{identity}' and attributes.status = 'FINISHED'",
-                         max_results=1, order_by=["attributes.start_time DESC"])
-    return runs[0] if runs else None
 
 
 def sweep_workdirs(root: str | None = None) -> list[str]:
@@ -145,13 +139,8 @@ class RunTask:
 
 
 def kernel_start_s() -> int:
-    """Seconds papermill waits for a kernel to start: $LLMARCH_KERNEL_START_S, else 300."""
-    raw = os.environ.get(KERNEL_START_ENV, "").strip()
-    if not raw:
-        return KERNEL_START_S
-    if not raw.isdigit() or int(raw) < 1:
-        raise LabError(f"${KERNEL_START_ENV}={raw!r}: expected a whole number of seconds >= 1")
-    return int(raw)
+    """Seconds papermill waits for a kernel to start: $LLMARCH_KERNEL_START_S, else 300 (common/env)."""
+    return int(env.get(KERNEL_START_ENV))
 
 
 def execute(spec: RunSpec, run_id: str, out_dir: Path, timeout_s: int | None = None,
@@ -195,6 +184,8 @@ def execute_identity(task: RunTask) -> dict:
     executor; returns {status, run_id, wall_s, error} (status FINISHED | FAILED | SKIPPED | LOST)."""
     from mlflow.entities import Param
 
+    if stopping.requested():  # Ctrl-C: a queued run does not start
+        return {"status": "NOT STARTED", "run_id": "", "wall_s": 0.0, "error": "interrupted before it started"}
     os.environ.update(task.env)
     os.environ["MLFLOW_TRACKING_URI"] = task.tracking_uri
     os.environ["LLMARCH_HOME"] = task.home
@@ -242,8 +233,12 @@ def execute_identity(task: RunTask) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
     try:
         (tmp / OWNER_FILE).write_text(worker)
-        ok, err, executed = execute(spec, run_id, tmp, on_start=child.append)
+        ok, err, executed = execute(spec, run_id, tmp, on_start=lambda p: (child.append(p), stopping.register(p)))
         wall = time.perf_counter() - t0
+        for p in child:
+            stopping.unregister(p)
+        if stopping.requested():  # stopped by Ctrl-C: the invocation marks the run KILLED
+            return {"status": "KILLED", "run_id": run_id, "wall_s": wall, "error": stopping.INTERRUPTED_WHY}
         if run_id in hb.lost or not hb.holds(run_id, claim.token):
             return {"status": "LOST", "run_id": run_id, "wall_s": wall,
                     "error": "lease lost (the run was marked KILLED elsewhere): nothing logged"}
@@ -279,8 +274,9 @@ def run_suite(suite: Suite, workers: int = 1, force: bool = False, dry_run: bool
 
     from llmarch_lab.run import executors
 
+    stopping.reset()
     exists = tracking.require_store(write=not dry_run)
-    c = tracking.client(paths.tracking_uri()) if exists or not dry_run else None  # a client creates a sqlite store
+    c = tracking.client(paths.tracking_uri(), create=not dry_run) if exists or not dry_run else None
     if dry_run:  # plan only: never create a store or an experiment, never touch a run
         exp = c.get_experiment_by_name(suite.name) if exists else None
         exp_id = exp.experiment_id if exp else None
@@ -292,6 +288,8 @@ def run_suite(suite: Suite, workers: int = 1, force: bool = False, dry_run: bool
 
     outcomes, pending = _sort_runs(suite, states, force, dry_run, announce)
     if dry_run:
+        if (executor or suite.executor.get("kind", "local")) == "ray":
+            executors.check_ray_address(address or suite.executor.get("address") or env.get("RAY_ADDRESS"))
         for i, spec in pending:
             outcomes[i] = RunOutcome(spec, "PLANNED")
         return [outcomes[i] for i in range(len(suite.runs))]
@@ -329,21 +327,33 @@ def run_suite(suite: Suite, workers: int = 1, force: bool = False, dry_run: bool
         bar.set_postfix_str(f"{spec.name}: {outcomes[i].status}")
         bar.update(1)
 
+    hint = stopping.resume_hint(suite.path)
     try:
-        ex.run(execute_identity, tasks, done)
+        with stopping.on_sigint(hint):
+            ex.run(execute_identity, tasks, done)
     finally:
         bar.close()
         hb.stop()
         ex.close()
-        failed = any(o.status in ("FAILED", "LOST") for o in outcomes.values())
-        if len(outcomes) < len(suite.runs):  # interrupted
-            c.set_terminated(parent_id, "KILLED")
-        else:
-            c.set_terminated(parent_id, "FAILED" if failed else "FINISHED")
-        lost = [(spec, outcomes[i].error) for i, spec in pending if i in outcomes and outcomes[i].status == "LOST"]
-        if lost:
-            _release_lost(c, exp_id, parent_id, lost)
+        killed = _settle(c, exp_id, parent_id, suite, outcomes, pending)
+    if stopping.requested():
+        raise stopping.Interrupted(stopping.summary(killed, len(suite.runs), [o.status for o in outcomes.values()], hint))
     return [outcomes[i] for i in range(len(suite.runs))]
+
+
+def _settle(c, exp_id: str, parent_id: str, suite: Suite, outcomes: dict, pending: list) -> list[str]:
+    """The invocation's end in the store: runs stopped by Ctrl-C marked KILLED (their names are
+    returned), the parent run's status, runs whose worker died released for the next invocation."""
+    failed = any(o.status in ("FAILED", "LOST") for o in outcomes.values())
+    killed = stopping.mark_killed(c, exp_id, parent_id) if stopping.requested() else []
+    if stopping.requested() or len(outcomes) < len(suite.runs):  # interrupted
+        c.set_terminated(parent_id, "KILLED")
+    else:
+        c.set_terminated(parent_id, "FAILED" if failed else "FINISHED")
+    lost = [(spec, outcomes[i].error) for i, spec in pending if i in outcomes and outcomes[i].status == "LOST"]
+    if lost:
+        _release_lost(c, exp_id, parent_id, lost)
+    return killed
 
 
 def _sort_runs(suite: Suite, states: dict, force: bool, dry_run: bool, announce) -> tuple[dict, list]:
@@ -382,19 +392,3 @@ def _release_lost(c, exp_id: str, parent_id: str, lost: list[tuple[RunSpec, str]
         for r in c.search_runs([exp_id], f"tags.identity = '{spec.identity()}' and attributes.status = 'RUNNING' "
                                          f"and tags.`mlflow.parentRunId` = '{parent_id}'"):
             claims.mark_killed(c, r, f"its worker died ({why})")
-
-
-def summary_rows(outcomes: list[RunOutcome]) -> list[dict[str, str]]:
-    """One row per run: name, notebook, status, wall time, the lab's key metrics."""
-    rows = []
-    for o in outcomes:
-        keys = type(o.spec.params).key_metrics
-        shown = [f"{k.split('.', 1)[1]}={_fmt(o.metrics[k])}" for k in keys if k in o.metrics]
-        rows.append({"run": o.spec.name, "notebook": o.spec.notebook.stem, "status": o.status,
-                     "wall_s": f"{o.wall_s:.1f}" if o.wall_s else "-",
-                     "key metrics": "  ".join(shown) or (o.error[:100] if o.error else "-")})
-    return rows
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.3e}"

@@ -3,6 +3,7 @@
 Reads only (nothing is reaped or written), so it is safe next to running invocations on any
 host. A RUNNING run whose lease is dead shows as STALE: the next `llmarch-lab run` marks it KILLED
 and runs it again. Given the suite file, runs that never started show as PENDING.
+`summary_rows` is the table `llmarch-lab run` prints at its end, one row per outcome.
 """
 
 from __future__ import annotations
@@ -95,3 +96,19 @@ def rich_table(ref, all_attempts: bool = False, rs: list[dict[str, str]] | None 
     if not rs:
         table.add_column("run")
     return table
+
+
+def summary_rows(outcomes: list) -> list[dict[str, str]]:
+    """One row per run: name, notebook, status, wall time, the lab's key metrics."""
+    rows = []
+    for o in outcomes:
+        keys = type(o.spec.params).key_metrics
+        shown = [f"{k.split('.', 1)[1]}={_fmt(o.metrics[k])}" for k in keys if k in o.metrics]
+        rows.append({"run": o.spec.name, "notebook": o.spec.notebook.stem, "status": o.status,
+                     "wall_s": f"{o.wall_s:.1f}" if o.wall_s else "-",
+                     "key metrics": "  ".join(shown) or (o.error[:100] if o.error else "-")})
+    return rows
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.3e}"

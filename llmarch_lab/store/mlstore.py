@@ -7,19 +7,45 @@ import os
 from pathlib import Path
 
 from llmarch_lab import LabError, paths
+from llmarch_lab.store.creation import check_half_made, probe_database, sqlite_lock
 
 
-def client(uri: str | None = None):
+def client(uri: str | None = None, create: bool = False):
     """An MlflowClient for `uri`, or for the tracking URI in force now (MLFLOW_TRACKING_URI can
-    change within a process: a cached client for "the default" would keep the first store)."""
-    return _client(uri or paths.tracking_uri())
+    change within a process: a cached client for "the default" would keep the first store).
+    A sqlite store that does not exist yet is created only with `create` (a write); otherwise a
+    LabError says nothing has run, so a read never leaves an empty mlflow.db behind."""
+    uri = uri or paths.tracking_uri()
+    db = paths.sqlite_path(uri)
+    if db is not None and not db.exists() and not create:
+        raise LabError(f"no MLflow store at {uri} yet: nothing has run (llmarch-lab run SUITE), "
+                       "or MLFLOW_TRACKING_URI points elsewhere")
+    return _client(uri)
 
 
 @functools.lru_cache(maxsize=None)
 def _client(uri: str):
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    db = paths.sqlite_path(uri)
+    if db is None:
+        return MlflowClient(tracking_uri=uri)
+    # MLflow creates and migrates the database when it first builds the store: one process at a
+    # time (two first invocations at once broke the store), and a half-made one is repaired.
+    with sqlite_lock(db, uri):
+        check_half_made(db, uri)
+        try:
+            c = MlflowClient(tracking_uri=uri)
+            c.search_experiments(max_results=1)
+        except Exception as e:  # noqa: BLE001 - a corrupt or foreign database, a failed migration
+            raise LabError(f"MLflow store {uri} is not usable: {first_line(e)}") from None
+    return c
+
+
+def store_exists(uri: str | None = None) -> bool:
+    """False only for a sqlite store whose database does not exist yet (servers and databases: True)."""
+    db = paths.sqlite_path(uri or paths.tracking_uri())
+    return db is None or db.exists()
 
 
 def ensure_experiment(name: str) -> str:
@@ -29,7 +55,7 @@ def ensure_experiment(name: str) -> str:
     db = paths.sqlite_path(uri)
     if db is not None:
         _make_dir(db.parent, uri)
-    c = client(uri)
+    c = client(uri, create=True)
     try:
         exp = c.get_experiment_by_name(name)
         if exp is not None:
@@ -75,6 +101,8 @@ def require_store(write: bool) -> bool:
     - http(s): one request with a short timeout and no retries; afterwards MLflow's own retries
       are bounded (MLFLOW_HTTP_REQUEST_MAX_RETRIES / _TIMEOUT, unless already set), so a server
       that dies later fails in seconds, not minutes.
+    - a database (postgresql://, postgresql+psycopg2://, mysql://): one connection attempt with a
+      short timeout (creation.probe_database), before MLflow's retries.
     Nothing is created when `write` is False."""
     uri = paths.tracking_uri()
     db = paths.sqlite_path(uri)
@@ -85,8 +113,11 @@ def require_store(write: bool) -> bool:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    elif "://" in uri and not uri.startswith(("file:", "databricks")):
+        probe_database(uri)
+    c = client(uri)  # its own LabError (a half-migrated store) goes through as it is
     try:
-        client(uri).search_experiments(max_results=1)
+        c.search_experiments(max_results=1)
     except Exception as e:  # noqa: BLE001 - any failure here means "cannot use this store"
         raise LabError(f"MLflow store {uri} is not usable: {first_line(e)}") from None
     return True
@@ -115,8 +146,9 @@ def _check_sqlite(db: Path, uri: str, write: bool) -> bool:
             what = db if not os.access(db, os.W_OK) else f"its folder {db.parent}"
             raise LabError(f"MLflow store {uri}: cannot write {what}: it is read-only (a run writes to the store)")
         _probe_sqlite_write(db, uri)
+    c = client(uri)  # its own LabError (a half-migrated store) goes through as it is
     try:
-        client(uri).search_experiments(max_results=1)
+        c.search_experiments(max_results=1)
     except Exception as e:  # noqa: BLE001 - a corrupt or foreign database
         raise LabError(f"MLflow store {uri} is not usable: {first_line(e)}") from None
     return True

@@ -6,7 +6,7 @@ import tempfile
 from typing import Any
 
 from llmarch_lab import LabError, paths
-from llmarch_lab.store.mlstore import client
+from llmarch_lab.store.mlstore import client, store_exists
 from llmarch_lab.store.runmeta import flatten
 
 
@@ -14,6 +14,8 @@ def search(experiment: str, tags: dict[str, str] | None = None, params: dict[str
            status: str = "FINISHED", max_results: int = 1000) -> list[dict[str, Any]]:
     """Runs of an experiment matching tags and (flattened) params, newest first, as plain dicts:
     {run_id, name, status, tags, params, metrics}. Labs use it to find a same-suite baseline."""
+    if not store_exists():  # nothing has run yet: no runs (and no empty store made by a read)
+        return []
     c = client(paths.tracking_uri())
     exp = c.get_experiment_by_name(experiment)
     if exp is None:
@@ -31,6 +33,8 @@ def search(experiment: str, tags: dict[str, str] | None = None, params: dict[str
 def unfinished_runs(experiment: str, lab: str | None = None) -> list[dict[str, Any]]:
     """The suite's runs whose newest attempt FAILED or was KILLED (a run name finished later is
     not listed), oldest first: {name, lab, status, error, run_id}. Parent runs are left out."""
+    if not store_exists():  # nothing has run yet: no runs (and no empty store made by a read)
+        return []
     c = client(paths.tracking_uri())
     exp = c.get_experiment_by_name(experiment)
     if exp is None:
@@ -52,6 +56,8 @@ def search_many(experiments: list[str] | None = None, tags: dict[str, str] | Non
                 status: str = "FINISHED", max_results: int = 5000) -> list[dict[str, Any]]:
     """Runs across several experiments (None = every experiment in the store), newest first,
     as search() returns them plus `experiment`: what a cross-lab system report reads."""
+    if not store_exists():  # nothing has run yet: no runs (and no empty store made by a read)
+        return []
     c = client(paths.tracking_uri())
     exps = c.search_experiments(max_results=10000) if experiments is None else \
         [e for e in (c.get_experiment_by_name(n) for n in experiments) if e is not None]
@@ -70,6 +76,8 @@ def search_many(experiments: list[str] | None = None, tags: dict[str, str] | Non
 def labs_in(experiment: str) -> list[str]:
     """The labs (tag `lab`) with finished runs in an experiment, in first-run order; a LabError
     when the experiment does not exist."""
+    if not store_exists():  # nothing has run yet: no runs (and no empty store made by a read)
+        return []
     c = client(paths.tracking_uri())
     if c.get_experiment_by_name(experiment) is None:
         raise LabError(f"no experiment {experiment!r} in {paths.tracking_uri()}")

@@ -50,7 +50,7 @@ from typing import Any
 
 from llmarch_lab import LabError
 from llmarch_lab.common.entry import one_line_errors
-from llmarch_lab.common.procs import group_members, port_free, reap
+from llmarch_lab.common.procs import group_members, port_arg, port_free, reap
 from llmarch_lab.store.pgcluster import DB, ROLE, find_pg_bin, postmaster_pid, start_postgres, stop_postgres
 from llmarch_lab.store.serverstate import (
     MLFLOW_LOG,
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                                  epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["start", "stop", "status"])
     ap.add_argument("--root", type=Path, default=None, help="Folder of the server (default: <home>/.tracking).")
-    ap.add_argument("--port", type=int, default=5001, help="mlflow server port (default 5001).")
+    ap.add_argument("--port", type=port_arg, default=5001, help="mlflow server port (default 5001).")
     ap.add_argument("--host", default="127.0.0.1", help="Interface to bind (default 127.0.0.1).")
     ap.add_argument("--workers", type=int, default=2, help="uvicorn workers (default 2).")
     ap.add_argument("--auth", action="store_true",

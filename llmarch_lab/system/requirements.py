@@ -11,26 +11,70 @@ date); the chooser (system/chooser.py) builds candidates from the runs the labs 
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llmarch_lab import LabError, schema
 from llmarch_lab.common.yamlmodel import load_model
 
+MAX_TEXT = 1000  # characters of any string in the file (a description, a price's source URL)
+MAX_NAME = 64
+# Names that become part of a path, a report folder or a bundle (hardware, labs, metrics, params).
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,%d}" % (MAX_NAME - 1))
+# The system name becomes the report folder, the Helm chart's name and the prefix of Kubernetes
+# Services ("<system>-gateway-key" is the longest): a DNS-1035 label of at most 63 characters.
+SYSTEM_NAME = re.compile(r"[a-z]([a-z0-9-]{0,38}[a-z0-9])?")
+
+
+def _printable(v: str) -> str:
+    # pydantic has no "no control characters" constraint; a terminal escape (ESC, C1) in a name
+    # or a description would reach the terminal and the report. Tab and newline are text.
+    bad = next((c for c in v if unicodedata.category(c) == "Cc" and c not in "\t\n"), None)
+    if bad is not None:
+        raise ValueError(f"control character {bad!r} at position {v.index(bad)}; use printable text")
+    return v
+
+
+def _safe_name(v: str) -> str:
+    if not SAFE_NAME.fullmatch(v):
+        raise ValueError(f"must be 1-{MAX_NAME} letters, digits, '.', '_' or '-', starting with a letter or "
+                         "digit (it names files, folders and bundle paths)")
+    return v
+
+
+def _system_name(v: str) -> str:
+    if not SYSTEM_NAME.fullmatch(v):
+        raise ValueError("must be 1-40 lowercase letters, digits or '-', starting with a letter and not ending "
+                         "with '-' (it names the report folder, the Helm chart and Kubernetes objects)")
+    return v
+
+
+Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_printable)]
+Name = Annotated[str, AfterValidator(_safe_name)]
+# Kubernetes resource quantities (https://kubernetes.io/docs/reference/kubernetes-api/common-definitions/quantity/)
+CpuQuantity = Annotated[str, Field(pattern=r"^([0-9]+(\.[0-9]{1,3})?|[0-9]+m)$")]
+MemoryQuantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")]
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a number must be a YAML number ("5" or true is refused; an int for a float is fine);
+    # allow_inf_nan=False: every float is finite (.inf, .nan are refused); str_max_length for any
+    # string field not typed Text or Name.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False,
+                              str_max_length=MAX_TEXT)
 
 
 class Workload(_Strict):
     peak_rps: float = Field(gt=0, description="Peak requests per second the system must serve within its SLOs.")
     mean_rps: float = Field(gt=0, description="Mean requests per second (the monthly token volume and $/1M tokens).")
-    prompt_tokens: int = Field(ge=1, description="Mean prompt tokens per request.")
-    output_tokens: int = Field(ge=1, description="Mean output tokens per request.")
+    prompt_tokens: int = Field(ge=1, le=10_000_000, description="Mean prompt tokens per request.")
+    output_tokens: int = Field(ge=1, le=10_000_000, description="Mean output tokens per request.")
     # How far the serving runs' workload may differ from this one before the chooser flags it.
-    tolerance: float = Field(0.5, ge=0, description="Relative difference of a run's prompt/output tokens that is flagged as a risk.")
+    tolerance: float = Field(0.5, ge=0, le=100, description="Relative difference of a run's prompt/output tokens that is flagged as a risk.")
 
     @model_validator(mode="after")
     def _mean_le_peak(self):
@@ -47,6 +91,26 @@ class SLOs(_Strict):
     e2e_ms_p99: float | None = Field(None, gt=0, description="Whole request, 99th percentile, at most (ms).")
     error_rate: float = Field(0.01, ge=0, le=1, description="Share of failed requests at most.")
 
+    @model_validator(mode="after")
+    def _some_and_ordered(self):
+        lat = self.latency_items()
+        if not lat:
+            names = ", ".join(k for k in type(self).model_fields if k != "error_rate")
+            raise ValueError(f"no latency SLO set; give at least one of {names}")
+        # p50 <= p95 <= p99 of the same metric: a higher percentile is never the smaller bound.
+        by_metric: dict[str, list[tuple[int, str, float]]] = {}
+        for k, v in lat.items():
+            m = re.fullmatch(r"(.+)_p(\d+)", k)
+            if m:
+                by_metric.setdefault(m.group(1), []).append((int(m.group(2)), k, v))
+        for items in by_metric.values():
+            items.sort()
+            for (_, lo_k, lo_v), (_, hi_k, hi_v) in zip(items, items[1:]):
+                if hi_v < lo_v:
+                    raise ValueError(f"{hi_k}: {hi_v:g} is below {lo_k} ({lo_v:g}); a higher percentile "
+                                     "cannot have a smaller bound")
+        return self
+
     def latency_items(self) -> dict[str, float]:
         """{'ttft_ms_p99': 1000, ...}: the latency SLOs that are set."""
         return {k: v for k, v in self.model_dump().items() if k != "error_rate" and v is not None}
@@ -56,11 +120,11 @@ class Source(_Strict):
     """Where runs measured a floor's metric: runs of `lab` (and `params`) whose `metric` is the
     value, for the model named by param `model_param` or the guard named by `guard_param`."""
 
-    lab: str = Field(min_length=1)
-    metric: str = Field(min_length=1)
-    params: dict[str, str] = Field(default_factory=dict, description="Run params that must match (as strings).")
-    model_param: str | None = None
-    guard_param: str | None = None
+    lab: Name
+    metric: Name
+    params: dict[Name, Text] = Field(default_factory=dict, max_length=50, description="Run params that must match (as strings).")
+    model_param: Name | None = None
+    guard_param: Name | None = None
 
     @model_validator(mode="after")
     def _metric_declared(self):
@@ -93,10 +157,10 @@ TASKS: dict[str, dict] = {
 
 
 class Floor(_Strict):
-    name: str = Field(min_length=1, description="What the floor is, as the report names it.")
-    task: str | None = Field(None, description=f"A known task ({', '.join(TASKS)}) or None with sources.")
+    name: Text = Field(min_length=1, max_length=200, description="What the floor is, as the report names it.")
+    task: Name | None = Field(None, description=f"A known task ({', '.join(TASKS)}) or None with sources.")
     of: Literal["model", "guard", "any"] | None = Field(None, description="What the metric belongs to: the served model, the guard, or any component (e.g. retrieval).")
-    sources: list[Source] = Field(default_factory=list)
+    sources: list[Source] = Field(default_factory=list, max_length=20)
     min: float | None = None
     max: float | None = None
 
@@ -138,63 +202,65 @@ class Floor(_Strict):
 
 
 class Safety(_Strict):
-    guards: list[Literal["injection"]] = Field(default_factory=list, description="Mandatory guards.")
-    pii_config: str = Field("no_op/tuned", description="PII configuration of the guard stack in the verification and the bundle.")
+    guards: list[Literal["injection"]] = Field(default_factory=list, max_length=10, description="Mandatory guards.")
+    pii_config: Text = Field("no_op/tuned", description="PII configuration of the guard stack in the verification and the bundle.")
 
 
 class Hardware(_Strict):
-    name: str = Field(min_length=1)
+    name: Name
     usd_per_hour: float = Field(gt=0)
     kind: Literal["cpu", "gpu"]
     measured_here: bool = Field(False, description="The serving runs in the store were measured on this machine type.")
-    source: str = Field(min_length=1, description="Where the price comes from (URL or 'assumed, not verified').")
-    date: str = Field(min_length=1, description="The date the source states (or when it was read).")
+    source: Text = Field(min_length=1, description="Where the price comes from (URL or 'assumed, not verified').")
+    date: Text = Field(min_length=1, max_length=40, description="The date the source states (or when it was read).")
 
     @field_validator("date", mode="before")
     @classmethod
     def _date_text(cls, v):
         return v.isoformat() if hasattr(v, "isoformat") else v  # YAML reads 2026-06-17 as a date
-    cpu: str = Field("2", description="Kubernetes CPU request per replica.")
-    memory: str = Field("4Gi", description="Kubernetes memory request per replica.")
-    gpus: int = Field(0, ge=0)
+    cpu: CpuQuantity = Field("2", description="Kubernetes CPU request per replica.")
+    memory: MemoryQuantity = Field("4Gi", description="Kubernetes memory request per replica.")
+    gpus: int = Field(0, ge=0, le=64)
 
 
 class Sizing(_Strict):
     headroom: float = Field(0.25, ge=0, le=10, description="Capacity kept free at peak: replicas = ceil(peak * (1 + headroom) / per-replica goodput).")
     max_replicas: int = Field(64, ge=1, le=10_000)
-    hours_per_month: float = Field(730.0, gt=0)
+    hours_per_month: float = Field(730.0, gt=0, le=744, description="Hours billed per month (at most 31 x 24).")
 
 
 class Verify(_Strict):
     enabled: bool = True
     requests: int = Field(24, ge=4, le=10_000, description="Requests sent in the end-to-end check.")
-    max_seconds: float = Field(180.0, gt=0)
+    max_seconds: float = Field(180.0, gt=0, le=86_400)
     guard: bool = Field(True, description="Put the chosen guard in front of the engine (the guardrails lab's LiteLLM gateway).")
 
 
 class Requirements(_Strict):
-    system: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="Name of the system (the MLflow experiment is system-<name>).")
-    description: str = ""
-    experiments: list[str] | None = Field(None, description="MLflow experiments whose runs are the components (None = all).")
+    system: Annotated[str, AfterValidator(_system_name)] = Field(description="Name of the system (the MLflow experiment is system-<name>).")
+    description: Text = ""
+    experiments: list[Text] | None = Field(None, min_length=1, max_length=100, description="MLflow experiments whose runs are the components (None = all).")
     workload: Workload
     slos: SLOs
-    quality: list[Floor] = Field(default_factory=list)
+    quality: list[Floor] = Field(default_factory=list, max_length=50)
     safety: Safety = Safety()
     budget_usd_month: float = Field(gt=0)
-    hardware: list[Hardware] = Field(min_length=1)
+    hardware: list[Hardware] = Field(min_length=1, max_length=100)
     sizing: Sizing = Sizing()
     verify: Verify = Verify()
-    path: str = ""  # set by load(): the file, for messages
+    path: str = Field("", max_length=4096)  # set by load(): the file, for messages
 
-    @model_validator(mode="after")
-    def _unique_hardware(self):
-        names = [h.name for h in self.hardware]
+    # A field validator, not a model one: it runs (and is reported) even when another field is bad.
+    @field_validator("hardware")
+    @classmethod
+    def _unique_hardware(cls, hardware):
+        names = [h.name for h in hardware]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise ValueError(f"hardware: duplicate name {dup[0]!r}")
-        if not any(h.measured_here for h in self.hardware):
-            raise ValueError("hardware: no entry has measured_here: true (the machine the serving runs were measured on)")
-        return self
+            raise ValueError(f"duplicate name {dup[0]!r}")
+        if not any(h.measured_here for h in hardware):
+            raise ValueError("no entry has measured_here: true (the machine the serving runs were measured on)")
+        return hardware
 
 
 def load(path: str | Path) -> Requirements:

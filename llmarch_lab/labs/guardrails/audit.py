@@ -3,15 +3,24 @@
     log = AuditLog("audit.jsonl")                  # redactor: the regex fallback below
     log = AuditLog(path, redactor=pii.redact)      # or the PII module's Presidio redaction
     log.append(decision.to_record())               # Guard(audit=log) does this for every decision
-    report = verify("audit.jsonl")                 # .ok, .n_records, .bad_line, .reason, .torn
+    report = verify("audit.jsonl")                 # .status, .ok, .n_records, .bad_line, .reason, .head
+    log.head()                                     # the last hash: keep it elsewhere (an anchor)
 
-    python -m llmarch_lab.labs.guardrails.audit verify FILE   # one line; exit 0 ok, 1 bad, 2 unreadable
+    llmarch-lab guard verify FILE [--expect-count N --expect-head HASH]   # one line, exit code below
+    llmarch-lab guard repair FILE                  # moves a torn last line to a side file
+
+Exit codes of verify (audit_verify.py has the details): 0 intact; 1 tampered (a line edited,
+inserted, deleted or reordered, non-canonical, a duplicate key, or the anchor does not match:
+truncated); 2 usage error or the file cannot be opened; 3 torn last line only (fix:
+`llmarch-lab guard repair FILE`); 4 not an audit log (empty, binary, not JSON lines of records).
 
 Each line is canonical JSON (sorted keys, no spaces) with these fields added to the record:
 `seq` (its 1-based line number), `ts` (UTC, when not given), `prev` (the previous record's
 `hash`; GENESIS for the first) and `hash` = SHA-256 of the canonical JSON of the record without
 `hash` (HMAC-SHA-256 when a key is named, see below). So editing a line breaks its own hash,
-deleting or reordering lines breaks `seq` and `prev`, and verify names the first bad line.
+deleting or reordering lines breaks `seq` and `prev`, and verify names the first bad line. Verify
+also requires each line to be byte for byte the canonical JSON of its record, so added spaces or a
+duplicate key (which json.loads would silently resolve) count as edits.
 
 Before writing, every string field named in `redact_fields` (default: text) goes through the
 redactor, so the original PII never reaches the disk.
@@ -20,34 +29,40 @@ Crash safety: a record is one os.write() of the whole line (newline included) on
 descriptor, then fsync; appends from several threads or processes are serialised by a lock and an
 flock on the file, and each append re-reads the last line under that lock, so the chain holds
 across writers. A process killed mid-write leaves at most a torn last line (no trailing newline
-or not JSON): verify reports it (`torn=True`), and append refuses to chain onto it until
-`repair(path)` moves the torn bytes to a side file.
+or not JSON): verify reports it (`torn=True`, exit 3), and append refuses to chain onto it until
+`repair(path)` (`llmarch-lab guard repair FILE`) moves the torn bytes to a side file.
 
 Limits: a plain hash chain shows accidental or naive tampering; someone who can rewrite the file
 can recompute every hash. Name an HMAC key (`key_env="AUDIT_KEY"`, the NAME of an environment
 variable, never the key) so that only key holders can produce valid records, and keep `head()`
-(the last hash) somewhere else to detect a truncated tail, which a chain alone cannot show.
+(the last hash) and the record count somewhere else to detect a truncated tail, which a chain
+alone cannot show: `verify(path, expect_head=..., expect_count=...)`.
 """
 
 from __future__ import annotations
 
 import argparse
 import fcntl
-import hashlib
-import hmac
 import json
 import os
 import re
 import sys
 import threading
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 from llmarch_lab import LabError
+from llmarch_lab.labs.guardrails.audit_verify import (  # noqa: F401 - audit.verify/repair stay the API
+    GENESIS,
+    VerifyReport,
+    canonical,
+    digest,
+    load_key,
+    repair,
+    verify,
+)
 
-GENESIS = "0" * 64
 _TAIL_BLOCK = 65536
 
 
@@ -81,25 +96,7 @@ def regex_redact(text: str) -> str:
     return _NUMBER.sub(number, text)
 
 
-# ------------------------------------------------------------------ hashing
-
-
-def _canonical(obj: dict) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-
-
-def _digest(body: dict, key: bytes | None) -> str:
-    data = _canonical(body)
-    return hmac.new(key, data, hashlib.sha256).hexdigest() if key else hashlib.sha256(data).hexdigest()
-
-
-def _key(key_env: str) -> bytes | None:
-    if not key_env:
-        return None
-    val = os.environ.get(key_env, "")
-    if not val:
-        raise LabError(f"audit: HMAC key variable {key_env} is not set")
-    return val.encode()
+# ------------------------------------------------------------------ records
 
 
 def _jsonable(x):
@@ -130,7 +127,7 @@ class AuditLog:
         self.redactor = redactor
         self.redact_fields = tuple(redact_fields)
         self.key_env = key_env
-        self._key = _key(key_env)
+        self._key = load_key(key_env)
         self.fsync = fsync
         self._lock = threading.Lock()
 
@@ -151,8 +148,8 @@ class AuditLog:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 seq, prev = _tail_state(fd, self.path)
                 rec["seq"], rec["prev"] = seq + 1, prev
-                rec["hash"] = _digest(rec, self._key)
-                line = _canonical(rec) + b"\n"
+                rec["hash"] = digest(rec, self._key)
+                line = canonical(rec) + b"\n"
                 n = os.write(fd, line)  # one write of the whole line on O_APPEND
                 if n != len(line):
                     raise LabError(f"audit log {self.path}: short write ({n} of {len(line)} bytes)")
@@ -181,8 +178,7 @@ def _tail_state(fd: int, path: Path) -> tuple[int, str]:
         buf = os.pread(fd, size - start, start)
         if not buf.endswith(b"\n"):
             raise LabError(f"audit log {path}: the last line is torn (a crash mid-write?); run "
-                           f"`python -m llmarch_lab.labs.guardrails.audit verify {path}` and repair it "
-                           "before appending")
+                           f"`llmarch-lab guard repair {path}` before appending")
         body = buf[:-1]
         nl = body.rfind(b"\n")
         if nl >= 0 or start == 0:
@@ -196,101 +192,29 @@ def _tail_state(fd: int, path: Path) -> tuple[int, str]:
         raise LabError(f"audit log {path}: the last line is not an audit record; verify the file") from None
 
 
-# ------------------------------------------------------------------ verify
-
-
-@dataclass
-class VerifyReport:
-    ok: bool
-    n_records: int  # complete, valid records before the first bad line
-    bad_line: int | None = None  # 1-based
-    reason: str = ""
-    torn: bool = False
-    head: str = GENESIS  # hash of the last valid record
-
-    def line(self, path) -> str:
-        if self.ok:
-            return f"ok: {path}: {self.n_records} records, chain intact (head {self.head[:16]})"
-        return f"tampered: {path}: line {self.bad_line}: {self.reason}"
-
-
-def verify(path, key_env: str = "") -> VerifyReport:
-    """Check every line's hash, seq and link to the previous line; the first bad line is named.
-    OSError (missing, unreadable file) propagates: the CLI turns it into exit status 2."""
-    key = _key(key_env)
-    data = Path(path).read_bytes()
-    lines = data.split(b"\n")
-    tail = lines.pop()  # b"" when the file ends with a newline
-    prev, n = GENESIS, 0
-    for i, raw in enumerate(lines, start=1):
-        bad = _check_line(raw, i, prev, key)
-        if bad:
-            return VerifyReport(False, n, i, bad, False, prev)
-        prev = json.loads(raw)["hash"]
-        n += 1
-    if tail:
-        return VerifyReport(False, n, len(lines) + 1, f"torn last line ({len(tail)} bytes, no newline): an "
-                            "incomplete write; repair() moves it aside", True, prev)
-    return VerifyReport(True, n, None, "", False, prev)
-
-
-def _check_line(raw: bytes, i: int, prev: str, key: bytes | None) -> str:
-    try:
-        rec = json.loads(raw)
-    except ValueError:
-        return "not valid JSON"
-    if not isinstance(rec, dict) or not {"seq", "prev", "hash"} <= rec.keys():
-        return "not an audit record (no seq/prev/hash)"
-    body = {k: v for k, v in rec.items() if k != "hash"}
-    try:
-        own = _digest(body, key)
-    except (TypeError, ValueError):
-        return "record cannot be re-hashed"
-    if not hmac.compare_digest(str(rec["hash"]), own):
-        return "hash mismatch: the record was edited"
-    if rec["seq"] != i:
-        return f"seq {rec['seq']} at line {i}: a line was deleted, inserted or reordered"
-    if rec["prev"] != prev:
-        return "prev does not match the previous record's hash: lines deleted, inserted or reordered"
-    return ""
-
-
-def repair(path) -> Path | None:
-    """Move a torn last line (bytes after the last newline) to PATH.torn-<UTC time>; returns that
-    file, or None when there was nothing to move. Only a torn tail is touched, never a record."""
-    path = Path(path)
-    fd = os.open(path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        data = os.pread(fd, os.fstat(fd).st_size, 0)
-        cut = data.rfind(b"\n") + 1
-        if cut == len(data):
-            return None
-        side = path.with_name(f"{path.name}.torn-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}")
-        side.write_bytes(data[cut:])
-        os.ftruncate(fd, cut)
-        os.fsync(fd)
-        return side
-    finally:
-        os.close(fd)
+# ------------------------------------------------------------------ the module's command
 
 
 def main(argv=None) -> int:
+    """`python -m llmarch_lab.labs.guardrails.audit verify FILE`, the same check and exit codes as
+    `llmarch-lab guard verify` (which also repairs: `llmarch-lab guard repair FILE`)."""
     ap = argparse.ArgumentParser(prog="python -m llmarch_lab.labs.guardrails.audit",
                                  description="Verify a guard audit log's hash chain.")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    v = sub.add_parser("verify", help="check the chain; exit 0 ok, 1 tampered or torn, 2 unreadable")
+    v = sub.add_parser("verify", help="check the log; exit 0 intact, 1 tampered, 2 usage or cannot open, "
+                                      "3 torn last line, 4 not an audit log")
     v.add_argument("file")
     v.add_argument("--key-env", default="", help="NAME of the environment variable holding the HMAC key")
+    v.add_argument("--expect-head", default="", metavar="HASH", help="an earlier head: must still be in the chain")
+    v.add_argument("--expect-count", type=int, default=None, metavar="N", help="the log must hold at least N records")
     a = ap.parse_args(argv)
     try:
-        rep = verify(a.file, a.key_env)
+        rep = verify(a.file, a.key_env, a.expect_head, a.expect_count)
     except (OSError, LabError) as e:
         print(f"unreadable: {a.file}: {e.strerror if isinstance(e, OSError) else e}")
         return 2
     print(rep.line(a.file))
-    return 0 if rep.ok else 1
-
+    return rep.exit_code
 
 if __name__ == "__main__":
     sys.exit(main())

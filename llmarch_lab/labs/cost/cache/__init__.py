@@ -57,6 +57,7 @@ from llmarch_lab.labs.cost.cache.verifier import (
     retrieve,
     score_served,
     train_verifier,
+    verifier_path,
 )
 
 __all__ = ["best_at", "cache", "CacheConfig", "CacheStats", "choose_config", "CHOSEN", "COS_GRID", "crossfit",
@@ -66,4 +67,4 @@ __all__ = ["best_at", "cache", "CacheConfig", "CacheStats", "choose_config", "CH
            "is_correct", "LanceIndex", "load_model", "load_verifier", "make_index", "pair_groups",
            "PairVerifier", "PROB_GRID", "read_pairs", "relations", "REQUIRED", "Retrieval", "retrieve",
            "score_served", "SemanticCache", "store_dir", "sweep", "sweep_plot", "TARGET_WRONG",
-           "train_verifier", "VERIFIER_VERSION", "VERIFIERS"]
+           "train_verifier", "VERIFIER_VERSION", "verifier_path", "VERIFIERS"]

@@ -1,8 +1,11 @@
 """The cost cache's embeddings: an in-process memo over the one embedding service (llm/embeddings.py).
 
 The dev file's 103k texts are embedded once into the service's disk cache (~11 min on 2 cores);
-later sweeps read them from there. The memo keeps the vectors this process has used, so a GPTCache
-lookup of a known text costs a dict access, as a live cache's embedding call would not hide.
+later sweeps read them from there. The service stores each chunk of vectors (llm/embeddings CHUNK
+texts) in one transaction as soon as it is computed, so an interrupted run keeps every finished
+chunk and the next run computes only the rest. The memo keeps the vectors this process has used,
+so a GPTCache lookup of a known text costs a dict access, as a live cache's embedding call would
+not hide.
 """
 
 from __future__ import annotations
@@ -64,6 +67,17 @@ class EmbeddingStore:
         if not texts:
             return np.zeros((0, embeddings.embedder(self.spec, EMBED_BATCH).dim), dtype=np.float32)
         return np.stack([self._memo[t] for t in texts])
+
+    def uncached(self, texts) -> int:
+        """How many distinct texts are neither in this memo nor in the service's disk cache (the
+        ones encode() would compute). Loads the model: its max length is part of the cache key."""
+        from diskcache import Cache
+
+        emb = embeddings.embedder(self.spec, EMBED_BATCH)
+        prefix = emb.key_prefix()
+        todo = [t for t in dict.fromkeys(texts) if t not in self._memo]
+        with Cache(str(emb.cache_dir)) as cache:
+            return sum(prefix + embeddings.text_hash(t) not in cache for t in todo)
 
 
 def embed(texts, embedder: str = "minilm-l6", progress: bool = False):

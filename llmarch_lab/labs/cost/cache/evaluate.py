@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from llmarch_lab import LabError
-from llmarch_lab.common.files import check_output, jsonl_objects, write_atomic
+from llmarch_lab.common.files import check_output, dumps_json, json_safe, jsonl_objects, write_atomic
 from llmarch_lab.labs.cost.cache.embeddings import EmbeddingStore
 from llmarch_lab.labs.cost.cache.grid import CHOSEN
 from llmarch_lab.labs.cost.cache.index import CacheConfig
@@ -94,14 +94,16 @@ def eval_pairs(df, config: CacheConfig | None = None, latency_sample: int = 200,
 
 
 def eval_pairs_file(pairs: str | Path, out: str | Path | None = None, config: CacheConfig | None = None,
-                    latency_sample: int = 200) -> dict:
-    """The `cache eval` command: read and check FILE, evaluate, write OUT atomically (temp + rename)."""
-    import json
-
+                    latency_sample: int = 200, progress: bool = True) -> dict:
+    """The `cache eval` command: read and check FILE, evaluate, write OUT atomically (temp + rename).
+    The result holds only JSON values (a NaN or infinity is None), so it prints and writes as valid
+    JSON; progress bars (stderr) while FILE's texts are embedded, and on first use the verifier's
+    preparation (see grid.default_verifier)."""
     if out is not None:  # before minutes of work, not after
         out = check_output(out, {"--pairs": pairs})
     df = read_pairs(pairs)
-    res = {"pairs_file": str(pairs), **eval_pairs(df, config, latency_sample=latency_sample)}
+    res = json_safe({"pairs_file": str(pairs), **eval_pairs(df, config, latency_sample=latency_sample,
+                                                             progress=progress)})
     if out is not None:
-        write_atomic(out, json.dumps(res, indent=2) + "\n")
+        write_atomic(out, dumps_json(res, indent=2) + "\n")
     return res

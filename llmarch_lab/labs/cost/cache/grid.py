@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
 from llmarch_lab import LabError
+from llmarch_lab.labs.cost.cache.embeddings import EmbeddingStore
 from llmarch_lab.labs.cost.cache.index import CacheConfig, decide
 from llmarch_lab.labs.cost.cache.verifier import (
     PairVerifier,
@@ -13,6 +16,7 @@ from llmarch_lab.labs.cost.cache.verifier import (
     relations,
     retrieve,
     train_verifier,
+    verifier_path,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -133,10 +137,33 @@ def dev_pairs():
     return datasets.qqp_pairs().sample(n=DEV_SUBSET, random_state=DEV_SEED).reset_index(drop=True)
 
 
-def default_verifier(top_k: int = 3) -> PairVerifier:
+EMBED_PER_S = 150  # MiniLM texts a second on 2 shared CPU cores (103k dev texts took ~11 min)
+
+
+def default_verifier(top_k: int = 3, progress: bool = True) -> PairVerifier:
     """The verifier CHOSEN uses: trained on every pair of `dev_pairs()` (first use: embedding 39k
-    texts and a few minutes of training; later uses read it from the cache dir in under a second)."""
-    return train_verifier(dev_pairs(), "minilm-l6", top_k, "hgb")
+    texts and under a minute of training; later uses read it from the cache dir in under a second).
+    The first use says so on stderr before it starts (what, roughly how long, where it is kept)
+    and shows progress bars; the embedding is kept chunk by chunk, so an interrupted first use
+    resumes where it stopped."""
+    df = dev_pairs()
+    path = verifier_path(df, "minilm-l6", top_k, "hgb")
+    if progress and not path.is_file():
+        print(preparing_note(df, path), file=sys.stderr, flush=True)
+    return train_verifier(df, "minilm-l6", top_k, "hgb", progress=progress)
+
+
+def preparing_note(df, path) -> str:
+    """The one line said before the verifier is prepared: what, about how long, done once, where."""
+    texts = list(df["text_a"].str.strip()) + list(df["text_b"].str.strip())
+    n = len(set(texts))
+    todo = EmbeddingStore.get("minilm-l6").uncached(texts)
+    mins = max(1, round(todo / EMBED_PER_S / 60))
+    embed = (f"embedding {todo:,} of its {n:,} texts with minilm-l6 (about {mins} min on 2 CPU cores; "
+             f"{n - todo:,} done before)" if todo else f"its {n:,} texts are embedded already")
+    return (f"semantic cache: preparing the verifier once, from {len(df):,} dev-file question pairs: {embed}, "
+            f"then training (under a minute). Kept in {path.parent.parent} ({path.parent.name}/{path.name}, "
+            "embeddings/); if stopped, the texts embedded so far are kept and the next run resumes.")
 
 
 # Chosen on the dev file only by choose_config() (see the README of this lab / the report):

@@ -184,6 +184,14 @@ def curve(df, r: Retrieval, probs=None, thresholds=(0.9,), verifier_thresholds=N
     return pd.DataFrame(rows)
 
 
+def verifier_path(pairs_df, embedder: str = "minilm-l6", top_k: int = 3, model: str = "hgb", seed: int = 0) -> Path:
+    """Where train_verifier keeps the verifier of these pairs and settings (a hash of both)."""
+    h = hashlib.sha1(f"v{VERIFIER_VERSION}|{embedder_tag(embedder)}|{top_k}|{model}|{seed}".encode())
+    for a, b, y in zip(pairs_df["text_a"], pairs_df["text_b"], pairs_df["label"]):
+        h.update(f"{a}\x00{b}\x00{int(y)}\x01".encode())
+    return store_dir() / f"verifier-{h.hexdigest()[:16]}.joblib"
+
+
 def train_verifier(pairs_df, embedder: str = "minilm-l6", top_k: int = 3, model: str = "hgb",
                    seed: int = 0, progress: bool = True, persist: bool = True) -> PairVerifier:
     """Train the pair verifier on the candidates a cache of these pairs' text_a would serve for
@@ -195,10 +203,7 @@ def train_verifier(pairs_df, embedder: str = "minilm-l6", top_k: int = 3, model:
 
     if model not in ("hgb", "logreg"):
         raise LabError(f"train_verifier: model {model!r}, valid are hgb, logreg")
-    h = hashlib.sha1(f"v{VERIFIER_VERSION}|{embedder_tag(embedder)}|{top_k}|{model}|{seed}".encode())
-    for a, b, y in zip(pairs_df["text_a"], pairs_df["text_b"], pairs_df["label"]):
-        h.update(f"{a}\x00{b}\x00{int(y)}\x01".encode())
-    path = store_dir() / f"verifier-{h.hexdigest()[:16]}.joblib"
+    path = verifier_path(pairs_df, embedder, top_k, model, seed)
     if persist and path.is_file():
         return load_verifier(path)
     t0 = time.perf_counter()

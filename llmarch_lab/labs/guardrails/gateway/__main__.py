@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from llmarch_lab.common.procs import port_arg
 from llmarch_lab.labs.guardrails.gateway.service import serve_guard
 
 
@@ -13,7 +14,7 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve-guard", help="the guard service (started by launch)")
     s.add_argument("--config", required=True)
-    s.add_argument("--port", type=int, required=True)
+    s.add_argument("--port", type=port_arg, required=True)
     s.add_argument("--audit", default="")
     s.add_argument("--escalations", default="")
     s.add_argument("--redactor", default="")
