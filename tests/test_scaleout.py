@@ -57,15 +57,15 @@ def test_four_first_invocations_at_once_on_a_new_store_execute_each_run_once(sto
     """Four `run` invocations start together on a store that does not exist yet: its creation is
     serialized (a lock beside the database; without it MLflow's migrations collided and broke the
     store), all four succeed, each identity runs once."""
-    path = suite_file(write, "twice", 6, sleep_s=1.0)
+    path = suite_file(write, "twice", 4, sleep_s=1.0)
     assert paths.sqlite_path(store) is not None and not paths.sqlite_path(store).exists()
     procs = [cli(str(path), "--workers", "2") for _ in range(4)]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [err[-600:] for _, err in outs]
-    runs = assert_exactly_once("twice", 6)
-    assert len(runs) == 6, "a second run of an identity was created"
+    runs = assert_exactly_once("twice", 4)
+    assert len(runs) == 4, "a second run of an identity was created"
     # each invocation says which runs it left to the others
-    assert sum(out.count("FINISHED") for out, _ in outs) >= 6
+    assert sum(out.count("FINISHED") for out, _ in outs) >= 4
 
 
 def test_kill_9_of_the_runner_leaves_nothing_running_and_rerun_finishes_once(store, write, monkeypatch):
@@ -113,7 +113,7 @@ def test_ctrl_c_stops_the_suite_marks_its_runs_killed_and_starts_nothing_new(exe
     deadline = time.time() + 240
     while time.time() < deadline and len(by_status("ctrlc").get("RUNNING", [])) < 1 and proc.poll() is None:
         time.sleep(0.3)
-    time.sleep(2)  # the kernel is executing
+    time.sleep(1)  # the kernel is executing
     t0 = time.time()
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=120)
