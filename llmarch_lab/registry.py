@@ -55,6 +55,7 @@ COMMANDS: dict[str, str] = {
     "cache eval": "llmarch_lab.labs.cost.cache:eval_pairs_file",
     "system report": "llmarch_lab.system.report:build",
     "system choose": "llmarch_lab.system.report:choose_only",
+    "system requirements": "llmarch_lab.system.requirements:load",  # checked before a report writes anything
 }
 
 

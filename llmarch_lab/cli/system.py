@@ -33,10 +33,9 @@ def system_report(requirements: Path = typer.Argument(..., metavar="REQUIREMENTS
     Exit 0 with a recommendation, 3 when no candidate meets the requirements (the report says why)."""
     from llmarch_lab import registry
     from llmarch_lab.store import tracking
-    from llmarch_lab.system import requirements as req_file
 
     try:
-        req_file.load(requirements)  # the file first: a bad one writes nothing, not even a store
+        registry.command("system requirements")(requirements)  # the file first: a bad one writes nothing
         tracking.require_store(write=True)
         res = registry.command("system report")(requirements, out, verify=verify, mlflow_ui=mlflow_ui.rstrip("/"),
                                                 screenshot=screenshot)
