@@ -176,8 +176,8 @@ def test_a_live_lease_elsewhere_is_left_alone_and_a_dead_one_is_taken(store, wri
     monkeypatch.setenv(claims.TTL_ENV, "5")
     path = suite_file(write, "lease", 1)
     suite = config.load_suite(path)
+    exp = tracking.ensure_experiment("lease")  # creates the store; a read alone never does
     c = tracking.client(paths.tracking_uri())
-    exp = tracking.ensure_experiment("lease")
     ident = suite.runs[0].identity()
     claim = claims.try_claim(c, exp, ident, 1)
     assert claim is not None and claims.try_claim(c, exp, ident, 1) is None  # one winner
@@ -349,8 +349,8 @@ def test_a_kernel_writes_nothing_into_a_run_it_no_longer_holds(store):
     from llmarch_lab import LabError
     from llmarch_lab.results import Result
 
+    exp = tracking.ensure_experiment("held")  # creates the store; a read alone never does
     c = tracking.client(paths.tracking_uri())
-    exp = tracking.ensure_experiment("held")
     run_id = c.create_run(exp, run_name="r").info.run_id
     attached = tracking.LabRun(run_id, owned=False)
     attached.log_metrics({"quality.value": 1.0})  # RUNNING: written
