@@ -63,6 +63,7 @@ class RunOutcome:
     spec: RunSpec
     status: str  # FINISHED | FAILED | SKIPPED (finished, or taken by another invocation) | PLANNED (dry
     # run) | RUNNING (held by another invocation, left to it) | LOST (the worker died; re-run later)
+    # | KILLED, NOT STARTED (Ctrl-C: run_suite then raises stopping.Interrupted)
     run_id: str = ""
     wall_s: float = 0.0
     error: str = ""
