@@ -83,16 +83,7 @@ def guard_verify(path: Path = typer.Argument(..., metavar="AUDIT.jsonl", help="A
     """Check an audit log: every line's exact bytes, hash, seq and link to the line before; one line
     naming the file and the first bad line. An intact log prints its anchor (count and head): keep it
     elsewhere and pass it back to catch truncation."""
-    from llmarch_lab import registry
-
-    try:
-        rep = registry.command("guard verify")(path, key_env, expect_head=expect_head, expect_count=expect_count)
-    except OSError as e:
-        fail(LabError(f"{path}: cannot read ({e.strerror or e})"))
-    except LabError as e:
-        fail(e)
-    typer.echo(rep.line(path))
-    raise typer.Exit(rep.exit_code)
+    _audit_command("guard verify", "read", path, key_env, expect_head=expect_head, expect_count=expect_count)
 
 
 @guard_app.command("repair", epilog=GUARD_EXIT_CODES)
@@ -100,12 +91,17 @@ def guard_repair(path: Path = typer.Argument(..., metavar="AUDIT.jsonl", help="A
                  key_env: str = _key_env_option()):
     """Move a torn last line (a crash mid-write) to AUDIT.jsonl.torn-<time> so appends can go on;
     says what it did in one line. A tampered log, or a file that is no audit log, is left untouched."""
+    _audit_command("guard repair", "open", path, key_env)
+
+
+def _audit_command(name: str, verb: str, path: Path, *args, **kw):
+    """verify | repair: the report's one line, its exit code; an unopenable file in one line (exit 2)."""
     from llmarch_lab import registry
 
     try:
-        rep = registry.command("guard repair")(path, key_env)
+        rep = registry.command(name)(path, *args, **kw)
     except OSError as e:
-        fail(LabError(f"{path}: cannot open ({e.strerror or e})"))
+        fail(LabError(f"{path}: cannot {verb} ({e.strerror or e})"))
     except LabError as e:
         fail(e)
     typer.echo(rep.line(path))

@@ -42,8 +42,7 @@ def report(suite: str = typer.Argument(..., metavar="SUITE", help="Suite name (i
         if lab is not None:
             registry.get(lab)
         if not tracking.require_store(write=False):
-            raise LabError(f"no MLflow store at {paths.tracking_uri()} yet: nothing has run "
-                           "(llmarch-lab run SUITE), or MLFLOW_TRACKING_URI points elsewhere")
+            raise tracking.no_store(paths.tracking_uri())
         labs = tracking.labs_in(suite)
         if lab is not None:
             labs = [x for x in labs if x == lab]
@@ -88,8 +87,7 @@ def ui(port: int = typer.Option(5000, min=PORT_MIN, max=PORT_MAX, help="Port on 
     uri = paths.tracking_uri()
     try:
         if not tracking.require_store(write=False):
-            raise LabError(f"no MLflow store at {uri} yet: nothing has run (llmarch-lab run SUITE), "
-                           "or MLFLOW_TRACKING_URI points elsewhere")
+            raise tracking.no_store(uri)
     except LabError as e:
         fail(e)
     typer.echo(f"MLflow UI for {uri} on http://127.0.0.1:{port}")

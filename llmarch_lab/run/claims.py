@@ -223,8 +223,13 @@ def identity_states(client, exp_id: str, reap_dead: bool = True, announce: Calla
 
 
 def mark_killed(client, run, why: str) -> None:
-    client.set_tag(run.info.run_id, ERROR_TAG, f"lease lost: {why}; marked KILLED")
-    client.set_terminated(run.info.run_id, "KILLED")
+    set_killed(client, run.info.run_id, f"lease lost: {why}; marked KILLED")
+
+
+def set_killed(client, run_id: str, error: str) -> None:
+    """End a run KILLED with its reason in the error tag (a dead lease, a Ctrl-C)."""
+    client.set_tag(run_id, ERROR_TAG, error)
+    client.set_terminated(run_id, "KILLED")
 
 
 class LeaseLost(Exception):

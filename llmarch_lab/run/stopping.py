@@ -113,8 +113,7 @@ def mark_killed(client, exp_id: str, parent_id: str) -> list[str]:
 
     names = []
     for r in client.search_runs([exp_id], f"attributes.status = 'RUNNING' and tags.`mlflow.parentRunId` = '{parent_id}'"):
-        client.set_tag(r.info.run_id, claims.ERROR_TAG, INTERRUPTED_WHY)
-        client.set_terminated(r.info.run_id, "KILLED")
+        claims.set_killed(client, r.info.run_id, INTERRUPTED_WHY)
         names.append(r.data.tags.get("llmarch.name") or r.info.run_name)
     return names
 

@@ -18,9 +18,14 @@ def client(uri: str | None = None, create: bool = False):
     uri = uri or paths.tracking_uri()
     db = paths.sqlite_path(uri)
     if db is not None and not db.exists() and not create:
-        raise LabError(f"no MLflow store at {uri} yet: nothing has run (llmarch-lab run SUITE), "
-                       "or MLFLOW_TRACKING_URI points elsewhere")
+        raise no_store(uri)
     return _client(uri)
+
+
+def no_store(uri: str) -> LabError:
+    """The one message for a store that does not exist yet (reads never create one)."""
+    return LabError(f"no MLflow store at {uri} yet: nothing has run (llmarch-lab run SUITE), "
+                    "or MLFLOW_TRACKING_URI points elsewhere")
 
 
 @functools.lru_cache(maxsize=None)
