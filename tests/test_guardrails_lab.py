@@ -159,6 +159,8 @@ FIELDS = {
     "toxicity_file": "", "benign_n": 200, "validation_items": 40, "max_retries": 2, "groundedness_items": 200,
     "stack_detector": "minilm-lr", "stack_pii_config": "spacy/tuned", "stack_requests": 200, "garak_cap": 3,
     "gateway_benign": 50, "gateway_ttft_requests": 20}
+# Added with Guardrails v2 (parts/outside.py).
+FIELDS |= {"outside_check": "injection", "outside_detector": "union-lr", "nano_per_source": 40, "fpr_budget": 0.04}
 
 
 def test_each_part_takes_only_its_own_fields():
@@ -185,5 +187,5 @@ def test_each_part_takes_only_its_own_fields():
     assert {k: repr(fields[k].metadata) for k in ("threads", "pii_threshold", "pii_test_fraction", "latency_n")} == {
         "threads": "[Ge(ge=1), Le(le=64)]", "pii_threshold": "[Ge(ge=0.0), Le(le=1.0)]",
         "pii_test_fraction": "[Gt(gt=0.0), Lt(lt=1.0)]", "latency_n": "[Ge(ge=0), Le(le=5000)]"}
-    assert "Literal['rules', 'minilm-lr', 'nanoguard', 'cascade', 'ensemble-fast', 'ensemble']" in repr(
+    assert "Literal['rules', 'minilm-lr', 'nanoguard', 'cascade', 'ensemble-fast', 'ensemble', 'union-lr']" in repr(
         fields["stack_detector"].annotation)

@@ -28,8 +28,9 @@ def guard_scan(check: str = typer.Option(..., "--check", metavar="injection|pii|
                in_: Path = typer.Option(..., "--in", metavar="FILE", help=".jsonl, .csv or .parquet with a text column."),
                out: Path = typer.Option(..., "--out", metavar="OUT.jsonl", help="One JSON line per input row, in order."),
                detector: Optional[str] = typer.Option(None, "--detector", metavar="NAME",
-                                                      help="injection: rules|minilm-lr|nanoguard|cascade|...; "
-                                                           "pii: spacy/tuned|no_op/default|...; toxicity: profanity-check."),
+                                                      help="injection: union-lr (default)|rules|minilm-lr|nanoguard|cascade|...; "
+                                                           "pii: spacy/tuned (default)|no_op/default|...; "
+                                                           "toxicity: tox-ensemble (default)|profanity-check|hatesonar|minilm-tox."),
                text_column: str = typer.Option("text", "--text-column", metavar="NAME", help="The column scanned."),
                quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")):
     """Score every row of FILE with one guardrail check; adds score, flagged, latency_ms (pii: entities, redacted)."""

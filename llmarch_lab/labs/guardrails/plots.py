@@ -67,3 +67,27 @@ def latency_vs_quality(table, x: str, y: str, label: str, title: str):
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def per_source(per, name: str, goal_fpr: float = 0.05, goal_recall: float = 0.85):
+    """Horizontal bars, one per outside source: benign FPR (left panel) and attack recall (right),
+    with Wilson 95% intervals and the goal lines; dev sources above test ones."""
+    import numpy as np
+
+    first, _ = _fig()  # selects the Agg backend
+    import matplotlib.pyplot as plt
+
+    plt.close(first)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.28 * max(len(per), 8) + 1.2))
+    for ax, label, goal, what in ((axes[0], 0, goal_fpr, "benign FPR"), (axes[1], 1, goal_recall, "attack recall")):
+        d = per[per.label == label].sort_values(["group", "source"], ascending=False)
+        y = np.arange(len(d))
+        err = np.vstack([d.value - d.lo, d.hi - d.value])
+        colors = ["tab:blue" if g == "dev" else "tab:orange" for g in d.group]
+        ax.barh(y, d.value, xerr=err, color=colors, alpha=0.8, capsize=2)
+        ax.set_yticks(y, [f"{s} ({g}, n={n})" for s, g, n in zip(d.source, d.group, d.n)], fontsize=7)
+        ax.axvline(goal, color="red", ls="--", lw=1)
+        ax.set(xlim=(0, 1), xlabel=what, title=f"{name}: {what} per source")
+        ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig

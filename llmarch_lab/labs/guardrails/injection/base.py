@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-DETECTORS = ("rules", "minilm-lr", "nanoguard", "cascade", "ensemble", "ensemble-fast")
+DETECTORS = ("rules", "minilm-lr", "nanoguard", "cascade", "ensemble", "ensemble-fast", "union-lr")
 MAX_FPR = 0.05
 CACHE = "guardrails"
 MODEL_VERSION = 1  # bump when the fitted minilm-lr format or recipe changes (old caches are ignored)

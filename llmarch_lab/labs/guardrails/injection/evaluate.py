@@ -13,6 +13,7 @@ from llmarch_lab.labs.guardrails.injection.ensemble import EnsembleDetector
 from llmarch_lab.labs.guardrails.injection.minilm_lr import MiniLMLRDetector, load_or_train_minilm, training_file
 from llmarch_lab.labs.guardrails.injection.nanoguard import NanoGuardDetector
 from llmarch_lab.labs.guardrails.injection.patterns import RulesDetector
+from llmarch_lab.labs.guardrails.injection.union import UnionLRDetector, load_or_train_union
 
 # ============================================================================== factory + CV
 
@@ -24,6 +25,8 @@ def build(name: str, fit: bool = True, backend: str = "auto", max_escalate: floa
         return RulesDetector()
     if name == "nanoguard":
         return NanoGuardDetector()
+    if name == "union-lr":
+        return load_or_train_union(MiniLMEncoder(backend)) if fit else UnionLRDetector(MiniLMEncoder(backend))
     mid = load_or_train_minilm(MiniLMEncoder(backend)) if fit else MiniLMLRDetector(MiniLMEncoder(backend))
     if name == "minilm-lr":
         return mid
@@ -39,6 +42,14 @@ def build(name: str, fit: bool = True, backend: str = "auto", max_escalate: floa
     if fit:
         det.fit(texts, y, nano_scores=NanoGuardDetector(cache=True).score(texts) if det.nano is not None else None)
     return det
+
+
+def _cv_name(name: str) -> None:
+    if name not in DETECTORS:
+        raise LabError(f"unknown injection detector {name!r}: valid are {', '.join(DETECTORS)}")
+    if name == "union-lr":
+        raise LabError("union-lr is trained on the outside sources too: it is scored on them out of fold "
+                       "(part `outside`), not cross-validated on the training file alone")
 
 
 def cross_validate(name: str, df, folds: int = 5, seed: int = 0, latency_n: int = 0, backend: str = "auto",
@@ -60,8 +71,7 @@ def cross_validate(name: str, df, folds: int = 5, seed: int = 0, latency_n: int 
     from llmarch_lab.common import stats
     from llmarch_lab.labs.guardrails.detectors import binary_metrics, measure_latency, pr_curve
 
-    if name not in DETECTORS:
-        raise LabError(f"unknown injection detector {name!r}: valid are {', '.join(DETECTORS)}")
+    _cv_name(name)
     texts = [normalize(t) for t in df["text"].tolist()]
     y = np.asarray(df["label"]).astype(int)
     if len(texts) < 2 * folds or np.bincount(y, minlength=2).min() < folds:

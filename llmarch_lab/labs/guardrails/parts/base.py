@@ -15,9 +15,10 @@ from pydantic import Field
 from llmarch_lab.config import LabParams
 
 PII_CONFIGS = ("no_op/default", "no_op/tuned", "spacy/default", "spacy/tuned")
-INJECTION_DETECTORS = ("rules", "minilm-lr", "nanoguard", "cascade", "ensemble-fast", "ensemble")
+INJECTION_DETECTORS = ("rules", "minilm-lr", "nanoguard", "cascade", "ensemble-fast", "ensemble", "union-lr")
 PiiConfigName = Literal["no_op/default", "no_op/tuned", "spacy/default", "spacy/tuned"]
-DetectorName = Literal["rules", "minilm-lr", "nanoguard", "cascade", "ensemble-fast", "ensemble"]
+DetectorName = Literal["rules", "minilm-lr", "nanoguard", "cascade", "ensemble-fast", "ensemble", "union-lr"]
+TOXICITY_DETECTORS = ("profanity-check", "hatesonar", "minilm-tox", "tox-ensemble")
 
 
 class GuardrailsPart(LabParams):
