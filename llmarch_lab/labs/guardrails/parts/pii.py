@@ -1,6 +1,7 @@
 """Part `pii`: Presidio span-level P / R / F2 (presidio-evaluator) of one configuration (engine
-no_op | spacy x default | tuned, threshold) on the seeded TEST split; settings were chosen on the
-TRAIN split (pii/evaluate.py says how)."""
+no_op | spacy x default | tuned, threshold) on the seeded TEST split, and the share of gold PII
+values still found verbatim in the redacted text (pii/leak.py); settings were chosen on the TRAIN
+split (pii/evaluate.py says how)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class PiiParams(GuardrailsPart):
 
 REPORT = ("guardrails pii: Presidio span-level, test split", ["pii_config", "pii_threshold"], {
     "P": "quality.pii_precision", "R": "quality.pii_recall", "F2": "quality.pii_f2",
+    "leak": "errors.pii_gold_leak_rate", "leaks": "errors.pii_gold_leaks", "det_leaks": "errors.pii_detected_leaks",
     "p50_ms": "latency.pii_ms_p50", "p95_ms": "latency.pii_ms_p95"})
 
 

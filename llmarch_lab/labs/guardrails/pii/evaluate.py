@@ -1,4 +1,4 @@
-"""The train/test split, span-level scoring with presidio-evaluator, threshold choice on train."""
+"""The train/test split, span-level scoring with presidio-evaluator, the verbatim leaks of redaction, threshold choice on train."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from llmarch_lab import LabError
 from llmarch_lab.labs.guardrails.pii.analyzer import analyzer
 from llmarch_lab.labs.guardrails.pii.config import DEFAULT, ENTITY_MAPPING, PiiConfig
 from llmarch_lab.labs.guardrails.pii.detect import detect
+from llmarch_lab.labs.guardrails.pii.leak import leak_stats
 from llmarch_lab.labs.guardrails.pii.model import load_spacy
+from llmarch_lab.labs.guardrails.pii.redact import anonymize
 
 # ------------------------------------------------------------------------------ split, scoring
 
@@ -43,12 +45,24 @@ class PiiEval:
     # presidio-evaluator ModelErrors (per type). 0.2.5's SpanEvaluator fills them with annotation
     # and prediction swapped: an FN reads annotation "O", prediction <the missed type>.
     errors: list = field(default_factory=list, repr=False)
+    # Verbatim leaks of the <TYPE> redaction (leak.leak_stats): gold values still in the redacted
+    # text, and detected values still there (0 unless redaction is broken).
+    gold_spans: int = 0
+    gold_leaks: int = 0
+    detected_leaks: int = 0
+
+    @property
+    def gold_leak_rate(self) -> float:
+        return self.gold_leaks / self.gold_spans if self.gold_spans else 0.0
 
     def metrics(self) -> dict[str, float]:
-        """Suggested MLflow names: quality.pii_f2/_precision/_recall, latency.pii_ms_pNN."""
+        """Suggested MLflow names: quality.pii_f2/_precision/_recall, latency.pii_ms_pNN,
+        errors.pii_gold_leak_rate/_gold_leaks/_detected_leaks, count.pii_gold_spans."""
         from llmarch_lab.common import stats
 
-        out = {"quality.pii_f2": self.f2, "quality.pii_precision": self.precision, "quality.pii_recall": self.recall}
+        out = {"quality.pii_f2": self.f2, "quality.pii_precision": self.precision, "quality.pii_recall": self.recall,
+               "errors.pii_gold_leak_rate": self.gold_leak_rate, "errors.pii_gold_leaks": float(self.gold_leaks),
+               "errors.pii_detected_leaks": float(self.detected_leaks), "count.pii_gold_spans": float(self.gold_spans)}
         out.update(stats.percentiles(self.latencies_ms, "latency.pii_ms"))
         return out
 
@@ -111,7 +125,10 @@ def evaluate(records: Sequence[dict], config: PiiConfig = DEFAULT, progress: boo
     merged), F2 as its calculate_score(beta=2) computes it.
 
     `entities` (Presidio types) restricts scoring to those types; None scores everything, so a
-    prediction of a type the data never has (UK_NHS, CRYPTO...) counts as a false positive."""
+    prediction of a type the data never has (UK_NHS, CRYPTO...) counts as a false positive.
+
+    Each text is also redacted (operator "replace", from the same spans): a gold value found verbatim
+    in the redacted text (any whitespace between its words, not inside a longer word) is a leak."""
     import pandas as pd
     from presidio_evaluator.evaluation import SpanEvaluator, get_skip_words
 
@@ -128,15 +145,21 @@ def evaluate(records: Sequence[dict], config: PiiConfig = DEFAULT, progress: boo
              "support": m.num_annotated, "predicted": m.num_predicted} for ent, m in score.per_type.items()]
     per_entity = pd.DataFrame(rows, columns=["entity", "precision", "recall", "f2", "support", "predicted"])
     per_entity = per_entity.sort_values(["support", "entity"], ascending=[False, True]).reset_index(drop=True)
+    texts = [s.full_text for s in samples]
+    redacted = [anonymize(t, config, spans=p).text for t, p in zip(texts, model.spans)]
+    leaked = leak_stats(texts, [[sp.entity_value for sp in s.spans] for s in samples], model.spans, redacted)
     preds = pd.DataFrame([{
         "idx": i, "template_id": s.template_id, "text": s.full_text,
         "gold": json.dumps([{"entity_type": sp.entity_type, "start": sp.start_position, "end": sp.end_position}
                             for sp in s.spans]),
         "predicted": json.dumps(p), "n_gold": len(s.spans), "n_predicted": len(p), "latency_ms": lat,
-    } for i, (s, p, lat) in enumerate(zip(samples, model.spans, model.latencies_ms))])
+        "redacted": red, "gold_leaked": json.dumps(leaks),
+    } for i, (s, p, lat, red, leaks) in enumerate(zip(samples, model.spans, model.latencies_ms, redacted,
+                                                       leaked["per_text"]))])
     return PiiEval(config=config, per_entity=per_entity, precision=float(score.pii_precision),
                    recall=float(score.pii_recall), f2=float(score.pii_f), latencies_ms=list(model.latencies_ms),
-                   predictions=preds, errors=list(score.model_errors or []))
+                   predictions=preds, errors=list(score.model_errors or []), gold_spans=leaked["gold_spans"],
+                   gold_leaks=leaked["gold_leaks"], detected_leaks=leaked["detected_leaks"])
 
 
 def choose_threshold(train: Sequence[dict], config: PiiConfig, grid: Sequence[float] = (0.3, 0.4, 0.5, 0.6),

@@ -1,4 +1,4 @@
-"""Redaction with Presidio's anonymizer (replace, mask, hash, reversible encrypt)."""
+"""Redaction with Presidio's anonymizer (replace, mask, hash, reversible encrypt) over every occurrence of every detected value."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from llmarch_lab import LabError
 from llmarch_lab.labs.guardrails.pii.config import DEFAULT, OPERATORS, PiiConfig
 from llmarch_lab.labs.guardrails.pii.detect import as_text, detect
+from llmarch_lab.labs.guardrails.pii.leak import merge_spans, occurrences
 
 # ------------------------------------------------------------------------------------ redaction
 
@@ -34,10 +35,19 @@ def _operator(operator: str, key: str | bytes | None):
     raise LabError(f"redact operator {operator!r}: valid are {', '.join(OPERATORS)}")
 
 
+def redaction_spans(text: str, spans: list[dict]) -> list[dict]:
+    """What redaction covers: the detected spans plus every other occurrence of a detected value
+    (any whitespace between its words, capitalized case variants: leak.occurrences), overlapping or
+    touching spans merged into one, and same-type spans with only spaces between them ("John" "Smith")."""
+    return merge_spans(occurrences(text, spans), text)
+
+
 def anonymize(text: str | bytes, config: PiiConfig = DEFAULT, operator: str = "replace",
               key: str | bytes | None = None, spans: list[dict] | None = None) -> Redaction:
-    """detect() + presidio-anonymizer: every detected span replaced by the operator's output.
-    `spans`: detect()'s result for this text when the caller already has it (one analysis)."""
+    """detect() + presidio-anonymizer: every detected span, and every other occurrence of a detected
+    value in the text (redaction_spans), replaced by the operator's output, so a value found once
+    appears nowhere in the result. `spans`: detect()'s result for this text when the caller already
+    has it (one analysis)."""
     from presidio_anonymizer import AnonymizerEngine
     from presidio_anonymizer.entities import RecognizerResult as AnonResult
 
@@ -46,7 +56,7 @@ def anonymize(text: str | bytes, config: PiiConfig = DEFAULT, operator: str = "r
     spans = detect(text, config) if spans is None else spans
     if not spans:
         return Redaction(text=text, items=[])
-    results = [AnonResult(s["entity_type"], s["start"], s["end"], s["score"]) for s in spans]
+    results = [AnonResult(s["entity_type"], s["start"], s["end"], s["score"]) for s in redaction_spans(text, spans)]
     out = AnonymizerEngine().anonymize(text=text, analyzer_results=results, operators={"DEFAULT": op})
     items = [{"start": i.start, "end": i.end, "entity_type": i.entity_type, "text": i.text, "operator": i.operator}
              for i in out.items]
