@@ -24,6 +24,9 @@ One run measures one `part`:
     outside     one detector on the outside validation set of its check (data/guard_outside: 20+
                 sources it was not tuned on, grouped dev / test by source): per-source benign FPR
                 and attack recall, threshold chosen on the dev sources, test reported once
+    support     the support assistant end to end: a mixed trace (benign support questions,
+                attacks, PII, toxic text) through the guarded gateway vs the bare engine: block
+                rates per class, false blocks, added latency, answer quality, Prometheus counters
 
 Each part's params model, report columns and code are in parts/<part>.py.
 """
@@ -34,13 +37,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from llmarch_lab.labs.guardrails.parts import gateway, injection, outside, pii, stack, toxicity, validation
+from llmarch_lab.labs.guardrails.parts import gateway, injection, outside, pii, stack, support, toxicity, validation
 from llmarch_lab.labs.guardrails.parts.base import INJECTION_DETECTORS, PII_CONFIGS
 from llmarch_lab.labs.guardrails.parts.gateway import GatewayParams
 from llmarch_lab.labs.guardrails.parts.injection import InjectionParams
 from llmarch_lab.labs.guardrails.parts.outside import OutsideParams
 from llmarch_lab.labs.guardrails.parts.pii import PiiParams
 from llmarch_lab.labs.guardrails.parts.stack import StackParams
+from llmarch_lab.labs.guardrails.parts.support import SupportParams
 from llmarch_lab.labs.guardrails.parts.toxicity import ToxicityParams
 from llmarch_lab.labs.guardrails.parts.validation import ValidationParams
 from llmarch_lab.parts import PartsParams
@@ -48,25 +52,26 @@ from llmarch_lab.results import Result
 
 __all__ = ["INJECTION_DETECTORS", "PARTS", "PII_CONFIGS", "GuardrailsParams", "run"]
 
-PARTS = ("pii", "injection", "toxicity", "validation", "stack", "gateway", "outside")
+PARTS = ("pii", "injection", "toxicity", "validation", "stack", "gateway", "outside", "support")
 _MODULES = {"pii": pii, "injection": injection, "toxicity": toxicity, "validation": validation,
-            "stack": stack, "gateway": gateway, "outside": outside}
+            "stack": stack, "gateway": gateway, "outside": outside,
+            "support": support}
 
 
 # Every part's fields in one flat model (the notebook's parameters cell, `llmarch-lab list`); a field
 # of another part is an error naming the part, and each part's code sees only its own model
 # (`part_params()`, parts/<part>.py). The parts are listed last to first: pydantic orders the
 # fields from the deepest base up, so they come out in the order of the parts.
-class GuardrailsParams(PartsParams, OutsideParams, GatewayParams, StackParams, ValidationParams, ToxicityParams, InjectionParams,
+class GuardrailsParams(PartsParams, SupportParams, OutsideParams, GatewayParams, StackParams, ValidationParams, ToxicityParams, InjectionParams,
                        PiiParams):
     lab = "guardrails"
     key_metrics = ("quality.pii_f2", "quality.injection_f1", "errors.injection_fpr", "latency.guard_ms_p95",
                    "quality.constrained_valid_rate", "quality.attack_success_rate_guarded")
     parts = {"pii": PiiParams, "injection": InjectionParams, "toxicity": ToxicityParams,
              "validation": ValidationParams, "stack": StackParams, "gateway": GatewayParams,
-             "outside": OutsideParams}
+             "outside": OutsideParams, "support": SupportParams}
 
-    part: Literal["pii", "injection", "toxicity", "validation", "stack", "gateway", "outside"] = Field(
+    part: Literal["pii", "injection", "toxicity", "validation", "stack", "gateway", "outside", "support"] = Field(
         "injection", description="What this run measures (see the module docstring).")
 
 

@@ -122,7 +122,7 @@ class GuardHooks:
     def _stop(self, res: dict, data: dict, stage: str, original_response=None):
         d = res.get("decision") or {}
         info = {"stage": stage, "action": d.get("action"), "tripped": d.get("tripped"),
-                "scores": d.get("scores"), "request_id": d.get("request_id")}
+                "escalated": d.get("escalated"), "scores": d.get("scores"), "request_id": d.get("request_id")}
         if stage == "input" and self.block_style == "error":
             raise self.HTTPException(status_code=400, detail={
                 "error": {"message": res["reply"], "type": "guardrail_blocked", "code": "content_filter",

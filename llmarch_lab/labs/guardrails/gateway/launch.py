@@ -45,6 +45,26 @@ class Gateway(lp.ProxyGateway):
 
         return lp.read_jsonl_frame(self.escalations_path, EscalationQueue.COLUMNS)
 
+    def resolve_escalation(self, row_id: str, verdict: str, reviewer: str) -> dict:
+        """A reviewer's verdict (allow | block) on a queued row, through the guard service."""
+        import httpx
+
+        r = httpx.post(f"{self.guard_url}/escalations/{row_id}/resolve", json={"verdict": verdict, "reviewer": reviewer},
+                       timeout=30)
+        if r.status_code != 200:
+            raise LabError(f"gateway: resolving escalation {row_id}: {r.json().get('error', r.text[:200])}")
+        return r.json()
+
+    def guard_metrics(self) -> dict:
+        """The guard service's Prometheus counters, parsed: {(name, ((label, value), ...)): value}."""
+        import httpx
+        from prometheus_client.parser import text_string_to_metric_families
+
+        r = httpx.get(self.guard_url + "/metrics", timeout=30)
+        r.raise_for_status()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for fam in text_string_to_metric_families(r.text) for s in fam.samples}
+
 
 def launch(engine_base_url: str, guard_config, log_path, *, model_name: str = "smollm2-135m-instruct",
            block_style: str = "refusal", stream_window_chars: int = 64, audit_path=None, redactor: str = "",

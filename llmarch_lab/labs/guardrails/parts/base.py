@@ -38,6 +38,6 @@ class StackFields(GuardrailsPart):
     """Mixin (stack, gateway): the guard stack's injection and PII checks."""
 
     stack_detector: DetectorName = Field(
-        "minilm-lr", description="The stack's injection check (stack / gateway parts).")
+        "union-lr", description="The stack's injection check (stack / gateway / support parts; union-lr is validated on outside sources).")
     stack_pii_config: PiiConfigName = Field(
         "spacy/tuned", description="The stack's PII checks (input, output) and the audit log's redaction.")

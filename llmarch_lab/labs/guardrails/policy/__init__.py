@@ -19,7 +19,9 @@ optional redacted text. A detector that scores a batch (`score(texts) -> [0..1]`
 detectors.py / injection.py / toxicity.py) fits through `batch_scorer(obj.score)`; a Presidio
 redactor (pii.py) fits as `redactors={"pii": fn}` or as a scorer returning `Score(redacted=...)`.
 
-Tripped means score >= threshold. The decision's action is the most severe tripped action
+Tripped means score >= threshold. With `escalate_at`, a score in [escalate_at, threshold)
+escalates (Decision.band) instead, and redactions still apply; the EscalationQueue's rows carry
+ids and timestamps, and `pending()` / `resolve(id, verdict, reviewer)` are the review API. The decision's action is the most severe tripped action
 (block > escalate > redact > allow). All enabled checks of a stage score the ORIGINAL text (so
 scores do not depend on check order); redactions are then applied in config order. With
 `stop_on_block` the remaining checks of a stage are skipped once one blocks (recorded as skipped).

@@ -7,7 +7,6 @@ import inspect
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from typing import Callable
 
 from llmarch_lab import LabError
@@ -19,6 +18,7 @@ from llmarch_lab.labs.guardrails.policy.decisions import (
     EscalationQueue,
     GuardedReply,
     Score,
+    utc_now,
 )
 from llmarch_lab.labs.guardrails.policy.scorers import resolve_scorer
 
@@ -66,10 +66,6 @@ class _Check:
     scorer: Callable
     wants_context: bool
     redactor: Callable[[str], str] | None
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 def message_text(messages: list[dict], roles=("user",)) -> str:
@@ -131,31 +127,36 @@ class Guard:
         for ch in (c for c in self.checks if c.spec.stage == stage):
             sp = ch.spec
             if stop:
-                results.append(CheckResult(sp.name, stage, None, sp.threshold, sp.action, False, 0.0, skipped=True))
+                results.append(CheckResult(sp.name, stage, None, sp.threshold, sp.action, False, 0.0, skipped=True,
+                                           escalate_at=sp.escalate_at))
                 continue
             t = time.perf_counter()
             try:
                 s = _as_score(ch.scorer(text, context) if ch.wants_context else ch.scorer(text))
                 ms = (time.perf_counter() - t) * 1000
                 tripped = s.score >= sp.threshold
+                band = not tripped and sp.escalate_at is not None and s.score >= sp.escalate_at
                 res = CheckResult(sp.name, stage, s.score, sp.threshold, sp.action, tripped, ms,
-                                  [asdict(e) if isinstance(e, Entity) else e for e in s.entities])
+                                  [asdict(e) if isinstance(e, Entity) else e for e in s.entities],
+                                  escalate_at=sp.escalate_at, escalated=band)
                 scored.append((ch, s))
             except Exception as e:  # a failing detector must not let the request through silently
                 ms = (time.perf_counter() - t) * 1000
                 res = CheckResult(sp.name, stage, None, sp.threshold, self.config.on_error, True, ms,
-                                  error=f"{type(e).__name__}: {e}"[:300])
+                                  error=f"{type(e).__name__}: {e}"[:300], escalate_at=sp.escalate_at)
             results.append(res)
             if res.tripped and res.action == "block" and self.config.stop_on_block:
                 stop = True
-        action = max((r.action for r in results if r.tripped), key=SEVERITY.__getitem__, default="allow")
+        # a tripped check takes its action; a check in its escalation band escalates
+        acts = [r.action for r in results if r.tripped] + ["escalate" for r in results if r.escalated]
+        action = max(acts, key=SEVERITY.__getitem__, default="allow")
         out = text
         for ch, s in scored:  # redactions in config order, each on the text so far
             r = next(r for r in results if r.name == ch.spec.name)
             if r.tripped and r.action == "redact":
                 out = self._redact(ch, s, text, out)
         d = Decision(stage, action, out, results, (time.perf_counter() - t0) * 1000,
-                     request_id or uuid.uuid4().hex, _now())
+                     request_id or uuid.uuid4().hex, utc_now())
         if d.escalated:
             self.escalations.put(d)
         if self.audit is not None:
@@ -196,7 +197,7 @@ class Guard:
         canned = self.reply_for(din)
         if canned is not None:
             return GuardedReply(canned, din.action, din, None, None, rid)
-        send = self.redact_messages(messages) if din.action == "redact" else messages
+        send = self.redact_messages(messages) if din.redacts else messages  # also when escalated and passed
         reply = llm.chat(send, max_tokens, **kw)
         dout = self.check_output(reply.text, context={"messages": send, "input": din}, request_id=rid)
         canned = self.reply_for(dout)
