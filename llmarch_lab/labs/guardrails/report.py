@@ -10,11 +10,21 @@ columns are its `REPORT` in parts/<part>.py.
 from __future__ import annotations
 
 from llmarch_lab.common.report import Report, directions_for
-from llmarch_lab.labs.guardrails.parts import gateway, injection, outside, pii, stack, support, toxicity, validation
+from llmarch_lab.labs.guardrails.parts import (
+    bias,
+    gateway,
+    injection,
+    outside,
+    pii,
+    stack,
+    support,
+    toxicity,
+    validation,
+)
 from llmarch_lab.store.tables import runs_table
 
 PARTS = {m.__name__.rsplit(".", 1)[-1]: m.REPORT for m in (pii, injection, toxicity, validation, stack, gateway, outside,
-                                                                  support)}
+                                                                  support, bias)}
 # part -> (title, settings shown, metric columns)
 
 
