@@ -104,6 +104,8 @@ SPECS: tuple[MetricSpec, ...] = (
     _s("quality.stereoset_icat", H, "", "StereoSet ICAT = LMS min(SS, 100 - SS) / 50"),
     _s("quality.stereoset_icat_{w}", H, "", "StereoSet ICAT, 95% bootstrap interval end"),
     _s("quality.bbq_mitigation_delta_{w}", N, "points", "BBQ metric with the debiasing prefix minus without (held-out half)"),
+    _s("quality.halluc_acc", H, "", "hallucination detector: test accuracy at the dev half's threshold"),
+    _s("quality.halluc_{w}_ci95_{w}", H, "", "hallucination detector: end of an item-bootstrap 95% interval (acc, auc)"),
     _s("errors.pii_gold_leak_rate", L, "fraction", "PII: share of gold PII values still found verbatim (any whitespace) in the redacted text"),
     _s("errors.pii_gold_leaks", L, "spans", "PII: gold values still found verbatim in the redacted text"),
     _s("errors.pii_detected_leaks", L, "spans", "PII: detected values still found verbatim in the redacted text (0 unless redaction is broken)"),

@@ -162,7 +162,8 @@ FIELDS = {
 # Added with Guardrails v2 (parts/outside.py).
 FIELDS |= {"outside_check": "injection", "outside_detector": "union-lr", "nano_per_source": 40, "fpr_budget": 0.04,
            "support_requests": 60, "support_max_tokens": 48, "stack_detector": "union-lr",
-           "bias_model": "smollm2", "bias_items": 200}
+           "bias_model": "smollm2", "bias_items": 200,
+           "halluc_task": "qa", "halluc_items": 200, "halluc_method": "judge"}
 
 
 def test_each_part_takes_only_its_own_fields():

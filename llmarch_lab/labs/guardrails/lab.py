@@ -29,6 +29,8 @@ One run measures one `part`:
                 rates per class, false blocks, added latency, answer quality, Prometheus counters
     bias        BBQ / CrowS-Pairs / StereoSet of an LLM by log-likelihood, 95% CIs, and a
                 debiasing prefix chosen on half the BBQ items, measured on the other half
+    hallucination  groundedness / LLM judge (Qwen 0.5B yes/no log-probs on llama-server) /
+                self-consistency on HaluEval + TruthfulQA: dev-threshold accuracy and AUC on test
 
 Each part's params model, report columns and code are in parts/<part>.py.
 """
@@ -42,6 +44,7 @@ from pydantic import Field
 from llmarch_lab.labs.guardrails.parts import (
     bias,
     gateway,
+    hallucination,
     injection,
     outside,
     pii,
@@ -53,6 +56,7 @@ from llmarch_lab.labs.guardrails.parts import (
 from llmarch_lab.labs.guardrails.parts.base import INJECTION_DETECTORS, PII_CONFIGS
 from llmarch_lab.labs.guardrails.parts.bias import BiasParams
 from llmarch_lab.labs.guardrails.parts.gateway import GatewayParams
+from llmarch_lab.labs.guardrails.parts.hallucination import HallucinationParams
 from llmarch_lab.labs.guardrails.parts.injection import InjectionParams
 from llmarch_lab.labs.guardrails.parts.outside import OutsideParams
 from llmarch_lab.labs.guardrails.parts.pii import PiiParams
@@ -65,27 +69,29 @@ from llmarch_lab.results import Result
 
 __all__ = ["INJECTION_DETECTORS", "PARTS", "PII_CONFIGS", "GuardrailsParams", "run"]
 
-PARTS = ("pii", "injection", "toxicity", "validation", "stack", "gateway", "outside", "support", "bias")
+PARTS = ("pii", "injection", "toxicity", "validation", "stack", "gateway", "outside", "support", "bias",
+         "hallucination")
 _MODULES = {"pii": pii, "injection": injection, "toxicity": toxicity, "validation": validation,
             "stack": stack, "gateway": gateway, "outside": outside,
-            "support": support, "bias": bias}
+            "support": support, "bias": bias, "hallucination": hallucination}
 
 
 # Every part's fields in one flat model (the notebook's parameters cell, `llmarch-lab list`); a field
 # of another part is an error naming the part, and each part's code sees only its own model
 # (`part_params()`, parts/<part>.py). The parts are listed last to first: pydantic orders the
 # fields from the deepest base up, so they come out in the order of the parts.
-class GuardrailsParams(PartsParams, BiasParams, SupportParams, OutsideParams, GatewayParams, StackParams, ValidationParams, ToxicityParams, InjectionParams,
+class GuardrailsParams(PartsParams, HallucinationParams, BiasParams, SupportParams, OutsideParams, GatewayParams, StackParams, ValidationParams, ToxicityParams, InjectionParams,
                        PiiParams):
     lab = "guardrails"
     key_metrics = ("quality.pii_f2", "quality.injection_f1", "errors.injection_fpr", "latency.guard_ms_p95",
                    "quality.constrained_valid_rate", "quality.attack_success_rate_guarded")
     parts = {"pii": PiiParams, "injection": InjectionParams, "toxicity": ToxicityParams,
              "validation": ValidationParams, "stack": StackParams, "gateway": GatewayParams,
-             "outside": OutsideParams, "support": SupportParams, "bias": BiasParams}
+             "outside": OutsideParams, "support": SupportParams, "bias": BiasParams,
+             "hallucination": HallucinationParams}
 
     part: Literal["pii", "injection", "toxicity", "validation", "stack", "gateway", "outside", "support",
-                  "bias"] = Field(
+                  "bias", "hallucination"] = Field(
         "injection", description="What this run measures (see the module docstring).")
 
 

@@ -13,6 +13,7 @@ from llmarch_lab.common.report import Report, directions_for
 from llmarch_lab.labs.guardrails.parts import (
     bias,
     gateway,
+    hallucination,
     injection,
     outside,
     pii,
@@ -24,7 +25,7 @@ from llmarch_lab.labs.guardrails.parts import (
 from llmarch_lab.store.tables import runs_table
 
 PARTS = {m.__name__.rsplit(".", 1)[-1]: m.REPORT for m in (pii, injection, toxicity, validation, stack, gateway, outside,
-                                                                  support, bias)}
+                                                                  support, bias, hallucination)}
 # part -> (title, settings shown, metric columns)
 
 

@@ -91,11 +91,21 @@ def canary_scorer(canaries: list[str]) -> Callable[[str], Score]:
     return regex_scorer([re.escape(c) for c in canaries], label="CANARY", ignore_case=False)
 
 
+def hallucination_judge(base_url: str, model: str = "qwen2.5-coder-0.5b-instruct", **kw):
+    """P(hallucinated) of the reply given the conversation's system + user turns: Qwen 0.5B's yes/no
+    log-probs behind an OpenAI-compatible endpoint (halluc/judge.py; on HaluEval QA test AUC 0.84,
+    dialogue 0.64, summarization at chance: use it to escalate short-context answers)."""
+    from llmarch_lab.labs.guardrails.halluc.judge import guard_scorer
+
+    return guard_scorer(base_url, model, **kw)
+
+
 BUILTIN_SCORERS: dict[str, Callable[..., Callable]] = {
     "regex": regex_scorer,
     "injection_heuristic": injection_heuristic,
     "profanity": profanity_scorer,
     "canary": canary_scorer,
+    "hallucination_judge": hallucination_judge,
 }
 
 
