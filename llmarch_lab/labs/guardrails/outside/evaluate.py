@@ -18,6 +18,7 @@ Protocol (what makes the test numbers honest):
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Callable
 
 from llmarch_lab import LabError, paths
@@ -61,7 +62,7 @@ def embed_cached(encoder, texts: list[str], tag: str = "") -> list:
         for k, w in zip(todo, encoder.embed_windows([first[k] for k in todo])):
             store[k] = w
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one temp file per writer
         joblib.dump(store, tmp)
         tmp.replace(path)
     return [store[k] for k in keys]
