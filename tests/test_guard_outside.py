@@ -145,3 +145,14 @@ def test_rows_sample_caps_and_split_toxic_sources_by_item():
     assert set(tox[tox.label == 0].kind.str.startswith("input")) == {True, False}  # inputs and outputs
     # the same pool gives the same rows (seeded)
     assert [r["text"] for r in build.rows(pools)[0]] == inj.text.tolist()
+
+
+def test_cli_bad_values_are_one_line_errors(tmp_path, monkeypatch, capsys):
+    from llmarch_lab.labs.guardrails.outside.__main__ import main
+
+    assert main(["eval", "--budget", "2"]) == 2
+    assert "--budget 2.0" in capsys.readouterr().err
+    monkeypatch.setenv("LLMARCH_CACHE_DIR", str(tmp_path))  # no wheels fetched there
+    assert main(["build"]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist (run `make data-guard`)" in err and err.count("\n") == 1

@@ -40,6 +40,13 @@ def main(argv=None) -> int:
 def _eval(a) -> None:
     import pandas as pd
 
+    from llmarch_lab import LabError
+
+    if not 0 < a.budget < 0.5:
+        raise LabError(f"--budget {a.budget}: a benign FPR between 0 and 0.5 (e.g. 0.04)")
+    if a.nano_per_source < 1:
+        raise LabError(f"--nano-per-source {a.nano_per_source}: at least 1")
+
     from llmarch_lab.labs.guardrails.outside import study
 
     pd.set_option("display.width", 250)
