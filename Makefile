@@ -61,8 +61,7 @@ help: ## List the targets
 
 setup: $(STAMP) ## Create .venv (Python 3.11), install requirements/cpu.lock (uv; INSTALLER=pip for pip), then the lab
 
-# The Makefile too: it names the packages installed --no-deps beside the lock (SMOLLM2, ...).
-$(STAMP): pyproject.toml $(LOCK) Makefile
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 ifeq ($(INSTALLER),uv)
 	$(ENSURE_UV)
