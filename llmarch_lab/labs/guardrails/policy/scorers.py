@@ -93,7 +93,7 @@ def canary_scorer(canaries: list[str]) -> Callable[[str], Score]:
 
 def hallucination_judge(base_url: str, model: str = "qwen2.5-coder-0.5b-instruct", **kw):
     """P(hallucinated) of the reply given the conversation's system + user turns: Qwen 0.5B's yes/no
-    log-probs behind an OpenAI-compatible endpoint (halluc/judge.py; on HaluEval QA test AUC 0.84,
+    log-probs behind an OpenAI-compatible endpoint (halluc/judge.py; on HaluEval QA test AUC 0.82,
     dialogue 0.64, summarization at chance: use it to escalate short-context answers)."""
     from llmarch_lab.labs.guardrails.halluc.judge import guard_scorer
 
