@@ -109,10 +109,18 @@ def test_ctrl_c_stops_the_suite_marks_its_runs_killed_and_starts_nothing_new(exe
     and 65 s later). On every executor: local threads, Ray tasks, submitit (Slurm's local) jobs."""
     kind = {"local": "", "ray": "executor: {kind: ray}\n", "slurm": "executor: {kind: slurm, slurm_cluster: local}\n"}
     path = suite_file(write, "ctrlc", 2, sleep_s=120.0, executor=kind[executor])
-    proc = cli(str(path), "--workers", "1", start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and len(by_status("ctrlc").get("RUNNING", [])) < 1 and proc.poll() is None:
-        time.sleep(0.3)
+    for attempt in (1, 2):
+        proc = cli(str(path), "--workers", "1", start_new_session=True)
+        deadline = time.time() + 240
+        while time.time() < deadline and len(by_status("ctrlc").get("RUNNING", [])) < 1 and proc.poll() is None:
+            time.sleep(0.3)
+        if proc.poll() is None:
+            break
+        # The suite ended before any run started (once in CI run J, ray: a start-up race with the
+        # previous test's cluster); what is tested is Ctrl-C, so one more start, and the first
+        # attempt's output in the failure if that ends early too.
+        first = proc.communicate()[1]
+        assert attempt == 1, f"the suite ended before a run started, twice; first stderr:\n{first}"
     time.sleep(1)  # the kernel is executing
     t0 = time.time()
     os.killpg(proc.pid, signal.SIGINT)
