@@ -22,10 +22,10 @@ first rows against nyu-mll/crows-pairs), so "more" is the more stereotypical sen
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 
 from llmarch_lab import LabError
+from llmarch_lab.common.files import jsonl_objects
 
 BBQ_FILE = "bias/bbq.jsonl"
 BBQ_BIASED_FILE = "bias/bbq_biased_answers.csv"
@@ -80,19 +80,7 @@ def _path(rel: str):
 
 
 def _jsonl(rel: str) -> list[tuple[int, dict]]:
-    path = _path(rel)
-    rows = []
-    for n, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not text.strip():
-            continue
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise LabError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise LabError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
-        rows.append((n, row))
-    return rows
+    return list(jsonl_objects(_path(rel)))
 
 
 def _text(path, n: int, row: dict, field: str) -> str:
