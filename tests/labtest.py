@@ -41,14 +41,15 @@ def _in_this_session(pid: int) -> bool:
 
 def engine_pids() -> set[tuple[int, str]]:
     """(pid, command) of every llama.cpp server (llama-cpp-python's and llama.cpp's own
-    llama-server binary) and LiteLLM process that this test session started. Tests compare
+    llama-server binary), engine adapter (OpenVINO GenAI, CTranslate2) and LiteLLM process that
+    this test session started. Tests compare
     the set before and after what they start (tests/conftest.py does it around every module)."""
     ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
     out = set()
     for line in ps.splitlines():
         pid, _, args = line.strip().partition(" ")
         exe = args.split(" ", 1)[0]
-        if ("llama_cpp.server" in args or exe.rsplit("/", 1)[-1] == "llama-server"
+        if ("llama_cpp.server" in args or exe.rsplit("/", 1)[-1] == "llama-server" or "adapters.openai_http" in args
                 or ("litellm" in args and "pytest" not in args and " -m pip " not in args)) \
                 and _in_this_session(int(pid)):
             out.add((int(pid), args[:160]))

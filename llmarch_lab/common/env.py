@@ -63,6 +63,8 @@ VARS: tuple[Var, ...] = (
     Var("RAY_ADDRESS", "text", "a local Ray cluster", "The Ray executor joins this cluster (host:6379 or ray://host:10001)."),
     Var("LLMARCH_VLLM_PYTHON", "file", _ENGINE_PY, "vLLM's interpreter."),
     Var("LLMARCH_LLAMACPP_PYTHON", "file", _ENGINE_PY, "llama-cpp-python's interpreter."),
+    Var("LLMARCH_OPENVINO_PYTHON", "file", _ENGINE_PY, "OpenVINO GenAI's interpreter (the openvino engine adapter)."),
+    Var("LLMARCH_CTRANSLATE2_PYTHON", "file", _ENGINE_PY, "CTranslate2's interpreter (the ctranslate2 engine adapter and converter)."),
     Var("LLMARCH_LLAMA_SERVER_BIN", "file", "the llama-server build under .engines/", "llama.cpp's llama-server binary."),
     Var("LLMARCH_LITELLM_PYTHON", "file", _ENGINE_PY, "LiteLLM's interpreter (the gateways)."),
     Var("LLMARCH_GARAK_PYTHON", "file", _ENGINE_PY, "garak's interpreter (the guardrails lab's scan)."),

@@ -47,3 +47,12 @@ def vllm_args(model: str, name: str, host: str, port: int, ctx: int, slots: int 
     if gpus > 1:
         args += ["--tensor-parallel-size", str(gpus)]
     return args
+
+
+def adapter_args(engine: str, model: str, name: str, host: str, port: int, ctx: int, slots: int = 1,
+                 threads: int = 2) -> list[str]:
+    """The lab's adapter for OpenVINO GenAI and CTranslate2 (llm/adapters/openai_http.py): `slots`
+    is the most sequences batched together (OpenVINO's max_num_seqs, CTranslate2's batch size).
+    Tuning flags (--max-batched-tokens, --cache-gb, --precision) go in engine_args."""
+    return ["--backend", engine, "--model", model, "--name", name, "--host", host, "--port", str(port),
+            "--threads", str(threads), "--max-model-len", str(ctx), "--max-num-seqs", str(slots)]

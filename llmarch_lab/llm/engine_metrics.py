@@ -54,6 +54,13 @@ NAMES: dict[str, dict[str, str]] = {
         "spec_draft": "vllm:spec_decode_num_draft_tokens_total",
         "spec_accepted": "vllm:spec_decode_num_accepted_tokens_total",
     },
+    # The lab's adapter (llm/adapters/openai_http.py) over OpenVINO GenAI and CTranslate2: its own
+    # names, the same for both under the engine's prefix; checked live in tests/test_engine_adapters.py.
+    **{e: {"queue": f"{e}:num_requests_waiting", "running": f"{e}:num_requests_running",
+           **({"kv_usage": f"{e}:kv_cache_usage_perc"} if e == "openvino" else {}),
+           "prompt_tokens": f"{e}:prompt_tokens_total", "generated": f"{e}:generation_tokens_total",
+           "ttft_hist": f"{e}:time_to_first_token_seconds", "e2e_hist": f"{e}:e2e_request_latency_seconds"}
+       for e in ("openvino", "ctranslate2")},
     # Servers the lab does not start (engine: external with api: tgi or triton, llm/api_presets.py):
     # names from their documentation (TGI docs/source/reference/metrics.md; Triton
     # docs/user_guide/metrics.md), not checked against a live server (none runs here); the

