@@ -145,6 +145,7 @@ SPECS: tuple[MetricSpec, ...] = (
     _s("throughput.copy_bandwidth_gb_per_s", H, "GB/s", "STREAM-copy memory bandwidth of the machine"),
     _s("count.engine_{w}", N, "", "what a serving engine's /metrics said during a level: queue/running mean and max, KV-cache usage max, preemptions, token counts, prefix-cache hit rate, speculative acceptance rate, tokens per decode call"),
     _s("throughput.roofline_efficiency", H, "fraction", "single-stream decode rate / bandwidth roofline"),
+    _s("throughput.matmul_gflops", H, "GFLOP/s", "fp32 matrix-multiply rate of the machine at a model's shapes (torch GEMM)"),
     _s("throughput.{w}_speedup_b{n}", H, "x", "decode speed-up of a speculative-decoding mode (draft, ngram) over none at n concurrent requests"),
     _s("throughput.max_speedup_vs_level1", H, "x", "best throughput over the single-stream level"),
     # memory, cost

@@ -149,8 +149,8 @@ def engine_command(engine: str, model: str, port: int, name: str, dtype: str, ma
         cmd = [py, "-m", "llama_cpp.server",
                *engine_args.llama_cpp_python_args(str(gguf), name, "127.0.0.1", port, max_model_len, threads)]
         return cmd + extra_args, env, gguf.stat().st_size, "gguf(" + gguf.name.rsplit(".", 2)[-2] + ")"
-    # vLLM needs a Hugging Face-format folder; the embedded GGUF is converted once (models.py).
-    folder = models.smollm2_dir() if model == models.SMOLLM2 else models.resolve(model)
+    # vLLM needs a Hugging Face-format folder; the embedded GGUFs are converted once (models.py).
+    folder = hf_folder(model)
     cmd = [py, "-m", "vllm.entrypoints.openai.api_server",
            *engine_args.vllm_args(str(folder), name, "127.0.0.1", port, max_model_len, dtype=dtype)]
     venv_lib = Path(py).parent.parent / "lib" / "libiomp5.so"
@@ -180,6 +180,12 @@ def adapter_command(engine: str, py: str, model: str, port: int, name: str, max_
     return cmd + extra_args, env, size, wdtype
 
 
+def hf_folder(model: str) -> Path:
+    """A Hugging Face-format folder of the model (models.resolve: the embedded GGUFs, SmolLM2 and
+    the Qwen parts, are dequantized once into fp32 safetensors)."""
+    return Path(models.resolve(model))
+
+
 def ct2_folder(model: str, py: str) -> Path:
     """The model converted for CTranslate2 (int8 weights, tokenizer files copied), once per model:
     ct2-transformers-converter from the engine's environment on the lab's Hugging Face folder (the
@@ -188,14 +194,7 @@ def ct2_folder(model: str, py: str) -> Path:
 
     from filelock import FileLock
 
-    from llmarch_lab.assets import gguf_parts
-
-    if model == models.SMOLLM2:
-        hf = models.smollm2_dir()
-    elif model in gguf_parts.PARTED:
-        hf = models.gguf_to_folder(gguf_parts.gguf(model), paths.cache_dir() / "models" / model)
-    else:
-        hf = Path(models.resolve(model))
+    hf = hf_folder(model)
     target = paths.cache_dir() / "models" / "ct2" / f"{hf.name}-{CTRANSLATE2_QUANT}"
     if (target / "model.bin").is_file():
         return target
@@ -231,18 +230,27 @@ def gguf_path(model: str) -> Path:
     return p
 
 
-def _hf_weight_bytes(folder, dtype: str) -> int:
-    """Parameter count x bytes per parameter at the served dtype (from the safetensors headers)."""
+def param_counts(folder) -> dict[str, int]:
+    """{"total": every parameter, "non_embedding": without the token embeddings and the output
+    head} from the safetensors headers of a Hugging Face folder (no weights are loaded)."""
     from safetensors import safe_open
 
-    n = 0
+    out = {"total": 0, "non_embedding": 0}
     files = list(Path(folder).glob("*.safetensors")) if Path(folder).is_dir() else []
     for f in files:
         with safe_open(str(f), "pt") as st:
             for k in st.keys():
-                n += math.prod(st.get_slice(k).get_shape())
+                n = math.prod(st.get_slice(k).get_shape())
+                out["total"] += n
+                if "embed_tokens" not in k and "lm_head" not in k:
+                    out["non_embedding"] += n
+    return out
+
+
+def _hf_weight_bytes(folder, dtype: str) -> int:
+    """Parameter count x bytes per parameter at the served dtype (from the safetensors headers)."""
     size = {"float32": 4, "bfloat16": 2, "float16": 2, "half": 2, "auto": 2}.get(dtype, 4)
-    return n * size
+    return param_counts(folder)["total"] * size
 
 
 def launch(engine: str, model: str = models.SMOLLM2, *, log_path: Path, dtype: str = "float32",

@@ -149,7 +149,8 @@ def compare(suite: str | None = None):
         steps = sorted(series["output_tok_per_s"])
         for i, step in enumerate(steps):
             level = json.loads(p["levels"])[i] if p.get("profile") in ("constant", "poisson") else step
-            rows.append({"run": name, "engine": p.get("engine"), "dtype": p.get("dtype") if p.get("engine") == "vllm" else "gguf",
+            dtype = {"vllm": p.get("dtype"), "ctranslate2": "int8"}.get(p.get("engine"), "gguf")
+            rows.append({"run": name, "model": p.get("model"), "engine": p.get("engine"), "dtype": dtype,
                          "parallel": int(p["parallel"]) if p.get("parallel") else None,
                          "profile": p.get("profile"), "level": float(level),
                          **{col: series[col].get(step, float("nan")) for col in COLUMNS},
