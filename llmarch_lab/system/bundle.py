@@ -6,6 +6,7 @@
 
 Layout (bundle/):
   docker-compose.yaml          engine, guard service, LiteLLM gateway, Prometheus (one host)
+  engine/Dockerfile            the engine's image, for engines without a public one (the lab's adapter)
   gateway/config.yaml          LiteLLM: the model behind the guard hook, Prometheus callback
   gateway/lab_guard_hook.py    the shim LiteLLM loads; it loads guardrails/gateway/hook.py (mounted)
   chart/                       Helm chart: values.yaml holds the chosen configuration
@@ -50,6 +51,7 @@ from llmarch_lab.system.bundle_files import (
 def config_from(choice) -> BundleConfig:
     import math
 
+    from llmarch_lab.llm import engines
     from llmarch_lab.system.verify import serving_params
 
     if not choice.feasible:
@@ -58,20 +60,36 @@ def config_from(choice) -> BundleConfig:
     serving = next(s for s in choice.comps.serving if s.run_id == row.serving_run)
     p = serving_params(serving.params)
     hw = next(h for h in req.hardware if h.name == row.hardware)
-    if p.engine in ("llamacpp", "llama-server"):
-        from llmarch_lab.llm.engines import gguf_path
-
-        model_file = gguf_path(p.model).name
-    else:
-        model_file = p.deploy_model
+    e = ENGINES[p.engine]
     return BundleConfig(
-        system=req.system, engine=p.engine, model=p.model, model_file=model_file, replicas=int(row.replicas),
+        system=req.system, engine=p.engine, model=p.model, model_file=_model_file(choice, serving, p), replicas=int(row.replicas),
         max_replicas=max(int(row.replicas), min(req.sizing.max_replicas, 2 * int(row.replicas))),
-        # llama-server: the slots it was measured with; else one slot per request of the top level
-        slots=p.parallel if p.engine == "llama-server" else max(1, math.ceil(float(max(lv["level"] for lv in serving.levels)))),
+        # batched engines: the batch size they were measured with; else one slot per request of the top level
+        slots=p.parallel if p.engine in engines.BATCHED else max(1, math.ceil(float(max(lv["level"] for lv in serving.levels)))),
         threads=p.engine_threads,
         ctx=p.max_model_len, cpu=hw.cpu, memory=hw.memory, gpus=hw.gpus, guard=row.guard,
-        pii_config=req.safety.pii_config, slos=req.slos.model_dump())
+        pii_config=req.safety.pii_config, slos=req.slos.model_dump(),
+        extra_args=list(p.engine_args) if e["as_measured"] else [])
+
+
+def _model_file(choice, serving, p) -> str:
+    """What the engine serves from /models (ENGINES[...]["weights"]): the GGUF's file name, the
+    CTranslate2 folder the measured run served (its name in the run's serving.engine_command tag:
+    the lab's cache folder made by engines.ct2_folder, copied to the models volume), or vLLM's
+    Hugging Face id (deploy_model)."""
+    weights = ENGINES[p.engine]["weights"]
+    if weights == "gguf":
+        from llmarch_lab.llm.engines import gguf_path
+
+        return gguf_path(p.model).name
+    if weights == "hf":
+        return p.deploy_model
+    run = next((r for r in choice.comps.runs if r["run_id"] == serving.run_id), None)
+    cmd = ((run or {}).get("tags") or {}).get("serving.engine_command", "").split()
+    if "--model" not in cmd[:-1]:
+        raise LabError(f"bundle: serving run {serving.run_id} has no serving.engine_command tag with --model: "
+                       f"which {p.engine} model folder it served is unknown")
+    return Path(cmd[cmd.index("--model") + 1]).name
 
 
 # ----------------------------------------------------------------------------- writing
@@ -117,6 +135,8 @@ def write(c: BundleConfig, folder: Path) -> list[Path]:
                                          slots=c.slots, guard=c.guard, model_file=c.model_file,
                                          slos=", ".join(f"{k} {v:g}" for k, v in c.slos.items() if v is not None)))
         put("guard/Dockerfile", template("guard/Dockerfile"))
+        if ENGINES[c.engine].get("dockerfile"):  # an engine without a public image (the lab's adapter)
+            put("engine/Dockerfile", template(ENGINES[c.engine]["dockerfile"]))
         put_yaml("bundle.yaml", {**asdict(c), "metrics": {k: METRICS[k] for k in (c.engine, "gateway")},
                                  "metrics_verified": {k: VERIFIED[k] for k in (c.engine, "gateway")}})
         for name, text in render_chart(tmp / "chart").items():

