@@ -110,19 +110,21 @@ def test_lab_run_against_external_engine_gives_sweep_and_artifacts(llamacpp, sto
 
 # ------------------------------------------------------------------ faults, on a real loopback server
 
+@pytest.mark.parametrize("client", load.CLIENTS)
 @pytest.mark.parametrize("server", [{"tokens": 10, "malformed_every": 3}], indirect=True)
-def test_malformed_chunks_are_counted_not_fatal(server):
-    recs, _ = load.run_level(load.Target(server, "loopback"), _reqs(10), "concurrent", 2, max_requests=6)
+def test_malformed_chunks_are_counted_not_fatal(server, client):
+    recs, _ = load.run_level(load.Target(server, "loopback"), _reqs(10), "concurrent", 2, max_requests=6, client=client)
     assert all(r.ok for r in recs), [r.error for r in recs]
     assert all(r.malformed_chunks == 3 for r in recs)  # chunks 3, 6, 9 are preceded by garbage
     assert all(r.output_tokens == 10 and r.usage_reported for r in recs)
     assert metrics.summarize(recs, 1.0)["count.malformed_chunks"] == 18
 
 
+@pytest.mark.parametrize("client", load.CLIENTS)
 @pytest.mark.parametrize("server", [{"die_after": 5}], indirect=True)
-def test_server_death_turns_the_rest_into_errors(server):
+def test_server_death_turns_the_rest_into_errors(server, client):
     recs, _ = load.run_level(load.Target(server, "loopback", timeout_s=10), _reqs(4), "concurrent", 2,
-                             max_requests=12, max_seconds=30)
+                             max_requests=12, max_seconds=30, client=client)
     assert len(recs) == 12
     # The server exits when the 6th request arrives; with two in flight, the 5th may still be
     # streaming then and be cut off with the rest.
@@ -146,6 +148,87 @@ def test_lab_run_keeps_partial_results_when_the_server_dies(server, store):
     lab_run.close()
     logged = tracking.search("interactive")[0]["metrics"]
     assert logged["errors.error_rate_all_levels"] == 0.75
+
+
+@pytest.mark.parametrize("server", [dict(tokens=6, ttft_ms=30, chunk_delay_ms=10)], indirect=True)
+def test_wire_client_gives_the_same_records_and_brackets_the_servers_clock(server):
+    """client="wire" (the socket client timed by the kernel): the same Record fields and values
+    as aiohttp's; its clock starts before the server's (the request is written before it
+    arrives) and stops after it (a chunk is received after it is sent): perf_counter is
+    CLOCK_MONOTONIC, one clock for the whole machine."""
+    import asyncio
+    import dataclasses
+
+    import httpx
+
+    from llmarch_lab.llm.endpoint import wire
+
+    t = load.Target(server, "loopback")
+    got = {c: load.run_level(t, _reqs(6), "concurrent", 3, max_requests=6, client=c)[0] for c in load.CLIENTS}
+    for a, w in zip(got["aiohttp"], got["wire"]):
+        assert w.ok and a.ok, (w.error, a.error)
+        assert [f.name for f in dataclasses.fields(w)] == [f.name for f in dataclasses.fields(a)]
+        assert (w.id, w.text, w.chunks, w.output_tokens, w.prompt_tokens, w.usage_reported, w.reconnects) == \
+            (a.id, a.text, a.chunks, a.output_tokens, a.prompt_tokens, a.usage_reported, a.reconnects)
+        assert len(w.itl_ms) == 5 and 0 < w.ttft_ms < w.e2e_ms and w.start_ms >= 0
+        assert w.tpot_ms == pytest.approx((w.e2e_ms - w.ttft_ms) / 5)
+    root = server.removesuffix("/v1")
+
+    async def three():
+        async with t.session(client="wire") as pool:
+            sts = [await t.astream_chat([{"role": "user", "content": "hi"}], 6, session=pool) for _ in range(3)]
+            return sts, [c.stamped for c in pool.idle]
+
+    httpx.post(root + "/truth/reset").raise_for_status()
+    sts, stamped = asyncio.run(three())
+    truth = sorted(httpx.get(root + "/truth").json()["requests"], key=lambda r: r["arrived"])
+    assert stamped == [wire.SO_TIMESTAMPNS is not None]  # one connection, kept alive; kernel-timed on Linux
+    for st, r in zip(sts, truth):
+        assert st.error == "" and st.chunks == 6
+        assert st.t0 <= r["arrived"]
+        assert st.t0 + st.ttft_ms / 1000 >= r["sent"][0] - 1e-4  # 0.1 ms: the realtime-to-monotonic conversion
+
+
+def test_wire_client_sends_again_once_on_a_stale_connection():
+    """A server that closes every connection after its answer, without saying so: the kept-alive
+    connection is stale at the next request, which is sent once more on a new one (reconnects)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for ev in (b'data: {"choices": [{"delta": {"content": " hi"}}]}\n\n', b"data: [DONE]\n\n"):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(ev), ev))
+            self.wfile.write(b"0\r\n\r\n")
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+        recs, _ = load.run_level(load.Target(url, "m", timeout_s=10), _reqs(4), "synchronous", 1, max_requests=3,
+                                 client="wire")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert [(r.ok, r.text, r.reconnects) for r in recs] == [(True, " hi", 0), (True, " hi", 1), (True, " hi", 1)]
+
+
+def test_wire_client_is_plain_http_only():
+    with pytest.raises(LabError, match="plain http://"):
+        load.run_level(load.Target("https://api.example.com/v1", "m"), _reqs(4), client="wire")
+    with pytest.raises(LabError, match="client 'curl'"):
+        load.run_level(load.Target("http://127.0.0.1:9/v1", "m"), _reqs(4), client="curl")
 
 
 def test_unreachable_url_fails_fast_with_the_url():

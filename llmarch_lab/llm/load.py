@@ -19,11 +19,23 @@ an unparseable stream chunk is counted and skipped.
 Streaming is aiohttp (Endpoint.astream_chat). httpx (+ httpx-sse) sustained 135 requests/s against
 the loopback server where aiohttp sustained 456 on the same loaded machine; the openai client sits
 on httpx and adds per-chunk object building. The client shares two cores with the engine, so its cost matters.
+
+client="wire" (plain http:// only) measures closer to what the server did (benchmarks/serving_fidelity.py):
+    - the socket client (llm/endpoint/wire.py): the clock starts as the request is written and
+      stops at the kernel's receive time of each chunk, so the client's own event-loop lag is
+      not in TTFT or ITL;
+    - closed loop: the streams start WIRE_SPREAD_S apart, not in one instant. Against an engine
+      whose answers all take as long (a fixed output length), streams that start together stay
+      together, and every cycle the server takes their requests in as one burst: the last one
+      waits for the others before the server's clock starts, a wait no client can see;
+    - the garbage collector's existing objects are frozen for the level (gc.freeze), so a full
+      collection of a large process (a lab with torch loaded: 200 ms) cannot stall the streams.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import random
 import time
@@ -34,6 +46,8 @@ from llmarch_lab import LabError
 from llmarch_lab.llm.endpoint import Endpoint
 
 PROFILES = ("synchronous", "concurrent", "constant", "poisson")
+CLIENTS = ("aiohttp", "wire")
+WIRE_SPREAD_S = 0.002  # client="wire", closed loop: stream k starts k x this after the level's start (0.25 s at most)
 
 
 # The load generator's target is the one OpenAI-compatible client (llm/endpoint/). Its third
@@ -102,12 +116,12 @@ async def stream_one(session, target: Endpoint, req: Request, t_level: float,
 
 async def _run_level(target: Endpoint, requests: Iterator[Request], profile: str, level: float,
                      max_requests: int, max_seconds: float, seed: int,
-                     count_tokens: Callable[[str], int] | None, progress) -> list[Record]:
+                     count_tokens: Callable[[str], int] | None, progress, client: str = "aiohttp") -> list[Record]:
     records: list[Record] = []
     t_level = time.perf_counter()
     deadline = t_level + max_seconds
 
-    async with target.session(limit=0) as session:  # no client-side cap: the profile sets concurrency
+    async with target.session(limit=0, client=client) as session:  # no client-side cap: the profile sets concurrency
         async def one(req: Request):
             rec = await stream_one(session, target, req, t_level, count_tokens)
             rec.level = level
@@ -117,10 +131,13 @@ async def _run_level(target: Endpoint, requests: Iterator[Request], profile: str
 
         if profile in ("synchronous", "concurrent"):
             n_workers = 1 if profile == "synchronous" else int(level)
+            spread = min(WIRE_SPREAD_S, 0.25 / n_workers) if client == "wire" else 0.0
             issued = 0
 
-            async def worker():
+            async def worker(k: int):
                 nonlocal issued
+                if spread:
+                    await asyncio.sleep(k * spread)
                 while issued < max_requests and time.perf_counter() < deadline:
                     issued += 1
                     try:
@@ -129,7 +146,7 @@ async def _run_level(target: Endpoint, requests: Iterator[Request], profile: str
                         return
                     await one(req)
 
-            await asyncio.gather(*(worker() for _ in range(n_workers)))
+            await asyncio.gather(*(worker(k) for k in range(n_workers)))
         else:
             rng = random.Random(seed)
             tasks, t_next = [], t_level
@@ -179,13 +196,25 @@ def _run(make_coro):
 
 def run_level(target: Endpoint, requests: Iterator[Request], profile: str = "concurrent", level: float = 1,
               max_requests: int = 64, max_seconds: float = 60.0, seed: int = 0,
-              count_tokens: Callable[[str], int] | None = None, progress=None) -> tuple[list[Record], float]:
-    """Drive one load level to its request or time bound; returns (records, wall seconds)."""
+              count_tokens: Callable[[str], int] | None = None, progress=None,
+              client: str = "aiohttp") -> tuple[list[Record], float]:
+    """Drive one load level to its request or time bound; returns (records, wall seconds).
+    client: "aiohttp" (any URL) or "wire" (plain http://; closer to the server's own timing,
+    see the module docstring)."""
     if profile not in PROFILES:
         raise LabError(f"profile {profile!r}: use one of {', '.join(PROFILES)}")
     if level <= 0:
         raise LabError(f"load level {level}: must be > 0 (concurrency or requests/s)")
+    if client not in CLIENTS:
+        raise LabError(f"client {client!r}: use one of {', '.join(CLIENTS)}")
+    if client == "wire":
+        target.session(client="wire")  # a https:// URL fails here, before the level starts
+        gc.freeze()
     t0 = time.perf_counter()
-    recs = _run(lambda: _run_level(target, requests, profile, level, max_requests, max_seconds, seed,
-                                   count_tokens, progress))
+    try:
+        recs = _run(lambda: _run_level(target, requests, profile, level, max_requests, max_seconds, seed,
+                                       count_tokens, progress, client))
+    finally:
+        if client == "wire":
+            gc.unfreeze()
     return sorted(recs, key=lambda r: r.id), time.perf_counter() - t0

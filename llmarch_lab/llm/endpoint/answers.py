@@ -20,7 +20,7 @@ class Reply:
 class Stream:
     """A streamed chat completion, timed chunk by chunk (perf_counter clock; durations in ms)."""
 
-    t0: float = 0.0  # perf_counter() when the request was sent
+    t0: float = 0.0  # perf_counter() when the request was sent (aiohttp: before it is built; wire.py: as it is written)
     text: str = ""
     chunks: int = 0  # chunks that carried content
     malformed_chunks: int = 0  # unparseable chunks, counted and skipped

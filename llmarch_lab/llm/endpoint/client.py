@@ -4,10 +4,12 @@ embeddings (the key read from its environment variable at call time, never store
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from llmarch_lab import LabError
 from llmarch_lab.llm.endpoint.answers import Logprobs, Reply, Stream, int_or_none
@@ -180,9 +182,17 @@ class Endpoint:
                        for c in content])
         return reply, lp
 
-    def session(self, limit: int = 0):
-        """An aiohttp session for astream_chat (create it inside the running loop). limit=0: no
-        client-side connection cap, the caller sets the concurrency."""
+    def session(self, limit: int = 0, client: str = "aiohttp"):
+        """A session for astream_chat (create it inside the running loop). client="aiohttp": an
+        aiohttp session; limit=0: no client-side connection cap, the caller sets the concurrency.
+        client="wire": the socket client's connection pool (wire.py: plain http://, the clock
+        from the request's write to the kernel's receive time of each chunk)."""
+        if client == "wire":
+            from llmarch_lab.llm.endpoint.wire import Pool
+
+            return Pool(self.url(""), connect_timeout_s=min(10.0, self.timeout_s))
+        if client != "aiohttp":
+            raise LabError(f"client {client!r}: use 'aiohttp' or 'wire'")
         import aiohttp
 
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(10.0, self.timeout_s), sock_read=self.timeout_s)
@@ -194,8 +204,11 @@ class Endpoint:
     async def astream_chat(self, messages: list[dict], max_tokens: int, temperature: float = 0.0,
                            session=None, **kw) -> Stream:
         """Stream one chat completion and time every chunk. Failures (HTTP status, timeout after
-        timeout_s, dropped connection, an error event) become `error`, never an exception."""
+        timeout_s, dropped connection, an error event) become `error`, never an exception.
+        `session` from self.session(): aiohttp's (the default) or the socket client's (wire.py)."""
         import aiohttp
+
+        from llmarch_lab.llm.endpoint import wire
 
         if session is None:
             async with self.session() as s:
@@ -204,45 +217,55 @@ class Endpoint:
                 "stream_options": {"include_usage": True}, "temperature": temperature, **self.extra_body, **kw}
         url, headers = self.url("/chat/completions"), self.headers()
         st, parts = Stream(t0=time.perf_counter()), []
-        answered = False
+        end = None
         try:
             async with asyncio.timeout(self.timeout_s):
-                for attempt in (0, 1):
-                    try:
-                        # The second attempt goes on a connection of its own (a pooled one may be
-                        # just as stale as the first).
-                        fresh = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
-                                                      timeout=session.timeout) if attempt else None
-                        async with (fresh or session).post(url, json=body, headers=headers) as resp:
-                            answered = True
-                            if resp.status != 200:
-                                text = (await resp.read()).decode(errors="replace")
-                                raise RuntimeError(f"HTTP {resp.status}: {text[:300]}")
-                            await read_sse(resp, st, parts)
-                        break
-                    except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
-                        # A kept-alive connection the server had already closed (llama-server's
-                        # HTTP library closes some after a streamed answer): nothing was answered,
-                        # so the request is sent once more on a new connection, as HTTP clients
-                        # do for a stale pooled connection (RFC 9112, 9.3.1). A second failure,
-                        # or one after the answer began, is the request's error.
-                        if answered or attempt:
-                            raise
-                        st.reconnects += 1
-                    finally:
-                        if fresh is not None:
-                            await fresh.close()
+                if isinstance(session, wire.Pool):
+                    end = await wire.stream(session, urlsplit(url).path, headers, json.dumps(body).encode(), st, parts)
+                else:
+                    await self._aiohttp_stream(session, url, body, headers, st, parts)
         except TimeoutError:
             st.error = f"timeout after {self.timeout_s:g} s"
         except (aiohttp.ClientError, RuntimeError, OSError) as e:
             st.error = (f"{type(e).__name__}: {e}"[:400]).rstrip(": ")
-        end = time.perf_counter()
+        end = end if end is not None else time.perf_counter()
         st.text = "".join(parts)
         if not st.error and st.ttft_ms is None:
             st.error = "no content in the stream"
         if not st.error:
             st.e2e_ms = (end - st.t0) * 1000
         return st
+
+    @staticmethod
+    async def _aiohttp_stream(session, url: str, body: dict, headers: dict, st: Stream, parts: list) -> None:
+        import aiohttp
+
+        answered = False
+        for attempt in (0, 1):
+            try:
+                # The second attempt goes on a connection of its own (a pooled one may be
+                # just as stale as the first).
+                fresh = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
+                                              timeout=session.timeout) if attempt else None
+                async with (fresh or session).post(url, json=body, headers=headers) as resp:
+                    answered = True
+                    if resp.status != 200:
+                        text = (await resp.read()).decode(errors="replace")
+                        raise RuntimeError(f"HTTP {resp.status}: {text[:300]}")
+                    await read_sse(resp, st, parts)
+                break
+            except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
+                # A kept-alive connection the server had already closed (llama-server's
+                # HTTP library closes some after a streamed answer): nothing was answered,
+                # so the request is sent once more on a new connection, as HTTP clients
+                # do for a stale pooled connection (RFC 9112, 9.3.1). A second failure,
+                # or one after the answer began, is the request's error.
+                if answered or attempt:
+                    raise
+                st.reconnects += 1
+            finally:
+                if fresh is not None:
+                    await fresh.close()
 
     # ------------------------------------------------------------------ log-probs
 

@@ -8,24 +8,29 @@ import time
 from llmarch_lab.llm.endpoint.answers import Stream, int_or_none
 
 
-async def read_sse(resp, st: Stream, parts: list) -> None:
-    """SSE framing by hand: OpenAI-compatible engines send one `data:` line per event, and this
-    loop is the load generator's hot path (see the llm.endpoint package docstring)."""
-    last = None
-    async for raw in resp.content:
+class Events:
+    """The `data:` lines of one streamed answer, timed into a Stream and its text parts. Shared
+    by both streaming clients: aiohttp's (read_sse, timed when the event loop reads a line) and
+    the socket client's (wire.py, timed by the kernel's receive timestamp)."""
+
+    def __init__(self, st: Stream, parts: list):
+        self.st, self.parts, self.last = st, parts, None
+
+    def line(self, raw: bytes, now: float) -> bool:
+        """One line of the stream, received at `now` (perf_counter seconds); True at `[DONE]`."""
         if not raw.startswith(b"data:"):
-            continue  # blank separators, comments, `event:` lines
+            return False  # blank separators, comments, `event:` lines
         data = raw[5:].strip()
         if data == b"[DONE]":
-            break
-        now = time.perf_counter()
+            return True
+        st = self.st
         try:
             chunk = json.loads(data)
             if not isinstance(chunk, dict):
                 raise ValueError
         except ValueError:
             st.malformed_chunks += 1
-            continue
+            return False
         if chunk.get("error"):
             raise RuntimeError(f"engine error: {str(chunk['error'])[:300]}")
         usage = chunk.get("usage")
@@ -36,13 +41,23 @@ async def read_sse(resp, st: Stream, parts: list) -> None:
             content = (chunk.get("choices") or [{}])[0].get("delta", {}).get("content") or ""
         except (AttributeError, IndexError, TypeError):
             st.malformed_chunks += 1
-            continue
+            return False
         if not content:
-            continue
+            return False
         st.chunks += 1
-        parts.append(content)
-        if last is None:
+        self.parts.append(content)
+        if self.last is None:
             st.ttft_ms = (now - st.t0) * 1000
         else:
-            st.itl_ms.append((now - last) * 1000)
-        last = now
+            st.itl_ms.append((now - self.last) * 1000)
+        self.last = now
+        return False
+
+
+async def read_sse(resp, st: Stream, parts: list) -> None:
+    """SSE framing by hand: OpenAI-compatible engines send one `data:` line per event, and this
+    loop is the load generator's hot path (see the llm.endpoint package docstring)."""
+    events = Events(st, parts)
+    async for raw in resp.content:
+        if raw.startswith(b"data:") and events.line(raw, time.perf_counter()):
+            break
