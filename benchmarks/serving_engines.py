@@ -76,14 +76,14 @@ def main(argv=None) -> int:
     if df.empty:
         print(f"no finished serving runs in experiment {suite!r}: run without --report-only")
         return 1
-    cols = ["model", "engine", "parallel", "profile", "level", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms",
+    cols = ["run", "model", "engine", "parallel", "profile", "level", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms",
             "output_tok_per_s", "goodput_req_per_s", "error_rate"]
     res = Result(tables={"sweep": df[cols]})
     print(df[cols].to_markdown(index=False, floatfmt=".4g"))
     for model, g in df.groupby("model"):
         front = limits.pareto(g)
         print(f"\nPareto front, {model} (TTFT p99 vs output tok/s, every engine and level):\n")
-        print(front[["engine", "parallel", "profile", "level", "ttft_p99_ms", "output_tok_per_s"]].to_markdown(index=False, floatfmt=".4g"))
+        print(front[["run", "engine", "parallel", "profile", "level", "ttft_p99_ms", "output_tok_per_s"]].to_markdown(index=False, floatfmt=".4g"))
         res.figures[f"pareto_{Path(model).name}"] = limits.front_figure(g, front, f"{suite}: {model}", a.slo_ttft_ms, a.slo_tok_s)
         res.tables[f"pareto_{Path(model).name}"] = front
     ok = limits.meets(df, a.slo_ttft_ms, a.slo_tok_s)

@@ -55,6 +55,7 @@ class ServingParams(EndpointFields):
     max_requests: int = Field(16, ge=1, le=1_000_000, description="Requests per level at most.")
     max_seconds: float = Field(60.0, gt=0, description="Seconds per level at most (no new request after this).")
     request_timeout_s: float = Field(120.0, gt=0, description="A request still streaming after this many seconds counts as an error.")
+    client: Literal["aiohttp", "wire"] = Field("aiohttp", description="The load generator's streaming client: aiohttp (any URL) or wire (plain http:// only: each chunk timed by the kernel's receive timestamp from the request's write, closed-loop streams started 2 ms apart; within 1.3% of a known truth where aiohttp was 19% off, benchmarks/serving_fidelity.py).")
     warmup_requests: int = Field(2, ge=0, le=1000, description="Synchronous requests sent before measuring (not counted).")
     # workload
     workload: Literal["synthetic", "pubmedqa", "pubmedqa-shared"] = Field("synthetic", description="synthetic (WikiText-2 text cut to exactly input_tokens), pubmedqa (question + abstract capped at input_tokens) or pubmedqa-shared (4 questions per abstract in a row, abstract first: a shared prefix for prompt caching).")
@@ -95,6 +96,8 @@ class ServingParams(EndpointFields):
             raise ValueError("levels: give distinct levels in increasing order")
         if self.parallel != 1 and self.engine not in engines.BATCHED:
             raise ValueError(f"parallel: only {', '.join(engines.BATCHED)} take a batch size; engine={self.engine} needs parallel=1")
+        if self.client == "wire" and (self.base_url or "").startswith("https://"):
+            raise ValueError("client: wire speaks plain http:// only; use client=aiohttp for an https base_url")
         if self.draft_model and self.engine != "llama-server":
             raise ValueError(f"draft_model: only llama-server takes a draft model (engine={self.engine})")
         if self.input_tokens + self.output_tokens > self.max_model_len:
@@ -204,7 +207,7 @@ def _sweep(p: ServingParams, target, eng, pool, count, on_level, progress: bool,
     stream = workload.cycle(pool)
     if p.warmup_requests:
         warm, _ = load.run_level(target, stream, "synchronous", 1, p.warmup_requests, p.max_seconds,
-                                 count_tokens=count)
+                                 count_tokens=count, client=p.client)
         bad = [r.error for r in warm if not r.ok]
         if len(bad) == len(warm):
             raise LabError(f"endpoint {target.base_url}: every warm-up request failed: {bad[0]}")
@@ -215,7 +218,7 @@ def _sweep(p: ServingParams, target, eng, pool, count, on_level, progress: bool,
             bar.set_postfix(level=f"{level:g}")
             with engine_metrics.Scraper(_metrics_url(p, eng), _names_key(p), p.scrape_interval_s) as sc:
                 recs, wall = load.run_level(target, stream, p.profile, level, p.max_requests, p.max_seconds,
-                                            seed=p.seed + i, count_tokens=count, progress=bar)
+                                            seed=p.seed + i, count_tokens=count, progress=bar, client=p.client)
             m = metrics.summarize(recs, wall, p.slo_ttft_ms, p.slo_tpot_ms, p.usd_per_hour)
             series = sc.frame()
             em = engine_metrics.summarize(series, _names_key(p), len(recs))
