@@ -211,7 +211,8 @@ def ct2_folder(model: str, py: str) -> Path:
                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
         if p.returncode != 0:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise LabError(f"ctranslate2: converting {hf} failed: {(p.stderr or p.stdout).strip().splitlines()[-1:]}")
+            why = ((p.stderr or p.stdout).strip().splitlines() or ["no output"])[-1]
+            raise LabError(f"ctranslate2: converting {hf} failed: {why}")
         os.replace(tmp, target)
     return target
 

@@ -149,7 +149,7 @@ def parse_chat(body, served: str, max_model_len: int) -> tuple[list[dict], int |
 
 
 def _error(e: BadRequest) -> web.Response:
-    kind = "NotFoundError" if e.status == 404 else "BadRequestError"
+    kind = {404: "NotFoundError", 503: "ServiceUnavailableError"}.get(e.status, "BadRequestError")
     return web.json_response({"error": {"message": str(e), "type": kind, "param": e.param, "code": e.status}},
                              status=e.status)
 
@@ -184,6 +184,8 @@ class Server:
 
     def _start(self, body) -> tuple[Stream, bool, bool]:
         msgs, max_tokens, params, stream, usage = parse_chat(body, self.name, self.max_model_len)
+        if self.backend.error():  # the engine thread died: say so at once rather than queue forever
+            raise BadRequest(f"the engine failed: {self.backend.error()}", status=503)
         ids = self.backend.chat_prompt(msgs)
         room = self.max_model_len - len(ids)
         if room < (max_tokens or 1):
