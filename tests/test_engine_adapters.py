@@ -52,7 +52,11 @@ def test_streams_are_batched_with_exact_lengths(server):
     m = engine_metrics.summarize(sc.frame(), server.engine, len(recs))
     assert sc.errors == 0 and m["count.engine_running_max"] > 1  # several sequences in one batch
     assert m["count.engine_generated_tokens"] == 8 * 24
-    assert 0 < m["latency.engine_ttft_ms_mean"] < min(r.ttft_ms for r in recs) + 1000
+    # The engine times from the request's arrival, the client from its send, so every engine TTFT
+    # is below its client's (give or take a loaded machine's loop delay). The scraper's window may
+    # miss the first requests, so the engine's mean is of a subset: bound it by the client's max.
+    # (Static batches make TTFTs differ by a whole batch, so the client's min bounds nothing.)
+    assert 0 < m["latency.engine_ttft_ms_mean"] <= max(r.ttft_ms for r in recs) + 100
     assert wall < 0.7 * sum(r.e2e_ms for r in recs) / 1000  # the 4 streams overlapped
 
 
