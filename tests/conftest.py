@@ -85,7 +85,7 @@ def server(request):
 # kernels, or load a model for minutes. `make test-fast` leaves them out (-m "not engine"), so it
 # needs no engine build and runs in a few minutes; `make test` runs everything.
 ENGINE_MODULES = {
-    "test_cost_gateway", "test_cost_lab", "test_cost_routing", "test_endpoint", "test_engine_adapters", "test_finetune",
+    "test_cost_gateway", "test_cost_lab", "test_cost_routing", "test_cost_scenario", "test_endpoint", "test_engine_adapters", "test_finetune",
     "test_guardrails_policy", "test_guardrails_validation", "test_guardrails_lab", "test_llama_server",
     "test_notebooks", "test_quantization", "test_rag_lab", "test_runner", "test_scaleout", "test_serving",
     "test_system", "test_trackserver",

@@ -21,6 +21,12 @@ One run measures one `part`:
                 combined on a trace of the measured questions: saving %, relative quality loss %
                 with paired-bootstrap intervals, the recommendation, a waterfall, LiteLLM's cost
                 tracking checked against the lab's arithmetic
+    scenario    the seed's scenario as a study (Cost v2): every lever a measured configuration of
+                the large model (precision, batching, offline batches, context compression, prompt
+                style) or a path around it (routing to the 0.5B, the semantic cache), priced by
+                measured machine time per request; every lever alone and combined with intervals,
+                the recommendation on the loss interval's upper bound (benchmarks/cost_scenario.py
+                measures the answers; experiments/cost_v2.yaml)
 """
 
 from __future__ import annotations
@@ -29,34 +35,36 @@ from typing import Literal
 
 from pydantic import Field
 
-from llmarch_lab.labs.cost.parts import cache, gateway, plan, routellm, routing
+from llmarch_lab.labs.cost.parts import cache, gateway, plan, routellm, routing, scenario
 from llmarch_lab.labs.cost.parts.base import ROUTER_NAMES, slug
 from llmarch_lab.labs.cost.parts.cache import CacheParams
 from llmarch_lab.labs.cost.parts.gateway import GatewayParams
 from llmarch_lab.labs.cost.parts.plan import PlanParams
 from llmarch_lab.labs.cost.parts.routellm import RoutellmParams
 from llmarch_lab.labs.cost.parts.routing import RoutingParams
+from llmarch_lab.labs.cost.parts.scenario import ScenarioParams
 from llmarch_lab.parts import PartsParams
 from llmarch_lab.results import Result
 
 __all__ = ["PARTS", "ROUTER_NAMES", "CostParams", "run", "slug"]
 
-PARTS = ("routing", "routellm", "cache", "gateway", "plan")
-_MODULES = {"routing": routing, "routellm": routellm, "cache": cache, "gateway": gateway, "plan": plan}
+PARTS = ("routing", "routellm", "cache", "gateway", "plan", "scenario")
+_MODULES = {"routing": routing, "routellm": routellm, "cache": cache, "gateway": gateway, "plan": plan,
+            "scenario": scenario}
 
 
 # Every part's fields in one flat model (the notebook's parameters cell, `llmarch-lab list`); a field
 # of another part is an error naming the part, and each part's code sees only its own model
 # (`part_params()`, parts/<part>.py). The parts are listed last to first: pydantic orders the
 # fields from the deepest base up, so they come out in the order of the parts.
-class CostParams(PartsParams, PlanParams, GatewayParams, CacheParams, RoutellmParams, RoutingParams):
+class CostParams(PartsParams, ScenarioParams, PlanParams, GatewayParams, CacheParams, RoutellmParams, RoutingParams):
     lab = "cost"
     key_metrics = ("quality.apgr_minilm_lr", "quality.apgr_mt_bench_minilm_lr", "quality.cache_hit_rate", "errors.cache_wrong_hit_rate",
                    "cost.plan_saving_pct", "quality.plan_relative_loss_pct", "latency.router_overhead_ms")
     parts = {"routing": RoutingParams, "routellm": RoutellmParams, "cache": CacheParams,
-             "gateway": GatewayParams, "plan": PlanParams}
+             "gateway": GatewayParams, "plan": PlanParams, "scenario": ScenarioParams}
 
-    part: Literal["routing", "routellm", "cache", "gateway", "plan"] = Field(
+    part: Literal["routing", "routellm", "cache", "gateway", "plan", "scenario"] = Field(
         "routing", description="What this run measures (see the module docstring).")
 
 

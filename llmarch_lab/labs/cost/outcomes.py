@@ -21,6 +21,7 @@ and the lab's runs reuse measurements already made (a torn last line is ignored)
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -92,9 +93,33 @@ def _label_logprobs(top: dict[str, float]) -> list[float]:
     return out
 
 
+# Prompt styles (the prompt-optimization lever): "full" is the lab's prompt; the others are shorter
+# instructions, chosen between on the dev split (scenario.prompts).
+STYLES = ("full", "short", "terse")
+_PUBMEDQA_SHORT = "Yes, no or maybe?"
+
+
+def _pubmedqa_text(row) -> str:
+    style = row.get("style") or "full"
+    if style == "full":
+        return tasks.pubmedqa_user_text(row["prompt"], row["payload"])
+    if style == "short":
+        return f"{row['payload']}\n\nQuestion: {row['prompt']}\n{_PUBMEDQA_SHORT}"
+    return f"{row['payload']}\n{row['prompt']} (yes/no/maybe)"
+
+
+def _gsm8k_messages(row) -> list[dict]:
+    style = row.get("style") or "full"
+    if style == "full":
+        return tasks.gsm8k_messages(row["prompt"])
+    if style == "short":
+        return [{"role": "user", "content": f"{row['prompt']}\nShow brief steps, then 'The answer is N.'"}]
+    return [{"role": "user", "content": f"{row['prompt']}\nGive only the final line 'The answer is N.'"}]
+
+
 def _one(ep, row) -> dict:
     if row["task"] == "pubmedqa":
-        msgs = [{"role": "user", "content": tasks.pubmedqa_user_text(row["prompt"], row["payload"])}]
+        msgs = [{"role": "user", "content": _pubmedqa_text(row)}]
         reply, lp = ep.chat_logprobs(msgs, max_tokens=1, top_logprobs=20)
         v = _label_logprobs(lp.top_logprobs[0] if lp.top_logprobs else {})
         best = max(range(3), key=v.__getitem__)
@@ -104,7 +129,7 @@ def _one(ep, row) -> dict:
         return {"pred": pred, "correct": float(pred == row["gold"]), "conf": probs[best] / sum(probs),
                 **{f"logp_{w}": round(x, 4) for w, x in zip(tasks.PUBMEDQA_LABELS, v)},
                 "prompt_tokens": reply.prompt_tokens, "output_tokens": reply.output_tokens, "seconds": reply.seconds}
-    reply, lp = ep.chat_logprobs(tasks.gsm8k_messages(row["prompt"]), max_tokens=row.get("max_tokens", 320),
+    reply, lp = ep.chat_logprobs(_gsm8k_messages(row), max_tokens=row.get("max_tokens", 320),
                                  top_logprobs=1)
     pred = tasks.gsm8k_extract(reply.text)
     toks = [x for x in lp.token_logprobs if x is not None]
@@ -115,42 +140,69 @@ def _one(ep, row) -> dict:
 
 
 def measure(model: str, items, log_dir: Path, *, max_tokens: int = 320, threads: int = 2, progress: bool = True,
-            engine=None):
+            engine=None, key: str = "", concurrency: int = 1, engine_kind: str = "llamacpp"):
     """Outcomes of `model` (an alias llama.cpp serves, or a .gguf path) on `items` (from `sample`),
-    measured once and cached. Starts a llama.cpp engine only if some question is not cached yet
-    (or uses `engine`, an already running llm.engines.Engine). Returns one row per item."""
+    measured once and cached under `key` (default: the model; a variant such as compressed
+    prompts or another prompt style names its own key). Starts an engine (`engine_kind`:
+    "llamacpp", one request at a time, or "llama-server" with `concurrency` slots) only if some
+    question is not cached yet, or uses `engine`, an already running llm.engines.Engine.
+    `concurrency` requests are in flight at once (answers are the same; the time is shared).
+    Returns one row per item."""
     import pandas as pd
     from tqdm.auto import tqdm
 
     from llmarch_lab.llm import engines
 
-    done = cached(model)
+    key = key or model
+    done = cached(key)
     todo = [r for r in items.to_dict("records") if r["qid"] not in done]
     if todo:
         log_dir = Path(log_dir)
         log_dir.mkdir(parents=True, exist_ok=True)
         ctx = None
         if engine is None:
-            ctx = engines.launch("llamacpp", model=model, log_path=log_dir / f"engine-{Path(model).stem}.log",
-                                 max_model_len=2048, threads=threads)
+            ctx = engines.launch(engine_kind, model=model, log_path=log_dir / f"engine-{Path(model).stem}.log",
+                                 max_model_len=2048,
+                                 threads=threads, parallel=max(1, concurrency) if engine_kind == "llama-server" else 1)
             engine = ctx
         try:
-            ep = engine.endpoint(timeout_s=600)
-            with open(_store(model), "a", encoding="utf-8") as f:
-                for r in tqdm(todo, desc=f"{model}: outcomes", disable=not progress, leave=False):
-                    r = {**r, "max_tokens": max_tokens}
-                    t0 = time.time()
-                    out = {"qid": r["qid"], "task": r["task"], "model": model, "gold": r["gold"], **_one(ep, r),
-                           "measured_at": t0}
+            with open(_store(key), "a", encoding="utf-8") as f, \
+                    tqdm(total=len(todo), desc=f"{key}: outcomes", disable=not progress, leave=False) as bar:
+                for out in answer_all(engine, todo, key, max_tokens, concurrency):
                     f.write(json.dumps(out) + "\n")
                     f.flush()
                     os.fsync(f.fileno())
-                    done[r["qid"]] = out
+                    done[out["qid"]] = out
+                    bar.update(1)
         finally:
             if ctx is not None:
                 ctx.stop()
     rows = [done[q] for q in items["qid"]]
     return pd.DataFrame(rows)
+
+
+def answer_all(engine, todo: list[dict], key: str, max_tokens: int, concurrency: int):
+    """Yield each question's outcome row as it completes, `concurrency` in flight on `engine`
+    (an llm.engines.Engine or anything with .endpoint(timeout_s))."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    def one(r):
+        ep = engine.endpoint(timeout_s=900)
+        t0 = time.time()
+        res = _one(ep, {**r, "max_tokens": max_tokens})
+        return {"qid": r["qid"], "task": r["task"], "model": key, "gold": r["gold"], **res,
+                "concurrency": concurrency, "measured_at": t0}
+
+    pending = iter(todo)
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        live = {pool.submit(one, r) for r in itertools.islice(pending, max(1, concurrency))}
+        while live:
+            finished, live = wait(live, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                yield fut.result()
+                nxt = next(pending, None)
+                if nxt is not None:
+                    live.add(pool.submit(one, nxt))
 
 
 def paired(items, small, large):

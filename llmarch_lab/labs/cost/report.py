@@ -9,12 +9,12 @@ settings shown and metric columns are its `REPORT` in parts/<part>.py.
 from __future__ import annotations
 
 from llmarch_lab.common.report import Report, directions_for
-from llmarch_lab.labs.cost.parts import cache, gateway, plan, routellm, routing
+from llmarch_lab.labs.cost.parts import cache, gateway, plan, routellm, routing, scenario
 from llmarch_lab.store.tables import runs_table
 
 PARTS = {  # part -> (title, settings shown, metric columns)
     "routing": routing.REPORT, "routellm": routellm.REPORT, "cache": cache.REPORT, "gateway": gateway.REPORT,
-    "plan": plan.REPORT,
+    "plan": plan.REPORT, "scenario": scenario.REPORT,
 }
 
 

@@ -94,6 +94,18 @@ class TraceFields(CostPart):
     zipf_s: float = Field(1.1, gt=0.0, le=5.0, description="Zipf exponent of intent popularity.")
 
 
+class TargetFields(CostPart):
+    """The parts that build a plan against the scenario's target (plan, scenario)."""
+
+    machine: str = Field("cpu-2vcpu", min_length=1, description="Machine of the price table (experiments/cost/prices/prices.yaml) the models run on.")
+    target_saving_pct: float = Field(50.0, gt=0.0, lt=100.0, description="Cost saving the plan must reach (%).")
+    max_rel_loss_pct: float = Field(2.0, ge=0.0, le=100.0, description="Largest relative quality loss allowed (%).")
+    plan_router: Literal["random", "rule", "minilm-lr", "knn", "confidence"] = Field(
+        "minilm-lr", description="The router whose out-of-fold scores the plan's route lever uses.")
+    route_thresholds: list[float] = Field(default_factory=lambda: [0.2, 0.35, 0.5, 0.65, 0.8],
+                                          description="Router score thresholds (large-model share quantiles) tried by the plan.")
+
+
 def _reads(p: CostPart, field: str) -> bool:
     """Whether this run reads `field`: always in a part's own model; in the flat CostParams only when
     the chosen part has it (set for another part, it is the parts check's error, naming the part)."""
@@ -184,3 +196,28 @@ def oof_router_table(p: FoldsField | BootField, pairs, names, n_boot: int | None
                                     pays_small_always=pays, small_cost_ratio=ratio)
     table["small_cost_ratio"] = ratio
     return table, curves, pd.DataFrame({"qid": pairs["qid"], "task": pairs["task"], **scores})
+
+
+def paraphrase_hit_rate(seed: int = 0) -> tuple[float, str]:
+    """P(a paraphrase of an earlier question hits its answer) for the plan's trace: the chosen
+    cache's label-aware hit rate on Quora dev pairs the verifier never saw (the dev file minus
+    every pair that shares a question with dev_pairs(), a seeded sample of 2,000)."""
+    from llmarch_lab.assets import datasets
+    from llmarch_lab.labs.cost import cache
+
+    train = cache.dev_pairs()
+    seen = set(train["text_a"].str.strip()) | set(train["text_b"].str.strip())
+    rest = datasets.qqp_pairs()
+    rest = rest[~rest["text_a"].str.strip().isin(seen) & ~rest["text_b"].str.strip().isin(seen)]
+    held = rest.sample(n=min(2000, len(rest)), random_state=seed).reset_index(drop=True)
+    out = cache.eval_pairs(held, cache.CHOSEN, latency_sample=20)
+    return float(out["hit_rate_label_aware"]), (
+        f"{out['hit_rate_label_aware']:.3f}: the chosen cache on {len(held)} held-out Quora dev pairs "
+        f"(wrong-hit {out['wrong_hit_rate_label_aware']:.4f} label-aware); a composed estimate")
+
+
+def quantile_thresholds(scores, qs):
+    """Router thresholds that send about each share in `qs` to the large model."""
+    import numpy as np
+
+    return sorted({float(np.quantile(scores, 1.0 - q)) for q in qs})

@@ -1,0 +1,83 @@
+"""Cost v2 measurements: every configuration of the study answers the same questions (resumable).
+
+    .venv/bin/python benchmarks/cost_scenario.py --pubmedqa-n 200 --gsm8k-n 80     # every config, in order
+    .venv/bin/python benchmarks/cost_scenario.py --only large-f16,small-q4km         # some of them
+    .venv/bin/python benchmarks/cost_scenario.py --list                              # what is measured so far
+    .venv/bin/python benchmarks/cost_scenario.py --timing 16,6                       # machine time per config (idle machine!)
+
+Needs make model-qwen engine-llama-server engine-llamacpp (the quantizer). The samples are prefixes
+of one seeded order per task, so raising --pubmedqa-n / --gsm8k-n measures only the new questions
+(the study's target is 500 and 250). The cost is machine time per request, from the timing blocks
+(--timing P,G: per configuration a fresh engine answers the first P PubMedQA and G GSM8K questions
+again; configurations already timed are skipped unless --force): run those alone on the machine. The analysis is the cost lab's `scenario` part (experiments/cost_v2.yaml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from llmarch_lab.run import bench  # noqa: E402,F401 - sets the offline environment first
+
+
+def main(argv=None) -> int:
+    from llmarch_lab import paths
+    from llmarch_lab.labs.cost import outcomes
+    from llmarch_lab.labs.cost.scenario import measure
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pubmedqa-n", type=int, default=200)
+    ap.add_argument("--gsm8k-n", type=int, default=80)
+    ap.add_argument("--only", default="", help="comma-separated config keys (default: all, in order)")
+    ap.add_argument("--list", action="store_true", help="print what is measured so far and exit")
+    ap.add_argument("--timing", default="", help="P,G: time each configuration on its first P PubMedQA and G GSM8K questions")
+    ap.add_argument("--force", action="store_true", help="with --timing: time configurations already timed again")
+    a = ap.parse_args(argv)
+    try:
+        timing = tuple(int(x) for x in a.timing.split(",")) if a.timing else ()
+        if timing and (len(timing) != 2 or min(timing) < 0):
+            raise ValueError
+    except ValueError:
+        raise SystemExit(f"--timing {a.timing!r}: give P,G, two counts such as 16,6") from None
+    keys = [k for k in a.only.split(",") if k] or list(measure.CONFIGS)
+    bad = [k for k in keys if k not in measure.CONFIGS]
+    if bad:
+        raise SystemExit(f"--only: unknown config {bad[0]!r}; known: {', '.join(measure.CONFIGS)}")
+    share = {c.key: s for c, s in measure.STUDY}
+    log_dir = paths.cache_dir() / "cost-outcomes" / "logs"
+    compressor = None
+    for key in keys:
+        cfg = measure.CONFIGS[key]
+        n_p, n_g = (max(1, round(n * share[key])) for n in (a.pubmedqa_n, a.gsm8k_n))
+        if a.list:
+            done = outcomes.cached(measure.store_key(cfg))
+            by = {t: sum(1 for d in done.values() if d["task"] == t) for t in cfg.tasks}
+            print(f"{key:18s} {by}  machine s/request: "
+                  f"{ {t: round(v, 2) for t, v in measure.machine_seconds(measure.store_key(cfg)).items()} }")
+            continue
+        if cfg.compress != 1.0 and compressor is None:
+            from llmarch_lab.labs.cost.scenario.compress import Compressor
+
+            compressor = Compressor()
+        t0 = time.time()
+        if timing:
+            if any(src == "timing" for _, src in measure.machine_seconds(measure.store_key(cfg), True).values()) and not a.force:
+                print(f"{key}: timed already (--force to time again)")
+                continue
+            secs = measure.time_config(cfg, log_dir, *timing, compressor=compressor)
+            print(f"{key}: machine s/request {({t: round(v, 2) for t, v in secs.items()})} "
+                  f"(timing block, {time.time() - t0:.0f} s)", flush=True)
+            continue
+        df = measure.run(cfg, log_dir, n_p, n_g, compressor=compressor)
+        acc = df.groupby("task")["correct"].mean().round(3).to_dict()
+        print(f"{key}: {len(df)} answers {acc} in {time.time() - t0:.0f} s; machine s/request "
+              f"{ {t: round(v, 2) for t, v in measure.machine_seconds(measure.store_key(cfg)).items()} }", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Part `scenario`: the seed's second scenario ("cut LLM cost by 50% at <= 2% quality loss") as a
+study. Every lever is a measured configuration of the large model or a path around it (scenario/
+measure.py: precision, batching, offline batches, context compression, prompt style, routing to
+the small model, the semantic cache); the plan prices each request by measured machine time and
+scores it by that configuration's own answer; every lever alone and combined, with paired-
+bootstrap intervals, the recommendation on the upper bound of the loss interval, a Pareto plot and
+a waterfall. The answers come from benchmarks/cost_scenario.py (resumable; `measure_missing`
+measures here instead); configurations not measured on the whole sample are left out and listed."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Literal
+
+from pydantic import Field
+
+from llmarch_lab import LabError
+from llmarch_lab.labs.cost.parts.base import (
+    BootField,
+    FoldsField,
+    OutcomeFields,
+    TargetFields,
+    TraceFields,
+    oof_router_table,
+    paraphrase_hit_rate,
+    quantile_thresholds,
+    run_dir,
+)
+from llmarch_lab.results import Result
+
+
+class ScenarioParams(TargetFields, TraceFields, BootField, FoldsField, OutcomeFields):
+    part: Literal["scenario"] = "scenario"
+    offline_share: float = Field(0.3, ge=0.0, le=1.0, description="Share of the traffic that may be answered in offline batches (the workload's statement).")
+    measure_missing: bool = Field(False, description="Measure the configurations whose answers are missing (hours at the study's sample; "
+                                                     "benchmarks/cost_scenario.py does the same). False: use what is measured and list the rest.")
+
+
+REPORT = ("cost scenario: every lever measured, the plan", ["target_saving_pct", "max_rel_loss_pct", "offline_share"], {
+    "saving_pct": "cost.plan_saving_pct", "rel_loss_pct": "quality.plan_relative_loss_pct",
+    "loss_high": "quality.plan_relative_loss_pct_ci95_high", "configs": "count.scenario_configs"})
+
+
+def _items(p: ScenarioParams):
+    import pandas as pd
+
+    from llmarch_lab.labs.cost import outcomes
+
+    parts = [outcomes.sample(t, n, seed=p.seed) for t, n in (("pubmedqa", p.pubmedqa_n), ("gsm8k", p.gsm8k_n)) if n]
+    return pd.concat(parts, ignore_index=True)
+
+
+def _measured(p: ScenarioParams, items):
+    from llmarch_lab.labs.cost.scenario import analysis, measure
+
+    study = measure.study(p.large_model, p.small_model, p.max_tokens)
+    if p.measure_missing:
+        compressor = None
+        for cfg, share in study:
+            if cfg.compress != 1.0 and compressor is None:
+                from llmarch_lab.labs.cost.scenario.compress import Compressor
+
+                compressor = Compressor()
+            n_p, n_g = (max(1, round(n * share)) if n else 0 for n in (p.pubmedqa_n, p.gsm8k_n))
+            measure.run(cfg, run_dir("scenario"), n_p, n_g, compressor=compressor)
+    got = analysis.load(study, items)
+    for need in (analysis.BASE, "large-f16-c1"):
+        if need not in got.answers:
+            raise LabError(f"cost scenario: configuration {need} is not measured on this sample "
+                           f"({got.missing.get(need)}); run benchmarks/cost_scenario.py --pubmedqa-n {p.pubmedqa_n} "
+                           f"--gsm8k-n {p.gsm8k_n} (or set measure_missing=true)")
+    return got
+
+
+def _trace(p: ScenarioParams, items, got, res: Result):
+    """(trace with router scores and cache outcomes, router threshold candidates, lookup seconds)."""
+    import pandas as pd
+
+    from llmarch_lab.labs.cost import cache, outcomes, workload
+
+    large = got.rows["large-f16"].set_index("qid")
+    small = got.rows.get("small-q4km")
+    qs = items[items["qid"].isin(large.index)]
+    if small is not None:
+        qs = qs[qs["qid"].isin(set(small["qid"]))]
+        pairs = outcomes.paired(qs, small, got.rows["large-f16"])
+        _, _, scores = oof_router_table(p, pairs, [p.plan_router], n_boot=0)
+        sc = scores[p.plan_router].to_numpy()
+        thresholds = quantile_thresholds(sc, p.route_thresholds)
+    else:
+        pairs = outcomes.paired(qs, got.rows["large-f16"], got.rows["large-f16"])
+        sc, thresholds = [1.0] * len(pairs), []
+        res.tags["cost.route"] = "skipped: the small model is not measured on this sample"
+    hit_rate, basis = paraphrase_hit_rate(p.seed)
+    res.tags["cost.paraphrase_hit_rate"] = basis
+    tr = workload.question_trace(pairs, sc, p.trace_requests, p.repeat_rate, p.paraphrase_share, p.zipf_s, p.seed)
+    t0 = time.perf_counter()
+    tr = workload.with_cache(tr, cache.SemanticCache(cache.CHOSEN), paraphrase_hit_rate=hit_rate, seed=p.seed)
+    lookup_s = (time.perf_counter() - t0) / max(1, len(tr))
+    tr = tr.assign(qid=tr["intent_id"])
+    res.add("latency.cache_lookup_ms", 1000.0 * lookup_s)
+    return pd.DataFrame(tr), thresholds, lookup_s
+
+
+def _compress_seconds(got, items) -> dict[float, float]:
+    """Machine seconds the compressor spends per PubMedQA request, per measured ratio (timed on up
+    to 20 abstracts of the sample)."""
+    ratios = sorted({c.compress for k, c in got.configs.items() if k in got.answers and c.compress != 1.0})
+    if not ratios:
+        return {}
+    from llmarch_lab.labs.cost.scenario.compress import Compressor
+
+    comp = Compressor()
+    texts = list(items.loc[items["task"] == "pubmedqa", "payload"].head(20))
+    out = {}
+    for r in ratios:
+        t0 = time.perf_counter()
+        for t in texts:
+            comp.compress(t, r)
+        out[r] = (time.perf_counter() - t0) / max(1, len(texts))
+    return out
+
+
+def run(p: ScenarioParams, res: Result) -> None:
+    from llmarch_lab.labs.cost import costmodel, plan_plots
+    from llmarch_lab.labs.cost.scenario import analysis, plan
+
+    items = _items(p)
+    got = _measured(p, items)
+    res.tags["cost.scenario_missing"] = "; ".join(f"{k}: {v}" for k, v in got.missing.items()) or "none"
+    res.add("count.scenario_configs", len(got.answers))
+    levers = analysis.lever_table(got, items, n_boot=p.n_boot, seed=p.seed)
+    style, style_rows = analysis.choose_style(got, p.max_rel_loss_pct)
+    res.tags["cost.gsm8k_style"] = style
+    trace, thresholds, lookup_s = _trace(p, items, got, res)
+    compress_s = _compress_seconds(got, items)
+    m = plan.Measured(trace, got.answers, got.seconds, compress_s, lookup_s)
+    plans = plan.candidates(m, thresholds, offline_shares=(0.0, p.offline_share), styles=tuple(dict.fromkeys(("full", style))))
+    table = plan.table(m, plans, n_resamples=p.n_boot, seed=p.seed)
+    rec = plan.recommend(table, p.target_saving_pct, p.max_rel_loss_pct)
+    usd_per_s = costmodel.machine(p.machine).usd_per_hour / 3600.0
+    table["usd_per_1k_requests"] = table["cost_s_per_request"] * usd_per_s * 1000.0
+    r = rec["row"]
+    res.add("cost.plan_saving_pct", rec["saving_pct"])
+    res.add("quality.plan_relative_loss_pct", rec["rel_loss_pct"])
+    for w in ("low", "high"):
+        for col, metric in ((f"loss_ci_{w}", "quality.plan_relative_loss_pct_ci95_"), (f"saving_ci_{w}", "cost.plan_saving_pct_ci95_")):
+            if col in r and r[col] == r[col]:
+                res.add(metric + w, float(r[col]))
+    res.add("count.trace_requests", len(trace))
+    res.tags["cost.recommended"] = rec["plan"]
+    res.tags["cost.recommendation_basis"] = rec["basis"]
+    res.tags["cost.target_met"] = str(rec["met"])
+    res.tables["lever_table"] = levers
+    res.tables["style_table"] = _frame(style_rows)
+    res.tables["plan_table"] = table.drop(columns=["spec"]).sort_values("cost_s_per_request")
+    res.tables["trace"] = trace
+    steps = plan.waterfall(m, rec["spec"], usd_per_s)
+    res.tables["waterfall"] = steps
+    res.texts["recommendation.json"] = json.dumps({k: v for k, v in rec.items() if k not in ("row", "spec")} |
+                                                  {"spec": rec["spec"].__dict__}, indent=1, default=str)
+    res.figures["pareto"] = plan_plots.pareto_plot(table, rec, title="cost vs quality of every plan (measured levers)")
+    res.figures["waterfall"] = plan_plots.waterfall_plot(steps)
+
+
+def _frame(rows):
+    import pandas as pd
+
+    return pd.DataFrame(rows)
