@@ -105,7 +105,7 @@ FIELDS = {
     "seed": ("<class 'int'>", 0, "[]"),
     "base_url": ("<class 'str'>", "", "[]"),
     "api_key_env": ("<class 'str'>", "OPENAI_API_KEY", "[_PydanticGeneralMetadata(pattern='^([A-Za-z_][A-Za-z0-9_]*)?$')]"),
-    "part": ("typing.Literal['routing', 'routellm', 'cache', 'gateway', 'plan']", "routing", "[]"),
+    "part": ("typing.Literal['routing', 'routellm', 'cache', 'gateway', 'plan', 'scenario']", "routing", "[]"),
     "small_model": ("<class 'str'>", "smollm2-135m-instruct", "[MinLen(min_length=1)]"),
     "large_model": ("<class 'str'>", "qwen2.5-coder-1.5b-instruct", "[MinLen(min_length=1)]"),
     "pubmedqa_n": ("<class 'int'>", 150, "[Ge(ge=0), Le(le=1000)]"),
@@ -131,6 +131,8 @@ FIELDS = {
     "max_rel_loss_pct": ("<class 'float'>", 2.0, "[Ge(ge=0.0), Le(le=100.0)]"),
     "plan_router": ("typing.Literal['random', 'rule', 'minilm-lr', 'knn', 'confidence']", "minilm-lr", "[]"),
     "route_thresholds": ("list[float]", [0.2, 0.35, 0.5, 0.65, 0.8], "[]"),
+    "offline_share": ("<class 'float'>", 0.3, "[Ge(ge=0.0), Le(le=1.0)]"),
+    "measure_missing": ("<class 'bool'>", False, "[]"),
 }
 
 
