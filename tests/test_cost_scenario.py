@@ -123,19 +123,22 @@ def outcome_cache(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_measurements_resume_and_the_part_plans_on_what_is_measured(outcome_cache, store):
+def test_measurements_resume_and_the_part_plans_and_replays(outcome_cache, store):
+    from llmarch_lab.assets import models
     from llmarch_lab.labs.cost import outcomes
     from llmarch_lab.labs.cost.lab import CostParams, run
     from llmarch_lab.labs.cost.scenario import measure
 
-    study = dict((c.key, c) for c, _ in measure.study("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", 24))
-    for key in ("large-f16", "large-f16-c1"):
+    # SmolLM2 plays both tiers (the small one through its file path) so the test stays small.
+    small = str(models.smollm2_gguf())
+    study = dict((c.key, c) for c, _ in measure.study("smollm2-135m-instruct", small, 24))
+    for key in ("large-f16", "large-f16-c1", "small-q4km"):
         rows = measure.run(study[key], outcome_cache / "logs", pubmedqa_n=3, gsm8k_n=2, progress=False)
         assert len(rows) == 5 and rows["prompt_tokens"].gt(0).all()
     walls = (outcome_cache / "cost-outcomes" / "walls.jsonl").read_text().splitlines()
-    assert [json.loads(w)["task"] for w in walls] == ["pubmedqa", "gsm8k"] * 2
+    assert [json.loads(w)["task"] for w in walls] == ["pubmedqa", "gsm8k"] * 3
     measure.run(study["large-f16"], outcome_cache / "logs", pubmedqa_n=3, gsm8k_n=2, progress=False)
-    assert len((outcome_cache / "cost-outcomes" / "walls.jsonl").read_text().splitlines()) == 4  # nothing new
+    assert len((outcome_cache / "cost-outcomes" / "walls.jsonl").read_text().splitlines()) == 6  # nothing new
     key = measure.store_key(study["large-f16"])
     assert key == "large-f16@smollm2-135m-instruct" and len(outcomes.cached(key)) == 5
     assert {src for _, src in measure.machine_seconds(key, with_source=True).values()} == {"answers"}
@@ -143,14 +146,19 @@ def test_measurements_resume_and_the_part_plans_on_what_is_measured(outcome_cach
     assert set(secs) == {"pubmedqa", "gsm8k"} and min(secs.values()) > 0
     assert measure.machine_seconds(key, with_source=True)["gsm8k"] == (secs["gsm8k"], "timing")  # preferred
     assert len(outcomes.cached(key)) == 5  # timing answers are not stored
-    kw = dict(part="scenario", large_model="smollm2-135m-instruct", small_model="qwen2.5-coder-0.5b-instruct",
-              pubmedqa_n=3, gsm8k_n=2, max_tokens=24, n_boot=50, trace_requests=10)
+    kw = dict(part="scenario", large_model="smollm2-135m-instruct", small_model=small, pubmedqa_n=3, gsm8k_n=2,
+              max_tokens=24, n_boot=50, trace_requests=10, cv_folds=2, plan_router="rule", replay_requests=4)
     res = run(CostParams(**kw))
-    assert res.metrics["count.scenario_configs"] == 2
-    assert "small-q4km: 0 of 5 answers measured" in res.tags["cost.scenario_missing"]
-    assert res.tags["cost.route"].startswith("skipped")
+    assert res.metrics["count.scenario_configs"] == 3
+    assert "large-q8_0: 0 of 5 answers measured" in res.tags["cost.scenario_missing"]
     table = res.tables["plan_table"]
-    assert set(table["plan"]) == {"baseline", "batch x4", "cache", "batch x4 + cache"}
+    assert {"baseline", "batch x4", "cache", "batch x4 + cache"} <= set(table["plan"])
+    assert table["plan"].str.contains("route").any()
     assert "cost.plan_saving_pct" in res.metrics and set(res.figures) == {"pareto", "waterfall"}
+    # The replay: the recommended plan stood up (engines, router in the LiteLLM gateway, cache).
+    rep = res.tables["replay"]
+    assert len(rep) == 4 and set(rep["served_by"]) <= {"model", "cache"} and rep["seconds"].gt(0).all()
+    assert res.metrics["cost.replay_machine_s_per_request"] > 0 and 0 <= res.metrics["quality.replay_quality"] <= 1
+    assert "errors.replay_cost_vs_plan_pct" in res.metrics
     with pytest.raises(LabError, match="configuration large-f16 is not measured"):
         run(CostParams(**{**kw, "pubmedqa_n": 4}))

@@ -117,7 +117,7 @@ def _gsm8k_messages(row) -> list[dict]:
     return [{"role": "user", "content": f"{row['prompt']}\nGive only the final line 'The answer is N.'"}]
 
 
-def _one(ep, row) -> dict:
+def answer(ep, row) -> dict:
     if row["task"] == "pubmedqa":
         msgs = [{"role": "user", "content": _pubmedqa_text(row)}]
         reply, lp = ep.chat_logprobs(msgs, max_tokens=1, top_logprobs=20)
@@ -189,7 +189,7 @@ def answer_all(engine, todo: list[dict], key: str, max_tokens: int, concurrency:
     def one(r):
         ep = engine.endpoint(timeout_s=900)
         t0 = time.time()
-        res = _one(ep, {**r, "max_tokens": max_tokens})
+        res = answer(ep, {**r, "max_tokens": max_tokens})
         return {"qid": r["qid"], "task": r["task"], "model": key, "gold": r["gold"], **res,
                 "concurrency": concurrency, "measured_at": t0}
 

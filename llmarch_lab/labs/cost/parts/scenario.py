@@ -10,6 +10,7 @@ measures here instead); configurations not measured on the whole sample are left
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Literal
 
@@ -33,6 +34,8 @@ from llmarch_lab.results import Result
 class ScenarioParams(TargetFields, TraceFields, BootField, FoldsField, OutcomeFields):
     part: Literal["scenario"] = "scenario"
     offline_share: float = Field(0.3, ge=0.0, le=1.0, description="Share of the traffic that may be answered in offline batches (the workload's statement).")
+    replay_requests: int = Field(0, ge=0, le=1_000_000, description="Replay the first N trace requests through the recommended plan stood up for real "
+                                                                     "(engines, router in the LiteLLM gateway, cache, compressor) and compare with its prediction; 0 = no replay.")
     measure_missing: bool = Field(False, description="Measure the configurations whose answers are missing (hours at the study's sample; "
                                                      "benchmarks/cost_scenario.py does the same). False: use what is measured and list the rest.")
 
@@ -100,7 +103,7 @@ def _trace(p: ScenarioParams, items, got, res: Result):
     lookup_s = (time.perf_counter() - t0) / max(1, len(tr))
     tr = tr.assign(qid=tr["intent_id"])
     res.add("latency.cache_lookup_ms", 1000.0 * lookup_s)
-    return pd.DataFrame(tr), thresholds, lookup_s
+    return pd.DataFrame(tr), thresholds, lookup_s, (pairs if small is not None else None)
 
 
 def _compress_seconds(got, items) -> dict[float, float]:
@@ -133,7 +136,7 @@ def run(p: ScenarioParams, res: Result) -> None:
     levers = analysis.lever_table(got, items, n_boot=p.n_boot, seed=p.seed)
     style, style_rows = analysis.choose_style(got, p.max_rel_loss_pct)
     res.tags["cost.gsm8k_style"] = style
-    trace, thresholds, lookup_s = _trace(p, items, got, res)
+    trace, thresholds, lookup_s, pairs = _trace(p, items, got, res)
     compress_s = _compress_seconds(got, items)
     m = plan.Measured(trace, got.answers, got.seconds, compress_s, lookup_s)
     plans = plan.candidates(m, thresholds, offline_shares=(0.0, p.offline_share), styles=tuple(dict.fromkeys(("full", style))))
@@ -142,12 +145,14 @@ def run(p: ScenarioParams, res: Result) -> None:
     usd_per_s = costmodel.machine(p.machine).usd_per_hour / 3600.0
     table["usd_per_1k_requests"] = table["cost_s_per_request"] * usd_per_s * 1000.0
     r = rec["row"]
-    res.add("cost.plan_saving_pct", rec["saving_pct"])
-    res.add("quality.plan_relative_loss_pct", rec["rel_loss_pct"])
+    # A relative loss is undefined where the baseline scores 0 (tiny samples, some resamples): left out.
+    values = {"cost.plan_saving_pct": rec["saving_pct"], "quality.plan_relative_loss_pct": rec["rel_loss_pct"]}
     for w in ("low", "high"):
-        for col, metric in ((f"loss_ci_{w}", "quality.plan_relative_loss_pct_ci95_"), (f"saving_ci_{w}", "cost.plan_saving_pct_ci95_")):
-            if col in r and r[col] == r[col]:
-                res.add(metric + w, float(r[col]))
+        values[f"quality.plan_relative_loss_pct_ci95_{w}"] = r.get(f"loss_ci_{w}", math.nan)
+        values[f"cost.plan_saving_pct_ci95_{w}"] = r.get(f"saving_ci_{w}", math.nan)
+    for name, v in values.items():
+        if math.isfinite(float(v)):
+            res.add(name, float(v))
     res.add("count.trace_requests", len(trace))
     res.tags["cost.recommended"] = rec["plan"]
     res.tags["cost.recommendation_basis"] = rec["basis"]
@@ -162,6 +167,48 @@ def run(p: ScenarioParams, res: Result) -> None:
                                                   {"spec": rec["spec"].__dict__}, indent=1, default=str)
     res.figures["pareto"] = plan_plots.pareto_plot(table, rec, title="cost vs quality of every plan (measured levers)")
     res.figures["waterfall"] = plan_plots.waterfall_plot(steps)
+    if p.replay_requests:
+        _replay(p, rec["spec"], m, items, pairs, res)
+
+
+def _replay(p: ScenarioParams, spec, m, items, pairs, res: Result) -> None:
+    """The recommended plan (its online path) stood up and the trace's first requests replayed;
+    measured machine-seconds per request and quality against the plan's prediction for the same
+    requests."""
+    from dataclasses import replace
+
+    from llmarch_lab.labs.cost.scenario import gguf_quant, plan, replay
+    from llmarch_lab.llm import engines
+
+    if pairs is None:
+        raise LabError("cost scenario: replay_requests needs the small model's answers (the router is fitted on them)")
+    spec = replace(spec, offline_share=0.0)
+    head = m.trace.head(p.replay_requests).reset_index(drop=True)
+    predicted = plan.row(replace(m, trace=head), spec, base=plan.evaluate(replace(m, trace=head), plan.Plan()))
+    compressor = None
+    if spec.compress != 1.0:
+        from llmarch_lab.labs.cost.scenario.compress import Compressor
+
+        compressor = Compressor()
+    out = replay.run(spec, head, items, pairs, log_dir=run_dir("scenario-replay"),
+                     large_gguf=str(gguf_quant.variant(p.large_model, spec.precision)),
+                     small_gguf=str(engines.gguf_path(p.small_model)), router_name=p.plan_router,
+                     max_tokens=p.max_tokens, compressor=compressor)
+    s = out.summary
+    res.add("cost.replay_machine_s_per_request", s["s_per_request"])
+    res.add("cost.plan_machine_s_per_request", predicted["cost_s_per_request"])
+    res.add("errors.replay_cost_vs_plan_pct", 100.0 * (s["s_per_request"] / predicted["cost_s_per_request"] - 1.0))
+    res.add("quality.replay_quality", s["quality"])
+    res.add("quality.plan_predicted_quality", predicted["quality"])
+    res.add("errors.replay_quality_vs_plan_pct", 100.0 * (s["quality"] / predicted["quality"] - 1.0)
+            if predicted["quality"] else float("nan"))
+    res.tables["replay"] = out.requests
+    res.tables["replay_vs_plan"] = _frame([
+        {"what": "machine s/request", "plan": predicted["cost_s_per_request"], "replay": s["s_per_request"]},
+        {"what": "quality", "plan": predicted["quality"], "replay": s["quality"]},
+        {"what": "share cache", "plan": predicted["share_cache"], "replay": s["share_cache"]},
+        {"what": "share small", "plan": predicted["share_small"], "replay": s["share_small"]}])
+    res.tags["cost.replay"] = f"{s['plan']}: {s['requests']} requests, {s['wall_s']:.0f} s at {s['online_concurrency']} in flight"
 
 
 def _frame(rows):

@@ -1,7 +1,7 @@
 """The scenario's plan: every lever's cost and quality per request on one trace, alone and combined.
 
     from llmarch_lab.labs.cost.scenario import plan
-    m = plan.Measured.load(trace, router_scores)        # the configurations' answers and machine time
+    m = plan.Measured(trace, answers, seconds)           # the configurations' answers and machine time
     row = plan.evaluate(m, plan.Plan(precision="Q8_0", cache=True, online_concurrency=4))
     table = plan.table(m, plan.candidates(m))           # point estimates; intervals for the front
 
