@@ -36,7 +36,12 @@ def main(argv=None) -> int:
     ap.add_argument("--list", action="store_true", help="print what is measured so far and exit")
     ap.add_argument("--timing", default="", help="P,G: time each configuration on its first P PubMedQA and G GSM8K questions")
     ap.add_argument("--force", action="store_true", help="with --timing: time configurations already timed again")
+    ap.add_argument("--plan", action="store_true", help="run the scenario part on what is measured, print its tables, log to MLflow")
+    ap.add_argument("--replay", type=int, default=0, help="with --plan: replay this many trace requests through the recommended plan")
+    ap.add_argument("--offline-share", type=float, default=0.3, help="with --plan: share of traffic that may go to offline batches")
     a = ap.parse_args(argv)
+    if a.plan:
+        return plan_main(a)
     try:
         timing = tuple(int(x) for x in a.timing.split(",")) if a.timing else ()
         if timing and (len(timing) != 2 or min(timing) < 0):
@@ -76,6 +81,46 @@ def main(argv=None) -> int:
         acc = df.groupby("task")["correct"].mean().round(3).to_dict()
         print(f"{key}: {len(df)} answers {acc} in {time.time() - t0:.0f} s; machine s/request "
               f"{ {t: round(v, 2) for t, v in measure.machine_seconds(measure.store_key(cfg)).items()} }", flush=True)
+    return 0
+
+
+def plan_main(a) -> int:
+    """The scenario part in this process (same code as the suite's run), its tables printed."""
+    from llmarch_lab import LabError
+    from llmarch_lab.labs.cost.lab import CostParams, run
+    from llmarch_lab.labs.cost.scenario import measure
+    from llmarch_lab.store import tracking
+
+    try:
+        p = CostParams(part="scenario", small_model=measure.SMALL, large_model=measure.LARGE, pubmedqa_n=a.pubmedqa_n,
+                       gsm8k_n=a.gsm8k_n, max_tokens=320, offline_share=a.offline_share, replay_requests=a.replay,
+                       n_boot=1000)
+        lab_run = tracking.start(p, notebook="benchmarks/cost_scenario.py")
+        res = run(p)
+        lab_run.log_result(res)
+        lab_run.close()
+    except LabError as e:
+        raise SystemExit(f"cost_scenario: {e}") from None
+    fmt = dict(index=False, floatfmt=".3g")
+    lv = res.tables["lever_table"]
+    print("\n## Each configuration against the baseline's answers (large F16, same questions)\n")
+    print(lv.drop(columns=["model"]).to_markdown(**fmt))
+    print("\n## GSM8K prompt style (chosen on dev)\n")
+    print(res.tables["style_table"].to_markdown(**fmt))
+    t = res.tables["plan_table"]
+    cols = ["plan", "composed", "cost_s_per_request", "saving_pct", "saving_ci_low", "saving_ci_high", "quality",
+            "rel_loss_pct", "loss_ci_low", "loss_ci_high", "share_small", "share_cache", "pareto"]
+    print(f"\n## Plans: every lever alone, and the Pareto front ({len(t)} plans in all)\n")
+    print(t[(t["n_levers"] <= 1) | t["pareto"]][cols].to_markdown(**fmt))
+    print("\n## Waterfall of the recommended plan\n")
+    print(res.tables["waterfall"].to_markdown(**fmt))
+    if "replay_vs_plan" in res.tables:
+        print(f"\n## Replay: {res.tags['cost.replay']}\n")
+        print(res.tables["replay_vs_plan"].to_markdown(**fmt))
+    print(f"\nrecommended: {res.tags['cost.recommended']} ({res.tags['cost.recommendation_basis']}); "
+          f"target met: {res.tags['cost.target_met']}; missing: {res.tags['cost.scenario_missing']}")
+    print(f"metrics: { {k: round(v, 3) for k, v in res.metrics.items()} }")
+    print(f"logged to MLflow run {lab_run.run_id}")
     return 0
 
 

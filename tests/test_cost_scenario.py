@@ -144,6 +144,8 @@ def test_measurements_resume_and_the_part_plans_and_replays(outcome_cache, store
     assert {src for _, src in measure.machine_seconds(key, with_source=True).values()} == {"answers"}
     secs = measure.time_config(study["large-f16"], outcome_cache / "logs", pubmedqa_n=2, gsm8k_n=1)
     assert set(secs) == {"pubmedqa", "gsm8k"} and min(secs.values()) > 0
+    timed = [json.loads(x) for x in (outcome_cache / "cost-outcomes" / "timings.jsonl").read_text().splitlines()]
+    assert [t["questions"] for t in timed] == [4, 4]  # at least one per slot (concurrency 4)
     assert measure.machine_seconds(key, with_source=True)["gsm8k"] == (secs["gsm8k"], "timing")  # preferred
     assert len(outcomes.cached(key)) == 5  # timing answers are not stored
     kw = dict(part="scenario", large_model="smollm2-135m-instruct", small_model=small, pubmedqa_n=3, gsm8k_n=2,

@@ -62,7 +62,8 @@ def is_dev(qid: str) -> bool:
 def lever_table(got: Loaded, items, n_boot: int = 1000, seed: int = 0):
     """One row per (configuration, task): accuracy of the base (large F16) and of the configuration
     on the same questions, the difference with a paired 95% interval, relative change %, machine
-    seconds per request and its ratio to the base at the base's concurrency, mean prompt and
+    seconds per request and its ratio to the base at the base's concurrency, per-request latency
+    p50 / p95 (answer blocks: taken while other work may share the machine), mean prompt and
     output tokens."""
     import numpy as np
     import pandas as pd
@@ -87,6 +88,7 @@ def lever_table(got: Loaded, items, n_boot: int = 1000, seed: int = 0):
                          "diff": d["delta"], "diff_ci_low": d["ci_low"], "diff_ci_high": d["ci_high"],
                          "rel_change_pct": 100.0 * d["delta"] / base_acc if base_acc else float("nan"),
                          "s_per_request": secs, "cost_ratio": secs / got.seconds[BASE][task] if BASE in got.seconds else float("nan"),
+                         "latency_p50_s": float(g["seconds"].quantile(0.5)), "latency_p95_s": float(g["seconds"].quantile(0.95)),
                          "prompt_tokens": float(g["prompt_tokens"].mean()), "output_tokens": float(g["output_tokens"].mean())})
     return pd.DataFrame(rows)
 

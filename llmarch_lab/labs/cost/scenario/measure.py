@@ -133,10 +133,11 @@ def run(cfg: Config, log_dir: Path, pubmedqa_n: int, gsm8k_n: int, compressor=No
 
 def time_config(cfg: Config, log_dir: Path, pubmedqa_n: int, gsm8k_n: int, compressor=None) -> dict[str, float]:
     """One timing block per task for `cfg` (see the module docstring): a fresh engine answers the
-    first n questions again (answers are not stored). Returns {task: machine-seconds per request}."""
+    first n questions again (answers are not stored), n at least the configuration's concurrency
+    so every slot is busy. Returns {task: machine-seconds per request}."""
     from llmarch_lab.llm import engines
 
-    ns = {"pubmedqa": pubmedqa_n, "gsm8k": gsm8k_n}
+    ns = {t: max(n, cfg.concurrency) if n else 0 for t, n in (("pubmedqa", pubmedqa_n), ("gsm8k", gsm8k_n))}
     key = store_key(cfg)
     out = {}
     with engines.launch("llama-server", model=cfg.gguf(), log_path=Path(log_dir) / f"timing-{cfg.key}.log",
