@@ -30,8 +30,8 @@ def main(argv=None) -> int:
     from llmarch_lab.labs.cost.scenario import measure
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pubmedqa-n", type=int, default=200)
-    ap.add_argument("--gsm8k-n", type=int, default=80)
+    ap.add_argument("--pubmedqa-n", type=int, default=120)
+    ap.add_argument("--gsm8k-n", type=int, default=48)
     ap.add_argument("--only", default="", help="comma-separated config keys (default: all, in order)")
     ap.add_argument("--list", action="store_true", help="print what is measured so far and exit")
     ap.add_argument("--timing", default="", help="P,G: time each configuration on its first P PubMedQA and G GSM8K questions")
@@ -105,6 +105,9 @@ def plan_main(a) -> int:
     lv = res.tables["lever_table"]
     print("\n## Each configuration against the baseline's answers (large F16, same questions)\n")
     print(lv.drop(columns=["model"]).to_markdown(**fmt))
+    if "router_table" in res.tables:
+        print("\n## The plan's router, out of fold (RouteLLM's evaluation: 0.5B vs 1.5B F16)\n")
+        print(res.tables["router_table"].to_markdown(**fmt))
     print("\n## GSM8K prompt style (chosen on dev)\n")
     print(res.tables["style_table"].to_markdown(**fmt))
     t = res.tables["plan_table"]

@@ -128,12 +128,12 @@ def run(spec, trace, items, pairs, *, log_dir: Path, large_gguf: str, small_gguf
             s_url, s_name = (small.base_url, "small") if small else (large.base_url, "large")
             with gateway.launch(s_url, s_name, large.base_url, "large", router, threshold,
                                   log_dir / "replay-gateway.log", run_dir=log_dir / "gateway") as gw:
-                ep = gw.endpoint(timeout_s=900)
                 state = {"rows": rows, "next": 0, "answers": {}, "max_tokens": max_tokens}
                 lock = threading.Lock()
                 cache = cache_mod.SemanticCache(cache_mod.CHOSEN)
                 t0 = time.perf_counter()
-                threads = [threading.Thread(target=_worker, args=(state, lock, ep, cache, compressor, spec, by_qid, out))
+                threads = [threading.Thread(target=_worker, args=(state, lock, gw.endpoint(timeout_s=900), cache, compressor, spec,
+                                                                       by_qid, out))
                            for _ in range(c)]
                 for t in threads:
                     t.start()
