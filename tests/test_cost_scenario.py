@@ -164,3 +164,30 @@ def test_measurements_resume_and_the_part_plans_and_replays(outcome_cache, store
     assert "errors.replay_cost_vs_plan_pct" in res.metrics
     with pytest.raises(LabError, match="configuration large-f16 is not measured"):
         run(CostParams(**{**kw, "pubmedqa_n": 4}))
+
+
+def test_prompt_style_is_chosen_on_dev_questions_only():
+    import pandas as pd
+
+    from llmarch_lab.labs.cost.scenario import analysis, measure
+
+    qids = [f"gsm8k-{i}" for i in range(40)]
+    dev = [q for q in qids if analysis.is_dev(q)]
+    assert 4 <= len(dev) <= 20  # a fixed quarter, by hash
+    study = measure.study()
+    got = analysis.Loaded({c.key: c for c, _ in study})
+
+    def put(key, correct, secs):
+        got.rows[key] = pd.DataFrame({"qid": qids, "task": "gsm8k", "correct": correct, "output_tokens": 10.0})
+        got.answers[key] = dict(zip(qids, correct))
+        got.seconds[key] = {"gsm8k": secs}
+
+    put("large-f16", [1.0] * 40, 20.0)
+    # terse: cheap, wrong on every dev question (and right elsewhere): rejected on dev
+    put("large-f16-terse", [0.0 if q in dev else 1.0 for q in qids], 2.0)
+    # short: cheaper than full, as good on dev (and wrong on held-out questions: not looked at)
+    put("large-f16-short", [1.0 if q in dev else 0.0 for q in qids], 10.0)
+    style, rows = analysis.choose_style(got, max_rel_loss_pct=2.0)
+    assert style == "short"
+    test_row = next(r for r in rows if r["style"] == "short" and r["part"] == "test")
+    assert test_row["rel_loss_pct"] == 100.0  # reported, not used for the choice
