@@ -124,7 +124,8 @@ def run(spec, trace, items, pairs, *, log_dir: Path, large_gguf: str, small_gguf
                                 max_model_len=2048, threads=2, parallel=c, name="small") if spec.route is not None else None)
         try:
             router = _router_file(pairs, router_name, log_dir / "router.joblib")
-            threshold = spec.route if spec.route is not None else float("-inf")
+            # No routing: every score goes large (a finite number: "-inf" reads as an option to argparse).
+            threshold = spec.route if spec.route is not None else -1.0e9
             s_url, s_name = (small.base_url, "small") if small else (large.base_url, "large")
             with gateway.launch(s_url, s_name, large.base_url, "large", router, threshold,
                                   log_dir / "replay-gateway.log", run_dir=log_dir / "gateway") as gw:
