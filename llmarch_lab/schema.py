@@ -128,6 +128,7 @@ SPECS: tuple[MetricSpec, ...] = (
     _s("errors.replay_{w}_vs_plan_pct", L, "%", "cost scenario: the replay's cost or quality relative to the plan's prediction (signed)"),
     _s("quality.replay_quality", H, "fraction", "cost scenario: mean correctness of the replayed requests"),
     _s("quality.plan_predicted_quality", H, "fraction", "cost scenario: the plan's predicted mean correctness on the replayed requests"),
+    _s("latency.compressor_{w}_ms", L, "ms", "cost scenario: Selective Context compression of one abstract at a ratio (SmolLM2, CPU)"),
     _s("count.scenario_configs", N, "configurations", "cost scenario: configurations measured on the whole sample"),
     _s("latency.cache_lookup_ms", L, "ms", "semantic cache: mean time per request of lookups and inserts on the plan's trace"),
     _s("cost.saving_pct_{w}", H, "%", "cost saving of one lever or lever combination vs the baseline"),

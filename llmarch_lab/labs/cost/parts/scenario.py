@@ -142,6 +142,8 @@ def run(p: ScenarioParams, res: Result) -> None:
     res.tags["cost.gsm8k_style"] = style
     trace, thresholds, lookup_s, pairs = _trace(p, items, got, res)
     compress_s = _compress_seconds(got, items)
+    for r, secs in compress_s.items():
+        res.add(f"latency.compressor_{r:g}x_ms", 1000.0 * secs)
     m = plan.Measured(trace, got.answers, got.seconds, compress_s, lookup_s)
     plans = plan.candidates(m, thresholds, offline_shares=(0.0, p.offline_share), styles=tuple(dict.fromkeys(("full", style))))
     table = plan.table(m, plans, n_resamples=p.n_boot, seed=p.seed)
