@@ -132,6 +132,7 @@ FIELDS = {
     "plan_router": ("typing.Literal['random', 'rule', 'minilm-lr', 'knn', 'confidence']", "minilm-lr", "[]"),
     "route_thresholds": ("list[float]", [0.2, 0.35, 0.5, 0.65, 0.8], "[]"),
     "offline_share": ("<class 'float'>", 0.3, "[Ge(ge=0.0), Le(le=1.0)]"),
+    "replay_requests": ("<class 'int'>", 0, "[Ge(ge=0), Le(le=1000000)]"),
     "measure_missing": ("<class 'bool'>", False, "[]"),
 }
 

@@ -161,7 +161,7 @@ def test_measurements_resume_and_the_part_plans_and_replays(outcome_cache, store
     rep = res.tables["replay"]
     assert len(rep) == 4 and set(rep["served_by"]) <= {"model", "cache"} and rep["seconds"].gt(0).all()
     assert res.metrics["cost.replay_machine_s_per_request"] > 0 and 0 <= res.metrics["quality.replay_quality"] <= 1
-    assert "errors.replay_cost_vs_plan_pct" in res.metrics
+    assert "errors.replay_cost_vs_plan_pct" in res.metrics and "quality.plan_predicted_quality" in res.metrics
     with pytest.raises(LabError, match="configuration large-f16 is not measured"):
         run(CostParams(**{**kw, "pubmedqa_n": 4}))
 

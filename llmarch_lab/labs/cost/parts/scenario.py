@@ -206,8 +206,8 @@ def _replay(p: ScenarioParams, spec, m, items, pairs, res: Result) -> None:
     res.add("errors.replay_cost_vs_plan_pct", 100.0 * (s["s_per_request"] / predicted["cost_s_per_request"] - 1.0))
     res.add("quality.replay_quality", s["quality"])
     res.add("quality.plan_predicted_quality", predicted["quality"])
-    res.add("errors.replay_quality_vs_plan_pct", 100.0 * (s["quality"] / predicted["quality"] - 1.0)
-            if predicted["quality"] else float("nan"))
+    if predicted["quality"]:  # undefined when the plan predicts no correct answer (tiny samples)
+        res.add("errors.replay_quality_vs_plan_pct", 100.0 * (s["quality"] / predicted["quality"] - 1.0))
     res.tables["replay"] = out.requests
     res.tables["replay_vs_plan"] = _frame([
         {"what": "machine s/request", "plan": predicted["cost_s_per_request"], "replay": s["s_per_request"]},
