@@ -155,7 +155,7 @@ def evaluate_plan(trace, levers: Levers, prices: Mapping, cache_lookup_usd: floa
             "request_cost": cost, "request_quality": quality, "served_by": served}
 
 
-def _rel_loss(base, plan):
+def rel_loss_metric(base, plan):
     """paired_bootstrap metric: relative quality loss % of plan vs base (vectorised)."""
     import numpy as np
 
@@ -164,7 +164,7 @@ def _rel_loss(base, plan):
         return (b - plan.mean(-1)) / b * 100.0
 
 
-def _saving(base_cost, plan_cost):
+def saving_metric(base_cost, plan_cost):
     """paired_bootstrap metric: cost saving % of plan vs base over the resampled requests."""
     import numpy as np
 
@@ -218,8 +218,8 @@ def lever_table(trace, prices: Mapping, *, route_thresholds: Iterable[float] = (
     for r, c, q, b in itertools.product(routes, caches, quants, batches):
         spec = Levers(route=r, cache=c, quantize=q, batch=b)
         ev = evaluate_plan(trace, spec, prices, cache_lookup_usd if c is not None else 0.0)
-        sv = _interval(_saving, base["request_cost"], ev["request_cost"], n_resamples, seed, confidence)
-        ql = _interval(_rel_loss, base["request_quality"], ev["request_quality"], n_resamples, seed, confidence)
+        sv = _interval(saving_metric, base["request_cost"], ev["request_cost"], n_resamples, seed, confidence)
+        ql = _interval(rel_loss_metric, base["request_quality"], ev["request_quality"], n_resamples, seed, confidence)
         served = ev["served_by"]
         rows.append({"plan": spec.label(), "levers": tuple(spec.names()), "n_levers": len(spec.names()),
                      "route_threshold": r, "cache": c, "quantize": q.name if q else None, "batch": b,

@@ -3,7 +3,7 @@
     from llmarch_lab.labs.cost.scenario import analysis, measure
     got = analysis.load(measure.study(), items)       # answers and machine time of each complete config
     levers = analysis.lever_table(got, items)         # per config and task: accuracy vs base (paired CI), s/request
-    style = analysis.choose_style(got, items, max_rel_loss_pct=2)
+    style, rows = analysis.choose_style(got, max_rel_loss_pct=2)
 """
 
 from __future__ import annotations

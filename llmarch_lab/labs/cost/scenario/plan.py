@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 
 from llmarch_lab import LabError
 from llmarch_lab.common import stats
+from llmarch_lab.labs.cost.plan import rel_loss_metric, saving_metric
 
 BASE_KEY = "large-f16"
 
@@ -160,18 +161,6 @@ def evaluate(m: Measured, p: Plan):
     return cost, quality, served
 
 
-def _rel_loss(base, plan):
-    import numpy as np
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        b = base.mean(-1)
-        return (b - plan.mean(-1)) / b * 100.0
-
-
-def _saving(base, plan):
-    return (1.0 - plan.sum(-1) / base.sum(-1)) * 100.0
-
-
 def _interval(metric, a, b, n_resamples: int, seed: int) -> tuple[float, float, float]:
     import numpy as np
 
@@ -196,11 +185,11 @@ def row(m: Measured, p: Plan, base=None, n_resamples: int = 0, seed: int = 0) ->
            "share_large": float((served == "large").mean()), "share_small": float((served == "small").mean()),
            "share_cache": float((served == "cache").mean())}
     if n_resamples:
-        out["saving_pct"], out["saving_ci_low"], out["saving_ci_high"] = _interval(_saving, base[0], cost, n_resamples, seed)
-        out["rel_loss_pct"], out["loss_ci_low"], out["loss_ci_high"] = _interval(_rel_loss, base[1], q, n_resamples, seed)
+        out["saving_pct"], out["saving_ci_low"], out["saving_ci_high"] = _interval(saving_metric, base[0], cost, n_resamples, seed)
+        out["rel_loss_pct"], out["loss_ci_low"], out["loss_ci_high"] = _interval(rel_loss_metric, base[1], q, n_resamples, seed)
     else:
-        out["saving_pct"] = float(_saving(base[0], cost))
-        out["rel_loss_pct"] = float(_rel_loss(base[1], q))
+        out["saving_pct"] = float(saving_metric(base[0], cost))
+        out["rel_loss_pct"] = float(rel_loss_metric(base[1], q))
     return out
 
 
