@@ -197,12 +197,14 @@ SYSDEPS = $(PY) -m llmarch_lab.common.sysdeps ensure
 sys-graphviz: ## Graphviz (`dot`): the system report's architecture diagram
 	@$(SYSDEPS) $@ dot
 sys-prometheus: ## Prometheus (`promtool`): checks the system bundle's scrape config and alert rules
-	@$(SYSDEPS) $@ promtool
+	@$(SYSDEPS) $@ promtool prometheus
+sys-alertmanager: ## Prometheus Alertmanager: routes the system drill's alerts to its webhook receiver
+	@$(SYSDEPS) $@ prometheus-alertmanager
 sys-chromium: ## Chromium: screenshots of the system report
 	@$(SYSDEPS) $@ chromium
 sys-postgresql: ## PostgreSQL (`initdb`; `runuser` to run it as postgres when root): the shared tracking server's database
 	@$(SYSDEPS) $@ initdb runuser
-sysdeps: sys-graphviz sys-prometheus sys-chromium sys-postgresql ## Every Debian package any target uses
+sysdeps: sys-graphviz sys-prometheus sys-alertmanager sys-chromium sys-postgresql ## Every Debian package any target uses
 
 engines: engine-llamacpp engine-llama-server engine-vllm engine-openvino engine-ctranslate2 engine-guidellm ## Every serving engine and the guidellm cross-check
 
@@ -294,11 +296,12 @@ cost: setup model-qwen engine-llamacpp engine-llama-server engine-litellm ## Cos
 	$(BIN)/python benchmarks/cost_scenario.py --timing 12,4
 	$(BIN)/python benchmarks/cost_scenario.py --plan --replay 24 --pubmedqa-n $(COST_PUBMEDQA_N) --gsm8k-n $(COST_GSM8K_N)
 
-system: setup engine-llamacpp engine-litellm model-qwen-0.5b sys-graphviz sys-prometheus sys-chromium ## System chooser: the components (experiments/system_inputs.yaml), then a feasible and an infeasible report
+system: setup engine-llamacpp engine-llama-server engine-litellm model-qwen-0.5b sys-graphviz sys-prometheus sys-alertmanager sys-chromium ## System chooser: the components (experiments/system_inputs.yaml), a feasible and an infeasible report, then the alert drill
 	$(BIN)/llmarch-lab run experiments/system_inputs.yaml
 	$(BIN)/llmarch-lab system report experiments/system/support_assistant.yaml --screenshot
 	@# exit status 3 = "infeasible", which is what this requirements file is for
 	$(BIN)/llmarch-lab system report experiments/system/clinical_strict.yaml --screenshot || test $$? -eq 3
+	$(BIN)/llmarch-lab system drill
 
 bench-serving: setup engine-llamacpp engine-vllm engine-guidellm ## Generator ceiling + guidellm cross-check (prints tables, logs to MLflow)
 	$(BIN)/python benchmarks/serving_ceiling.py

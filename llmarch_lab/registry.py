@@ -55,6 +55,8 @@ COMMANDS: dict[str, str] = {
     "cache eval": "llmarch_lab.labs.cost.cache:eval_pairs_file",
     "system report": "llmarch_lab.system.report:build",
     "system choose": "llmarch_lab.system.report:choose_only",
+    "system drill": "llmarch_lab.system.ops.report:run_and_log",
+    "system drill config": "llmarch_lab.system.ops.drill:DrillConfig",
     "system requirements": "llmarch_lab.system.requirements:load",  # checked before a report writes anything
 }
 

@@ -144,6 +144,13 @@ SPECS: tuple[MetricSpec, ...] = (
     _s("cost.{w}_usd_per_month", L, "USD", "what a system costs per month, sized for its peak load"),
     _s("count.system_{w}", N, "", "system report: candidates, feasible candidates, replicas, failed bundle checks"),
     _s("errors.verify_{w}_abs_error_pct", L, "%", "end-to-end check: |measured - predicted| / predicted of one metric"),
+    _s("latency.alert_{w}_s", L, "s", "alert drill: fault start -> the alert's firing notification at the webhook "
+       "(alert_<name>_fire_s); fault end -> its resolved one (alert_<name>_resolve_s)"),
+    _s("count.drill_{w}", N, "", "alert drill: alerts expected, fired, missed, fired unexpectedly, in the quiet baseline"),
+    _s("throughput.balance_{w}_req_per_s", H, "1/s", "LiteLLM Router over engine replicas: requests/s of one scenario (benchmarks/system_balance.py)"),
+    _s("latency.balance_{w}_e2e_ms_p99", L, "ms", "LiteLLM Router over engine replicas: e2e p99 of one scenario"),
+    _s("count.balance_{w}_failed", L, "", "LiteLLM Router over engine replicas: failed requests in one scenario"),
+    _s("cost.drill_spend_usd", N, "USD", "alert drill: the gateway's spend counter at the end, read from Prometheus"),
     # latency: whole phases in seconds, per-item times in ms with the shared percentile set
     _s("latency.{w}_s", L, "s", "wall time of one phase (load, build, train, run)"),
     _s("latency.{w}_ms{pct}", L, "ms", "per-item time (request, token, query, generate call)"),

@@ -49,7 +49,8 @@ def engine_pids() -> set[tuple[int, str]]:
     for line in ps.splitlines():
         pid, _, args = line.strip().partition(" ")
         exe = args.split(" ", 1)[0]
-        if ("llama_cpp.server" in args or exe.rsplit("/", 1)[-1] == "llama-server" or "adapters.openai_http" in args
+        if ("llama_cpp.server" in args or exe.rsplit("/", 1)[-1] in ("llama-server", "prometheus", "prometheus-alertmanager")
+                or "adapters.openai_http" in args
                 or ("litellm" in args and "pytest" not in args and " -m pip " not in args)) \
                 and _in_this_session(int(pid)):
             out.add((int(pid), args[:160]))

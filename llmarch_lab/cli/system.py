@@ -62,3 +62,30 @@ def system_choose(requirements: Path = typer.Argument(..., metavar="REQUIREMENTS
         fail(e)
     rep.print()
     raise typer.Exit(0 if rep.notes and rep.notes[0].startswith("recommended") else 3)
+
+
+@system_app.command("drill")
+def system_drill(out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="Drill folder (default mlruns/reports/alert-drill)."),
+                 model: str = typer.Option("", "--model", help="The engine's model spec (default SmolLM2-135M-Instruct)."),
+                 slots: int = typer.Option(2, "--slots", min=1, help="llama-server --parallel."),
+                 detector: str = typer.Option("rules", "--detector", help="The guard's injection detector."),
+                 ttft_slo_ms: float = typer.Option(3000.0, "--ttft-slo-ms", min=1.0, help="TTFTp99SLOBurn's threshold."),
+                 window_s: int = typer.Option(20, "--window-s", min=2, help="The rules' rate window in the drill."),
+                 for_s: int = typer.Option(5, "--for-s", min=0, help="Every rule's `for` in the drill."),
+                 baseline_s: float = typer.Option(15.0, "--baseline-s", min=0.0, help="Steady traffic alone first (no alert may fire).")):
+    """Fire and resolve every alert of the bundle with induced faults: real engine, guard, gateway, Prometheus, Alertmanager.
+    Exit 0 when every expected alert fired and resolved with none in the quiet baseline, 1 otherwise."""
+    from llmarch_lab import registry
+    from llmarch_lab.store import tracking
+
+    try:
+        tracking.require_store(write=True)
+        cfg = registry.command("system drill config")(model=model, slots=slots, detector=detector, ttft_slo_ms=ttft_slo_ms,
+                                                      window_s=window_s, for_s=for_s, baseline_s=baseline_s)
+        res = registry.command("system drill")(cfg, out)
+    except LabError as e:
+        fail(e)
+    typer.echo(res["table"].to_string(index=False))
+    typer.echo(f"drill: {'every expected alert fired and resolved' if res['ok'] else 'FAILED'}; "
+               f"folder {res['folder']}, MLflow run {res['run_id']}")
+    raise typer.Exit(0 if res["ok"] else 1)

@@ -37,6 +37,8 @@ class Program:
 PROGRAMS: dict[str, Program] = {
     "dot": Program("graphviz", "sys-graphviz", "the system report's architecture diagram"),
     "promtool": Program("prometheus", "sys-prometheus", "checks the system bundle's scrape config and alert rules"),
+    "prometheus": Program("prometheus", "sys-prometheus", "the system drill's monitoring server (scrapes, evaluates the alert rules)"),
+    "prometheus-alertmanager": Program("prometheus-alertmanager", "sys-alertmanager", "the system drill's alert routing to a webhook"),
     "chromium": Program("chromium", "sys-chromium", "screenshots of the system report (--screenshot)"),
     "initdb": Program("postgresql", "sys-postgresql", "the shared tracking server's PostgreSQL (trackserver)"),
     "llama-server": Program("", "engine-llama-server", "llama.cpp's server, built from source"),

@@ -69,7 +69,8 @@ def config_from(choice) -> BundleConfig:
         threads=p.engine_threads,
         ctx=p.max_model_len, cpu=hw.cpu, memory=hw.memory, gpus=hw.gpus, guard=row.guard,
         pii_config=req.safety.pii_config, slos=req.slos.model_dump(),
-        extra_args=list(p.engine_args) if e["as_measured"] else [])
+        extra_args=list(p.engine_args) if e["as_measured"] else [],
+        usd_per_1m_tokens=float(row.usd_per_1m_tokens) if math.isfinite(float(row.usd_per_1m_tokens)) else 0.0)
 
 
 def _model_file(choice, serving, p) -> str:

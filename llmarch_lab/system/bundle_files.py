@@ -49,11 +49,18 @@ METRICS = {
     "llamacpp": _engine_names("llama-server"),  # the bundle deploys llama-server for the lab's llama.cpp runs
     "openvino": _engine_names("openvino"),
     "ctranslate2": _engine_names("ctranslate2"),
+    "guard": {  # the guard service's /metrics (labs/guardrails/gateway/service.py)
+        "requests": "guard_requests_total",
+        "decisions": "guard_decisions_total",
+    },
     "gateway": {  # LiteLLM proxy, callbacks: ["prometheus"]
         "ttft_hist": "litellm_llm_api_time_to_first_token_metric",
         "latency_hist": "litellm_request_total_latency_metric",
         "requests": "litellm_proxy_total_requests_metric_total",
         "failed": "litellm_proxy_failed_requests_metric_total",
+        "spend": "litellm_spend_metric_total",  # $ at the config's per-token price (usd_per_1m_tokens)
+        "input_tokens": "litellm_input_tokens_metric_total",
+        "output_tokens": "litellm_output_tokens_metric_total",
     },
 }
 _LLAMA_SERVER_SCRAPED = ("checked against a live scrape of llama-server (llama.cpp from llama-cpp-python 0.3.36's "
@@ -91,6 +98,8 @@ class BundleConfig:
     pii_config: str
     slos: dict
     queue_target: float = 2.0  # HPA: waiting requests per replica
+    guard_block_rate: float = 0.2  # GuardBlockRateAnomaly: share of prompts blocked above which it fires
+    usd_per_1m_tokens: float = 0.0  # the chooser's machine cost per token: the gateway's spend counter prices tokens at it
     extra_args: list[str] = field(default_factory=list)  # the measured run's engine_args (ENGINES as_measured)
     notes: list[str] = field(default_factory=list)
 
@@ -117,7 +126,8 @@ def engine_command(c: BundleConfig) -> list[str]:
 
 
 def litellm_config(c: BundleConfig, engine_url: str) -> dict:
-    cfg = registry.service("guardrails.litellm_config")(engine_url, c.served_name, prometheus=True)
+    cfg = registry.service("guardrails.litellm_config")(engine_url, c.served_name, prometheus=True,
+                                                        usd_per_1m_tokens=c.usd_per_1m_tokens)
     if c.guard == "none":
         cfg.pop("guardrails", None)
     return cfg
@@ -177,39 +187,65 @@ def compose(c: BundleConfig, litellm_cfg_rel: str = "gateway/config.yaml") -> di
     return {"name": c.system, "services": services}
 
 
-def prometheus_config(c: BundleConfig, engine_target: str, gateway_target: str) -> dict:
-    return {"global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
+def prometheus_config(c: BundleConfig, engine_target: str, gateway_target: str, guard_target: str = "guard:8090",
+                      interval: str = "15s") -> dict:
+    jobs = [("engine", engine_target), ("gateway", gateway_target)] + ([("guard", guard_target)] if c.guard != "none" else [])
+    return {"global": {"scrape_interval": interval, "evaluation_interval": interval},
             "rule_files": ["alerts.yml"],
-            "scrape_configs": [
-                {"job_name": "engine", "metrics_path": "/metrics", "static_configs": [{"targets": [engine_target]}]},
-                {"job_name": "gateway", "metrics_path": "/metrics", "static_configs": [{"targets": [gateway_target]}]}]}
+            "scrape_configs": [{"job_name": j, "metrics_path": "/metrics", "static_configs": [{"targets": [t]}]}
+                               for j, t in jobs]}
 
 
-def alert_rules(c: BundleConfig) -> dict:
+# LiteLLM counts a guard's block (answered 200 with finish_reason content_filter, raised inside the
+# proxy as ModifyResponseException) as a failed request; the error rate leaves blocks out (the drill
+# found them firing ErrorRateSLOBurn during a prompt-injection wave).
+NOT_BLOCKS = 'exception_class!="ModifyResponseException"'
+
+# The rules' time constants: the rate window and each alert's `for`. The bundle ships PRODUCTION;
+# the system drill (system/ops/drill.py) runs the same expressions with seconds-long ones, so that
+# every alert can be fired and resolved in a test.
+PRODUCTION = {"window": "5m", "TTFTp99SLOBurn": "10m", "ErrorRateSLOBurn": "5m", "QueueBuildingUp": "5m",
+              "KVCacheNearlyFull": "5m", "EngineDown": "2m", "GuardBlockRateAnomaly": "10m"}
+
+
+def alert_rules(c: BundleConfig, timing: dict | None = None) -> dict:
     em, gm = METRICS[c.engine], METRICS["gateway"]
+    t = {**PRODUCTION, **(timing or {})}
+    w = t["window"]
     slo = c.slos
     ttft_s = (slo.get("ttft_ms_p99") or 1000) / 1000.0
     err = slo.get("error_rate") or 0.01
     ttft_hist = em.get("ttft_hist") or gm["ttft_hist"]
+    failed = f'{gm["failed"]}{{{NOT_BLOCKS}}}'
     rules = [
-        {"alert": "TTFTp99SLOBurn", "for": "10m",
-         "expr": f"histogram_quantile(0.99, sum by (le) (rate({ttft_hist}_bucket[5m]))) > {ttft_s:g}",
+        {"alert": "TTFTp99SLOBurn", "for": t["TTFTp99SLOBurn"],
+         "expr": f"histogram_quantile(0.99, sum by (le) (rate({ttft_hist}_bucket[{w}]))) > {ttft_s:g}",
          "labels": {"severity": "page"},
-         "annotations": {"summary": f"TTFT p99 above the {ttft_s * 1000:g} ms SLO for 10 minutes",
+         "annotations": {"summary": f"TTFT p99 above the {ttft_s * 1000:g} ms SLO for {t['TTFTp99SLOBurn']}",
                          "runbook": "RUNBOOK.md#ttftp99sloburn"}},
-        {"alert": "ErrorRateSLOBurn", "for": "5m",
-         "expr": f"(sum(rate({gm['failed']}[5m])) / clamp_min(sum(rate({gm['requests']}[5m])), 1e-9)) > {err:g}",
+        {"alert": "ErrorRateSLOBurn", "for": t["ErrorRateSLOBurn"],
+         "expr": f"(sum(rate({failed}[{w}])) / clamp_min(sum(rate({gm['requests']}[{w}])), 1e-9)) > {err:g}",
          "labels": {"severity": "page"},
-         "annotations": {"summary": f"gateway error rate above {err:g} for 5 minutes", "runbook": "RUNBOOK.md#errorratesloburn"}},
-        {"alert": "QueueBuildingUp", "for": "5m",
+         "annotations": {"summary": f"gateway error rate above {err:g} for {t['ErrorRateSLOBurn']}",
+                         "runbook": "RUNBOOK.md#errorratesloburn"}},
+        {"alert": "QueueBuildingUp", "for": t["QueueBuildingUp"],
          "expr": f"avg({em['queue']}) > {c.queue_target:g}",
          "labels": {"severity": "warn"},
          "annotations": {"summary": "requests wait for a slot: replicas at capacity", "runbook": "RUNBOOK.md#queuebuildingup"}},
-        {"alert": "EngineDown", "for": "2m", "expr": 'up{job="engine"} == 0', "labels": {"severity": "page"},
+        {"alert": "EngineDown", "for": t["EngineDown"], "expr": 'up{job="engine"} == 0', "labels": {"severity": "page"},
          "annotations": {"summary": "an engine replica is not scraped", "runbook": "RUNBOOK.md#enginedown"}},
     ]
+    if c.guard != "none":  # the guard service's own counters (labs/guardrails/gateway/service.py)
+        gd = METRICS["guard"]["requests"]
+        share = (f'sum(rate({gd}{{stage="input",action="block"}}[{w}])) / '
+                 f'clamp_min(sum(rate({gd}{{stage="input"}}[{w}])), 1e-9)')
+        rules.append({"alert": "GuardBlockRateAnomaly", "for": t["GuardBlockRateAnomaly"],
+                      "expr": f"({share}) > {c.guard_block_rate:g}", "labels": {"severity": "warn"},
+                      "annotations": {"summary": f"the guard blocks more than {c.guard_block_rate:.0%} of prompts: "
+                                                 "an attack wave, or a detector or policy change blocking users",
+                                      "runbook": "RUNBOOK.md#guardblockrateanomaly"}})
     if "kv_usage" in em:  # vLLM, OpenVINO; llama-server and CTranslate2 export no KV-cache usage
-        rules.insert(3, {"alert": "KVCacheNearlyFull", "for": "5m", "expr": f"max({em['kv_usage']}) > 0.9",
+        rules.insert(3, {"alert": "KVCacheNearlyFull", "for": t["KVCacheNearlyFull"], "expr": f"max({em['kv_usage']}) > 0.9",
                          "labels": {"severity": "warn"},
                          "annotations": {"summary": "KV cache above 90%: preemptions and TTFT spikes follow",
                                          "runbook": "RUNBOOK.md#kvcachenearlyfull"}})
@@ -229,8 +265,16 @@ def dashboard(c: BundleConfig) -> dict:
         ("KV cache usage", [f"max({em['kv_usage']})"]) if "kv_usage" in em
         else ("Busy slots per decode call (batching)", [f"avg({em['busy_per_decode']})"]) if "busy_per_decode" in em
         else None,
-        ("Error rate (gateway)", [f"sum(rate({gm['failed']}[5m])) / clamp_min(sum(rate({gm['requests']}[5m])), 1e-9)"]),
+        ("Error rate (gateway, guard blocks left out)",
+         [f"sum(rate({gm['failed']}{{{NOT_BLOCKS}}}[5m])) / clamp_min(sum(rate({gm['requests']}[5m])), 1e-9)"]),
+        ("Cost $/hour at the measured price per token (gateway spend)", [f"sum(rate({gm['spend']}[5m])) * 3600"]),
+        ("Tokens/s through the gateway: in, out", [f"sum(rate({gm['input_tokens']}[1m]))",
+                                                   f"sum(rate({gm['output_tokens']}[1m]))"]),
     ]
+    if c.guard != "none":
+        gd = METRICS["guard"]["requests"]
+        panels.append(("Guard decisions/s by action (input, output)",
+                       [f"sum by (stage, action) (rate({gd}[5m]))"]))
     if "itl_hist" in em:
         panels.insert(1, ("TPOT / ITL p50 (s)", [f"histogram_quantile(0.5, sum by (le) (rate({em['itl_hist']}_bucket[5m])))"]))
     out = []

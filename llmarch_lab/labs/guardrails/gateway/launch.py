@@ -68,7 +68,8 @@ class Gateway(lp.ProxyGateway):
 
 def launch(engine_base_url: str, guard_config, log_path, *, model_name: str = "smollm2-135m-instruct",
            block_style: str = "refusal", stream_window_chars: int = 64, audit_path=None, redactor: str = "",
-           run_dir=None, ready_timeout_s: float = 180.0, prometheus: bool = False) -> Gateway:
+           run_dir=None, ready_timeout_s: float = 180.0, prometheus: bool = False,
+           usd_per_1m_tokens: float = 0.0) -> Gateway:
     """Start the guard service and the LiteLLM proxy in front of `engine_base_url` (an OpenAI base
     URL ending in /v1, serving `model_name`); wait until both answer; return the Gateway (use it as
     a context manager: every child is stopped on exit, also when starting fails).
@@ -94,7 +95,7 @@ def launch(engine_base_url: str, guard_config, log_path, *, model_name: str = "s
     (run_dir / "guard.json").write_text(cfg.model_dump_json(indent=2))
     lp.write_shim(run_dir / "lab_guard_hook.py", hook.__file__, "llmarch_guard_gateway", "LabGuardrail", "guardrail_class",
                   writer="llmarch_lab.labs.guardrails.gateway.launch")
-    lp.write_config(run_dir / "config.yaml", litellm_config(engine_base_url, model_name, prometheus))
+    lp.write_config(run_dir / "config.yaml", litellm_config(engine_base_url, model_name, prometheus, usd_per_1m_tokens))
     gw = Gateway(f"http://127.0.0.1:{proxy_port}/v1", model_name, f"http://127.0.0.1:{guard_port}", engine_base_url,
                  run_dir, log_path, log_path.with_suffix(".guard.log"), audit_path, run_dir / "escalations.jsonl",
                  block_style, stream_window_chars, api_key_env=lp.new_master_key(proxy_port))
@@ -106,9 +107,10 @@ def launch(engine_base_url: str, guard_config, log_path, *, model_name: str = "s
                     lp.child_env(("LLMARCH_GUARD_",)), ready_timeout_s, py)
 
 
-def litellm_config(engine_base_url: str, model_name: str, prometheus: bool = False) -> dict:
+def litellm_config(engine_base_url: str, model_name: str, prometheus: bool = False, usd_per_1m_tokens: float = 0.0) -> dict:
     """The proxy's config; prometheus=True adds LiteLLM's Prometheus callback (GET /metrics, open
-    to a scraper without the master key, as a Prometheus server scrapes it)."""
+    to a scraper without the master key, as a Prometheus server scrapes it); usd_per_1m_tokens > 0
+    prices every token (LiteLLM's custom pricing), so its spend counter counts machine cost."""
     cfg = {
         "model_list": [{"model_name": model_name,
                         "litellm_params": {"model": f"openai/{model_name}", "api_base": engine_base_url,
@@ -120,4 +122,7 @@ def litellm_config(engine_base_url: str, model_name: str, prometheus: bool = Fal
     }
     if prometheus:
         cfg["litellm_settings"].update({"callbacks": ["prometheus"], "require_auth_for_metrics_endpoint": False})
+    if usd_per_1m_tokens > 0:
+        cfg["model_list"][0]["litellm_params"].update(input_cost_per_token=usd_per_1m_tokens / 1e6,
+                                                      output_cost_per_token=usd_per_1m_tokens / 1e6)
     return cfg
