@@ -14,7 +14,7 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from llmarch_lab import paths
+from llmarch_lab import LabError, paths
 from llmarch_lab.store import tracking
 from llmarch_lab.system.ops import drill
 from llmarch_lab.system.report import default_dir
@@ -61,10 +61,18 @@ def run_and_log(cfg: drill.DrillConfig | None = None, out_dir=None, log: bool = 
     out_dir = Path(out_dir) if out_dir else default_dir("alert-drill")
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    res = drill.run(cfg, tmp, progress=progress)
-    res["table"].reindex(columns=COLUMNS).to_csv(tmp / "drill.csv", index=False)
-    (tmp / "drill.md").write_text(markdown(res))
-    (tmp / "drill.json").write_text(json.dumps({k: v for k, v in res.items() if k != "table"}, indent=1, default=str))
+    try:  # before anything starts: an unwritable --out is one line, not a traceback after the drill
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise LabError(f"--out {out_dir}: cannot create {tmp}: {e.strerror}") from None
+    try:
+        res = drill.run(cfg, tmp, progress=progress)
+        res["table"].reindex(columns=COLUMNS).to_csv(tmp / "drill.csv", index=False)
+        (tmp / "drill.md").write_text(markdown(res))
+        (tmp / "drill.json").write_text(json.dumps({k: v for k, v in res.items() if k != "table"}, indent=1, default=str))
+    except BaseException:  # a failed or interrupted drill leaves the previous folder, or none
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
     res["folder"] = out_dir
