@@ -121,22 +121,28 @@ def headline_metrics(ch, ver, validation) -> dict[str, float]:
 
 def _log(ch, ver, validation, folder: Path) -> str:
     """One MLflow run per report: params (requirements), headline metrics, the whole folder."""
+    req = ch.req
+    tags = {"lab": "system", "llmarch.name": req.system, "system.feasible": str(ch.feasible).lower(),
+            "system.binding": ch.binding}
+    if ch.feasible:
+        tags["system.recommended"] = ch.row().system
+    params = tracking.flatten(req.model_dump(mode="json", exclude={"path", "hardware", "quality"}))
+    return log_folder_run(req.system, tags, params, headline_metrics(ch, ver, validation), folder)
+
+
+def log_folder_run(run_name: str, tags: dict, params: dict, metrics: dict, folder: Path) -> str:
+    """One FINISHED MLflow run in experiment `system`: tags (plus the environment's), params (the
+    first 200, values cut at 500 characters), schema-checked metrics, `folder` as artifacts; a
+    failure marks the run FAILED. Shared by the report and the alert drill (ops/report.py)."""
     from llmarch_lab import schema
 
-    c = tracking.client(paths.tracking_uri())
+    c = tracking.client(paths.tracking_uri(), create=True)
     exp = tracking.ensure_experiment(EXPERIMENT)
-    req = ch.req
-    run = c.create_run(exp, run_name=req.system, tags={"lab": "system", "llmarch.name": req.system,
-                                                        "system.feasible": str(ch.feasible).lower(),
-                                                        "system.binding": ch.binding,
-                                                        **tracking.environment_tags()})
-    rid = run.info.run_id
+    rid = c.create_run(exp, run_name=run_name, tags={**tags, **tracking.environment_tags()}).info.run_id
     try:
-        for k, v in list(tracking.flatten(req.model_dump(mode="json", exclude={"path", "hardware", "quality"})).items())[:200]:
+        for k, v in list(params.items())[:200]:
             c.log_param(rid, k, str(v)[:500])
-        if ch.feasible:
-            c.set_tag(rid, "system.recommended", ch.row().system)
-        for k, v in headline_metrics(ch, ver, validation).items():
+        for k, v in metrics.items():
             schema.check(k)
             c.log_metric(rid, k, v)
         c.log_artifacts(rid, str(folder))

@@ -3,7 +3,7 @@
     res = run_and_log(DrillConfig(), out)   # out/drill.csv, out/drill.md, out/monitoring/, logs; MLflow run
 
 The folder is written beside `out` and renamed at the end (a killed drill leaves the previous one
-or none). MLflow: experiment `system`, run name `alert-drill`, the config as params, per alert
+or none). MLflow (system/report.log_folder_run): experiment `system`, run name `alert-drill`, the config as params, per alert
 latency.alert_<name>_fire_s / _resolve_s, the counts, the gateway's spend; the folder as artifacts.
 """
 
@@ -14,12 +14,10 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from llmarch_lab import LabError, paths
-from llmarch_lab.store import tracking
+from llmarch_lab import LabError
 from llmarch_lab.system.ops import drill
-from llmarch_lab.system.report import default_dir
+from llmarch_lab.system.report import default_dir, log_folder_run
 
-EXPERIMENT = "system"
 COLUMNS = ["fault", "alert", "expected", "fired", "to_fire_s", "to_resolve_s", "fault_s", "drill_for",
            "production_for", "note"]
 
@@ -83,22 +81,6 @@ def run_and_log(cfg: drill.DrillConfig | None = None, out_dir=None, log: bool = 
 
 
 def _log(cfg, res: dict, folder: Path) -> str:
-    from llmarch_lab import schema
-
-    c = tracking.client(paths.tracking_uri(), create=True)  # a drill can be the first run in a store
-    exp = tracking.ensure_experiment(EXPERIMENT)
-    run = c.create_run(exp, run_name="alert-drill", tags={"lab": "system", "llmarch.name": "alert-drill",
-                                                         "drill.ok": str(res["ok"]).lower(), **tracking.environment_tags()})
-    rid = run.info.run_id
-    try:
-        for k, v in asdict(cfg).items():
-            c.log_param(rid, k, str(v))
-        for k, v in res["metrics"].items():
-            schema.check(k)
-            c.log_metric(rid, k, v)
-        c.log_artifacts(rid, str(folder))
-        c.set_terminated(rid, "FINISHED")
-    except BaseException:
-        c.set_terminated(rid, "FAILED")
-        raise
-    return rid
+    return log_folder_run("alert-drill", {"lab": "system", "llmarch.name": "alert-drill",
+                                          "drill.ok": str(res["ok"]).lower()},
+                          asdict(cfg), res["metrics"], folder)
