@@ -1,5 +1,5 @@
-"""Autoscaling, simulated (llmarch_lab/system/ops/autoscale.py) from measured inputs: the bundle's
-HPA (waiting requests per replica) and an in-flight policy against fixed peak sizing, over a
+"""Autoscaling, simulated (llmarch_lab/system/ops/autoscale.py) from measured inputs: an HPA on
+waiting requests per replica and the bundle's (requests in flight per replica) against fixed peak sizing, over a
 diurnal trace; one table, a plot, MLflow.
 
     .venv/bin/python benchmarks/system_autoscale.py                       # support assistant's traffic
@@ -76,8 +76,9 @@ def main(argv=None) -> int:
     peak_n = max(1, math.ceil(inp.peak_rps * (1 + req.sizing.headroom) / inp.goodput_rps))
     top = max(peak_n * 2, 2)
     pols = [autoscale.Policy(f"fixed at peak ({peak_n})", peak_n, peak_n, None),
-            autoscale.Policy("HPA: waiting/replica > 2 (the bundle's)", 1, top, 2.0),
-            autoscale.Policy(f"HPA: in flight/replica > 0.8 x {int(m['level'])}", 1, top, 0.8 * m["level"], metric="inflight")]
+            autoscale.Policy("HPA: waiting/replica > 2 (queue only)", 1, top, 2.0),
+            autoscale.Policy(f"HPA: in flight/replica > 0.8 x {int(m['level'])} (the bundle's)", 1, top, 0.8 * m["level"],
+                             metric="inflight")]
     res = autoscale.compare(inp, pols)
     print(f"inputs: serving run {m['run_id']} ({a.engine}/{a.model}): goodput {inp.goodput_rps:.3f} req/s per replica "
           f"at concurrency {m['level']:g} (TTFT p99 {m['ttft_ms_p99']:.0f} ms <= {slo:g}), engine start "

@@ -66,6 +66,7 @@ COMMANDS: dict[str, str] = {
 SERVICES: dict[str, str] = {
     "guardrails.launch_gateway": "llmarch_lab.labs.guardrails.gateway:launch",
     "guardrails.litellm_config": "llmarch_lab.labs.guardrails.gateway:litellm_config",
+    "guardrails.write_gateway_keys": "llmarch_lab.labs.guardrails.gateway.keys:write_keys",
     "guardrails.hook_file": "llmarch_lab.labs.guardrails.gateway.hook:__file__",
     "guardrails.default_stack": "llmarch_lab.labs.guardrails.stack:default_config",
     "serving.params": "llmarch_lab.labs.serving.lab:ServingParams",

@@ -150,6 +150,9 @@ SPECS: tuple[MetricSpec, ...] = (
     _s("throughput.balance_{w}_req_per_s", H, "1/s", "LiteLLM Router over engine replicas: requests/s of one scenario (benchmarks/system_balance.py)"),
     _s("latency.balance_{w}_e2e_ms_p99", L, "ms", "LiteLLM Router over engine replicas: e2e p99 of one scenario"),
     _s("count.balance_{w}_failed", L, "", "LiteLLM Router over engine replicas: failed requests in one scenario"),
+    _s("throughput.ratelimit_{w}_goodput_req_per_s", H, "1/s", "gateway rate limits: admitted requests/s of one scenario (benchmarks/system_ratelimit.py)"),
+    _s("latency.ratelimit_{w}_ttft_ms_p99", L, "ms", "gateway rate limits: TTFT p99 of the admitted requests of one scenario"),
+    _s("count.ratelimit_{w}", N, "", "gateway rate limits: requests answered 429 or 5xx in one scenario; fuzz bodies answered 5xx"),
     _s("errors.autoscale_{w}_late_share", L, "fraction", "autoscaling simulation: share of requests queued past the SLO's budget"),
     _s("cost.drill_spend_usd", N, "USD", "alert drill: the gateway's spend counter at the end, read from Prometheus"),
     # latency: whole phases in seconds, per-item times in ms with the shared percentile set

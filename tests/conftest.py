@@ -88,7 +88,7 @@ ENGINE_MODULES = {
     "test_cost_gateway", "test_cost_lab", "test_cost_routing", "test_cost_scenario", "test_endpoint", "test_engine_adapters", "test_finetune",
     "test_guardrails_policy", "test_guardrails_validation", "test_guardrails_lab", "test_llama_server",
     "test_notebooks", "test_quantization", "test_rag_lab", "test_runner", "test_scaleout", "test_serving",
-    "test_system", "test_system_drill", "test_trackserver",
+    "test_system", "test_system_drill", "test_system_ratelimit", "test_trackserver",
 }
 
 

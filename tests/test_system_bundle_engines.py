@@ -102,7 +102,9 @@ def test_adapted_engine_alerts_and_dashboard_use_its_metric_names(tmp_path, engi
     assert engine_series and all(s.startswith(f"{engine}:") for s in engine_series), engine_series
     assert ("KVCacheNearlyFull" in exprs) == ("kv_usage" in names)  # OpenVINO reports it, CTranslate2 not
     hpa = yaml.safe_load((out / "k8s" / "engine-hpa.yaml").read_text())
-    assert names["queue"].replace(":", "_") in json.dumps(hpa)
+    assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == bundle_files.INFLIGHT
+    groups = yaml.safe_load((out / "prometheus" / "alerts.yml").read_text())["groups"]
+    assert groups[1]["rules"] == [{"record": bundle_files.INFLIGHT, "expr": f"{names['running']} + {names['queue']}"}]
     cfg = yaml.safe_load((out / "bundle.yaml").read_text())
     assert cfg["metrics"][engine] == names and "tests/test_engine_adapters.py" in cfg["metrics_verified"][engine]
     # Every engine name the bundle uses is in the adapter's own /metrics text (its real Metrics class,

@@ -24,6 +24,8 @@ def test_drill_rules_are_the_bundles_rules_with_shorter_times():
     c = cfg.bundle("smollm2-135m-instruct")
     prod, short = bundle_files.alert_rules(c), bundle_files.alert_rules(c, cfg.timing())
     pr, sr = prod["groups"][0]["rules"], short["groups"][0]["rules"]
+    assert prod["groups"][1]["rules"] == [{"record": bundle_files.INFLIGHT,
+                                           "expr": "llamacpp:requests_processing + llamacpp:requests_deferred"}]
     assert [r["alert"] for r in pr] == [r["alert"] for r in sr]
     assert "GuardBlockRateAnomaly" in [r["alert"] for r in pr]
     for p, s in zip(pr, sr):
@@ -64,6 +66,8 @@ def test_drill_fires_and_resolves_every_alert(store, tmp_path):
     # The guard's counters and the gateway's cost counters reached Prometheus.
     assert info["counters"]["guard input blocks"] > 0
     assert info["counters"]["gateway spend (USD)"] > 0 and info["counters"]["gateway output tokens"] > 0
+    # The HPA's recording rule ran in Prometheus: the overload put more requests in flight than slots.
+    assert info["counters"]["HPA metric peak (in flight per replica)"] > 2
     # The drill's Prometheus really ran the rules it was given, with its alerting to Alertmanager.
     prom = yaml.safe_load((out / "monitoring" / "prometheus.yml").read_text())
     assert prom["alerting"]["alertmanagers"] and prom["global"]["scrape_interval"] == "1s"

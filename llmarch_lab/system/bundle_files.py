@@ -97,7 +97,8 @@ class BundleConfig:
     guard: str  # injection detector, or "none"
     pii_config: str
     slos: dict
-    queue_target: float = 2.0  # HPA: waiting requests per replica
+    queue_target: float = 2.0  # QueueBuildingUp: waiting requests per replica
+    inflight_target: float = 0.0  # HPA: requests in flight (running + waiting) per replica; 0 = 0.8 x slots
     guard_block_rate: float = 0.2  # GuardBlockRateAnomaly: share of prompts blocked above which it fires
     usd_per_1m_tokens: float = 0.0  # the chooser's machine cost per token: the gateway's spend counter prices tokens at it
     extra_args: list[str] = field(default_factory=list)  # the measured run's engine_args (ENGINES as_measured)
@@ -144,7 +145,7 @@ def values(c: BundleConfig) -> dict:
                    "args": engine_command(c), "replicas": c.replicas, "resources": res,
                    "modelsClaim": f"{c.system}-models"},
         "autoscaling": {"enabled": True, "minReplicas": c.replicas, "maxReplicas": c.max_replicas,
-                        "queueMetric": METRICS[c.engine]["queue"].replace(":", "_"), "queueTarget": str(c.queue_target)},
+                        "metric": INFLIGHT, "target": f"{inflight_target(c):g}"},
         "gateway": {"image": "ghcr.io/berriai/litellm:main-stable", "port": 4000, "replicas": 1},
         "guard": {"enabled": c.guard != "none", "detector": c.guard, "piiConfig": c.pii_config,
                   "image": "llmarch-lab-guard:0.1.0", "port": 8090},
@@ -208,6 +209,22 @@ PRODUCTION = {"window": "5m", "TTFTp99SLOBurn": "10m", "ErrorRateSLOBurn": "5m",
               "KVCacheNearlyFull": "5m", "EngineDown": "2m", "GuardBlockRateAnomaly": "10m"}
 
 
+# The HPA's metric, a recording rule: requests in flight per engine replica (running + waiting).
+# The autoscaling simulation (system/ops/autoscale.py, benchmarks/system_autoscale.py) found that
+# scaling on the waiting requests alone oscillates (scale-up empties the queue, so the HPA scales
+# down again) while in-flight per replica with a target below the slot count follows the day.
+INFLIGHT = "llmarch_engine_inflight"
+
+
+def inflight_target(c: BundleConfig) -> float:
+    return c.inflight_target or round(0.8 * max(1, c.slots), 2)
+
+
+def recording_rules(c: BundleConfig) -> dict:
+    em = METRICS[c.engine]
+    return {"name": f"{c.system}-hpa", "rules": [{"record": INFLIGHT, "expr": f"{em['running']} + {em['queue']}"}]}
+
+
 def alert_rules(c: BundleConfig, timing: dict | None = None) -> dict:
     em, gm = METRICS[c.engine], METRICS["gateway"]
     t = {**PRODUCTION, **(timing or {})}
@@ -249,7 +266,7 @@ def alert_rules(c: BundleConfig, timing: dict | None = None) -> dict:
                          "labels": {"severity": "warn"},
                          "annotations": {"summary": "KV cache above 90%: preemptions and TTFT spikes follow",
                                          "runbook": "RUNBOOK.md#kvcachenearlyfull"}})
-    return {"groups": [{"name": f"{c.system}-slo", "rules": rules}]}
+    return {"groups": [{"name": f"{c.system}-slo", "rules": rules}, recording_rules(c)]}
 
 
 def dashboard(c: BundleConfig) -> dict:

@@ -1,12 +1,13 @@
-"""Autoscaling, simulated: the bundle's HPA policy (waiting requests per replica, target
-`queue_target`, the chart's engine-hpa.yaml) over a diurnal trace, from a measured per-replica
-goodput and a measured engine start time; against fixed sizing for the peak.
+"""Autoscaling, simulated: HPA policies (waiting requests per replica; requests in flight per
+replica, the bundle's: the chart's engine-hpa.yaml on bundle_files.INFLIGHT, target 0.8 x slots)
+over a diurnal trace, from a measured per-replica goodput and a measured engine start time;
+against fixed sizing for the peak.
 
     res = autoscale.compare(Inputs(...), [fixed, hpa])   # {"table": DataFrame, "series": {name: DataFrame}}
 
 The model (a fluid queue in steps of `step_s`): arrivals follow the trace, each ready replica
 drains `goodput_rps`, the rest waits; a request's queueing delay is the queue divided by the
-ready replicas' drain rate. The HPA, every `sync_s`: metric = waiting requests per ready replica;
+ready replicas' drain rate. The HPA, every `sync_s`: metric = waiting (or in-flight) requests per ready replica;
 desired = ceil(current x metric / target) outside a 10% tolerance band; scale-down stabilized over
 `down_window_s` (Kubernetes' defaults: 15 s sync, 0.1 tolerance, 300 s scale-down window, no
 scale-up window). A new replica serves after engine start + pod start (scheduling, image, model
@@ -51,7 +52,7 @@ class Policy:
     min_replicas: int
     max_replicas: int
     target: float | None = 2.0  # per replica, of `metric`; None = fixed size (min_replicas)
-    metric: str = "queue"  # "queue": waiting requests (the bundle's HPA); "inflight": running + waiting
+    metric: str = "queue"  # "queue": waiting requests; "inflight": running + waiting (the bundle's HPA)
     sync_s: float = 15.0
     tolerance: float = 0.1
     down_window_s: float = 300.0

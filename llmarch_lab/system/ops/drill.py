@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from llmarch_lab import registry
-from llmarch_lab.system.bundle_files import PRODUCTION, BundleConfig, alert_rules, prometheus_config
+from llmarch_lab.system.bundle_files import INFLIGHT, PRODUCTION, BundleConfig, alert_rules, prometheus_config
 from llmarch_lab.system.ops import traffic
 from llmarch_lab.system.ops.monitor import Monitoring
 
@@ -41,6 +41,7 @@ COUNTERS = {  # read back from Prometheus at the end: the guard's and the gatewa
     "gateway output tokens": "sum(litellm_output_tokens_metric_total)",
     "gateway input tokens": "sum(litellm_input_tokens_metric_total)",
     "gateway spend (USD)": "sum(litellm_spend_metric_total)",
+    "HPA metric peak (in flight per replica)": f"max_over_time({INFLIGHT}[1h])",  # the bundle's recording rule
 }
 
 

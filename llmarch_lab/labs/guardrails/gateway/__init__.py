@@ -21,7 +21,12 @@ pins; the scorers are CPU-bound and would stall the proxy's event loop if run in
 guard (with its audit log and escalation queue) stays one process whatever the proxy does. The
 cost is one loopback HTTP round trip per stage (about a millisecond).
 
+Per-key limits: launch(..., keys_file=...) authenticates every request through keys.py (LiteLLM
+custom auth: each key's rpm / tpm / max-parallel limits, HTTP 429 above them; bodies checked,
+HTTP 400 naming the field).
+
 Modules: hook.py (the LiteLLM guardrail: standard library only at the top, loaded by path),
+keys.py (per-key limits and body checks, also loaded by path),
 service.py (the guard service), launch.py (Gateway, launch, litellm_config), __main__.py
 (`python -m llmarch_lab.labs.guardrails.gateway serve-guard`).
 """

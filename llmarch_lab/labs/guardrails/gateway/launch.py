@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmarch_lab import LabError
-from llmarch_lab.labs.guardrails.gateway import hook
+from llmarch_lab.labs.guardrails.gateway import hook, keys
 from llmarch_lab.labs.guardrails.gateway.hook import BLOCK_STYLES, ENV_STYLE, ENV_URL, ENV_WINDOW, HOOK_NAME
 from llmarch_lab.llm import litellm_proxy as lp
 
@@ -69,7 +69,7 @@ class Gateway(lp.ProxyGateway):
 def launch(engine_base_url: str, guard_config, log_path, *, model_name: str = "smollm2-135m-instruct",
            block_style: str = "refusal", stream_window_chars: int = 64, audit_path=None, redactor: str = "",
            run_dir=None, ready_timeout_s: float = 180.0, prometheus: bool = False,
-           usd_per_1m_tokens: float = 0.0) -> Gateway:
+           usd_per_1m_tokens: float = 0.0, keys_file=None) -> Gateway:
     """Start the guard service and the LiteLLM proxy in front of `engine_base_url` (an OpenAI base
     URL ending in /v1, serving `model_name`); wait until both answer; return the Gateway (use it as
     a context manager: every child is stopped on exit, also when starting fails).
@@ -77,7 +77,8 @@ def launch(engine_base_url: str, guard_config, log_path, *, model_name: str = "s
     guard_config: a policy.GuardConfig (or dict) whose checks name their scorers (built-in or
     "module:attr"): the guard runs in another process, so callables cannot be passed here.
     audit_path: the audit log (default run_dir/audit.jsonl); redactor: "module:attr" of the audit
-    redactor (default: audit.regex_redact)."""
+    redactor (default: audit.regex_redact); keys_file: per-key limits and body checks (keys.py; the
+    master key stays unlimited)."""
     from llmarch_lab.labs.guardrails import policy
 
     if block_style not in BLOCK_STYLES:
@@ -95,7 +96,15 @@ def launch(engine_base_url: str, guard_config, log_path, *, model_name: str = "s
     (run_dir / "guard.json").write_text(cfg.model_dump_json(indent=2))
     lp.write_shim(run_dir / "lab_guard_hook.py", hook.__file__, "llmarch_guard_gateway", "LabGuardrail", "guardrail_class",
                   writer="llmarch_lab.labs.guardrails.gateway.launch")
-    lp.write_config(run_dir / "config.yaml", litellm_config(engine_base_url, model_name, prometheus, usd_per_1m_tokens))
+    hook_vars = {}
+    if keys_file:
+        if not Path(keys_file).is_file():
+            raise LabError(f"gateway: keys_file {keys_file}: no such file (write it with gateway.keys.write_keys)")
+        lp.write_shim(run_dir / "lab_keys.py", keys.__file__, "llmarch_gateway_keys", "user_api_key_auth",
+                      "auth_function", writer="llmarch_lab.labs.guardrails.gateway.launch")
+        hook_vars[keys.ENV] = str(Path(keys_file).resolve())
+    lp.write_config(run_dir / "config.yaml", litellm_config(engine_base_url, model_name, prometheus, usd_per_1m_tokens,
+                                                            bool(keys_file)))
     gw = Gateway(f"http://127.0.0.1:{proxy_port}/v1", model_name, f"http://127.0.0.1:{guard_port}", engine_base_url,
                  run_dir, log_path, log_path.with_suffix(".guard.log"), audit_path, run_dir / "escalations.jsonl",
                  block_style, stream_window_chars, api_key_env=lp.new_master_key(proxy_port))
@@ -103,14 +112,16 @@ def launch(engine_base_url: str, guard_config, log_path, *, model_name: str = "s
            str(run_dir / "guard.json"), "--port", str(guard_port), "--audit", str(audit_path),
            "--escalations", str(gw.escalations_path), "--redactor", redactor, "--parent-pid", str(os.getpid())]
     return gw.start(cmd, gw.guard_url, run_dir / "config.yaml", proxy_port,
-                    {ENV_URL: gw.guard_url, ENV_STYLE: block_style, ENV_WINDOW: str(stream_window_chars)},
+                    {ENV_URL: gw.guard_url, ENV_STYLE: block_style, ENV_WINDOW: str(stream_window_chars), **hook_vars},
                     lp.child_env(("LLMARCH_GUARD_",)), ready_timeout_s, py)
 
 
-def litellm_config(engine_base_url: str, model_name: str, prometheus: bool = False, usd_per_1m_tokens: float = 0.0) -> dict:
+def litellm_config(engine_base_url: str, model_name: str, prometheus: bool = False, usd_per_1m_tokens: float = 0.0,
+                   key_limits: bool = False) -> dict:
     """The proxy's config; prometheus=True adds LiteLLM's Prometheus callback (GET /metrics, open
     to a scraper without the master key, as a Prometheus server scrapes it); usd_per_1m_tokens > 0
-    prices every token (LiteLLM's custom pricing), so its spend counter counts machine cost."""
+    prices every token (LiteLLM's custom pricing), so its spend counter counts machine cost;
+    key_limits=True authenticates and checks bodies through keys.py (lab_keys.py next to the config)."""
     cfg = {
         "model_list": [{"model_name": model_name,
                         "litellm_params": {"model": f"openai/{model_name}", "api_base": engine_base_url,
@@ -122,6 +133,8 @@ def litellm_config(engine_base_url: str, model_name: str, prometheus: bool = Fal
     }
     if prometheus:
         cfg["litellm_settings"].update({"callbacks": ["prometheus"], "require_auth_for_metrics_endpoint": False})
+    if key_limits:
+        cfg["general_settings"] = {"custom_auth": "lab_keys.user_api_key_auth"}
     if usd_per_1m_tokens > 0:
         cfg["model_list"][0]["litellm_params"].update(input_cost_per_token=usd_per_1m_tokens / 1e6,
                                                       output_cost_per_token=usd_per_1m_tokens / 1e6)
