@@ -56,6 +56,7 @@ COMMANDS: dict[str, str] = {
     "system report": "llmarch_lab.system.report:build",
     "system choose": "llmarch_lab.system.report:choose_only",
     "system drill": "llmarch_lab.system.ops.report:run_and_log",
+    "system key": "llmarch_lab.labs.guardrails.gateway.keys:add_key",
     "system drill config": "llmarch_lab.system.ops.drill:DrillConfig",
     "system requirements": "llmarch_lab.system.requirements:load",  # checked before a report writes anything
 }
@@ -67,6 +68,7 @@ SERVICES: dict[str, str] = {
     "guardrails.launch_gateway": "llmarch_lab.labs.guardrails.gateway:launch",
     "guardrails.litellm_config": "llmarch_lab.labs.guardrails.gateway:litellm_config",
     "guardrails.write_gateway_keys": "llmarch_lab.labs.guardrails.gateway.keys:write_keys",
+    "guardrails.keys_file": "llmarch_lab.labs.guardrails.gateway.keys:__file__",
     "guardrails.hook_file": "llmarch_lab.labs.guardrails.gateway.hook:__file__",
     "guardrails.default_stack": "llmarch_lab.labs.guardrails.stack:default_config",
     "serving.params": "llmarch_lab.labs.serving.lab:ServingParams",

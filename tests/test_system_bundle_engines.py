@@ -201,3 +201,47 @@ def test_the_chosen_adapted_engine_run_becomes_its_bundle(tmp_path, engine):
         run["tags"].pop("serving.engine_command")
         with pytest.raises(LabError, match="serving.engine_command"):
             bundle.config_from(ch)
+
+
+def test_bundle_gateway_enforces_per_key_limits(tmp_path):
+    """The bundle's gateway runs the same custom auth as the lab's gateway (keys.py, exercised live in
+    tests/test_system_ratelimit.py): the config names it, the shim loads the shipped copy, compose
+    and the chart mount the keys file and point LLMARCH_GATEWAY_KEYS at it."""
+    from llmarch_lab.labs.guardrails.gateway import keys
+
+    out = tmp_path / "bundle"
+    bundle.write(dataclasses.replace(_cfg("openvino"), engine="llama-server", model_file="m.gguf"), out)
+    cfg = yaml.safe_load((out / "gateway" / "config.yaml").read_text())
+    assert cfg["general_settings"]["custom_auth"] == "lab_keys.user_api_key_auth"
+    assert "/config/gateway_keys.py" in (out / "gateway" / "lab_keys.py").read_text()
+    assert (out / "gateway" / "gateway_keys.py").read_text() == Path(keys.__file__).read_text()
+    assert json.loads((out / "gateway-keys" / "keys.json").read_text()) == {}
+    gw = yaml.safe_load((out / "docker-compose.yaml").read_text())["services"]["gateway"]
+    assert gw["environment"]["LLMARCH_GATEWAY_KEYS"] == "/keys/keys.json" and "./gateway-keys:/keys:ro" in gw["volumes"]
+    dep = next(d for d in yaml.safe_load_all((out / "k8s" / "gateway.yaml").read_text()) if d["kind"] == "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    assert {"name": "LLMARCH_GATEWAY_KEYS", "value": "/keys/keys.json"} in pod["containers"][0]["env"]
+    assert {"name": "keys", "secret": {"secretName": "demo-gateway-keys"}} in pod["volumes"]
+    cm = yaml.safe_load((out / "k8s" / "gateway-configmap.yaml").read_text())
+    assert cm["data"]["gateway_keys.py"].strip() == Path(keys.__file__).read_text().strip()
+
+
+def test_system_key_adds_a_key_and_bad_input_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from llmarch_lab.labs.guardrails.gateway import keys
+
+    f = tmp_path / "keys.json"
+    r = subprocess.run([sys.executable, "-m", "llmarch_lab.cli", "system", "key", str(f), "--alias", "tenant-a", "--rpm",
+                        "600", "--max-parallel", "2"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    key = r.stdout.strip().splitlines()[-1]
+    assert key.startswith("sk-") and key not in f.read_text()
+    assert json.loads(f.read_text())[keys.digest(key)] == {"alias": "tenant-a", "rpm_limit": 600, "tpm_limit": None,
+                                                          "max_parallel_requests": 2}
+    f.write_text("{not json")
+    r = subprocess.run([sys.executable, "-m", "llmarch_lab.cli", "system", "key", str(f), "--alias", "b"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and str(f) in r.stderr and "Traceback" not in r.stderr
+    assert f.read_text() == "{not json" and not list(tmp_path.glob("*.partial"))

@@ -89,3 +89,20 @@ def system_drill(out: Optional[Path] = typer.Option(None, "--out", metavar="DIR"
     typer.echo(f"drill: {'every expected alert fired and resolved' if res['ok'] else 'FAILED'}; "
                f"folder {res['folder']}, MLflow run {res['run_id']}")
     raise typer.Exit(0 if res["ok"] else 1)
+
+
+@system_app.command("key")
+def system_key(keys_file: Path = typer.Argument(..., metavar="KEYS.json", help="The gateway's keys file (created if missing)."),
+               alias: str = typer.Option(..., "--alias", help="Who the key is for (a tenant, an application)."),
+               rpm: Optional[int] = typer.Option(None, "--rpm", min=1, help="Requests per minute (default: no limit)."),
+               tpm: Optional[int] = typer.Option(None, "--tpm", min=1, help="Tokens per minute (default: no limit)."),
+               max_parallel: Optional[int] = typer.Option(None, "--max-parallel", min=1, help="Requests in flight at once (default: no limit).")):
+    """Add a gateway API key with per-key limits to KEYS.json and print the key (stored only as its sha256).
+    The bundle's gateway reads the file at start (LLMARCH_GATEWAY_KEYS); above a limit it answers 429."""
+    from llmarch_lab import registry
+
+    try:
+        key = registry.command("system key")(keys_file, alias, rpm_limit=rpm, tpm_limit=tpm, max_parallel_requests=max_parallel)
+    except (LabError, ValueError, OSError) as e:
+        fail(e)
+    typer.echo(key)

@@ -9,6 +9,8 @@ Layout (bundle/):
   engine/Dockerfile            the engine's image, for engines without a public one (the lab's adapter)
   gateway/config.yaml          LiteLLM: the model behind the guard hook, Prometheus callback
   gateway/lab_guard_hook.py    the shim LiteLLM loads; it loads guardrails/gateway/hook.py (mounted)
+  gateway/lab_keys.py          the custom-auth shim: per-key limits and body checks (gateway_keys.py)
+  gateway-keys/keys.json       the keys file (empty: only the master key; `llmarch-lab system key`)
   chart/                       Helm chart: values.yaml holds the chosen configuration
   k8s/                         the chart rendered by Helm's own engine (helm-python-sdk), per template
   prometheus/prometheus.yml    scrape config; prometheus/alerts.yml: SLO burn and saturation rules
@@ -117,6 +119,10 @@ def write(c: BundleConfig, folder: Path) -> list[Path]:
         litellm_proxy.write_shim(tmp / "gateway" / "lab_guard_hook.py", "/config/guardrails_gateway.py",
                                  "llmarch_guard_gateway", "LabGuardrail", "guardrail_class", writer="llmarch-lab bundle")
         shutil.copy(registry.service("guardrails.hook_file"), tmp / "gateway" / "guardrails_gateway.py")
+        litellm_proxy.write_shim(tmp / "gateway" / "lab_keys.py", "/config/gateway_keys.py", "llmarch_gateway_keys",
+                                 "user_api_key_auth", "auth_function", writer="llmarch-lab bundle")
+        shutil.copy(registry.service("guardrails.keys_file"), tmp / "gateway" / "gateway_keys.py")
+        put("gateway-keys/keys.json", "{}\n")
         put("chart/Chart.yaml", template("chart/Chart.yaml").format(name=c.system))
         put_yaml("chart/values.yaml", values(c))
         for t in (TEMPLATES / "chart" / "templates").iterdir():
@@ -127,7 +133,7 @@ def write(c: BundleConfig, folder: Path) -> list[Path]:
             put("gateway/guard.json", stack.model_dump_json(indent=1))
         else:
             put("gateway/guard.json", "{}")
-        for f in ("lab_guard_hook.py", "guardrails_gateway.py", "guard.json"):
+        for f in ("lab_guard_hook.py", "guardrails_gateway.py", "guard.json", "lab_keys.py", "gateway_keys.py"):
             shutil.copy(tmp / "gateway" / f, tmp / "chart" / "files" / f)
         put_yaml("prometheus/prometheus.yml", prometheus_config(c, f"engine:{eport}", "gateway:4000"))
         put_yaml("prometheus/alerts.yml", alert_rules(c))

@@ -128,7 +128,7 @@ def engine_command(c: BundleConfig) -> list[str]:
 
 def litellm_config(c: BundleConfig, engine_url: str) -> dict:
     cfg = registry.service("guardrails.litellm_config")(engine_url, c.served_name, prometheus=True,
-                                                        usd_per_1m_tokens=c.usd_per_1m_tokens)
+                                                        usd_per_1m_tokens=c.usd_per_1m_tokens, key_limits=True)
     if c.guard == "none":
         cfg.pop("guardrails", None)
     return cfg
@@ -169,8 +169,10 @@ def compose(c: BundleConfig, litellm_cfg_rel: str = "gateway/config.yaml") -> di
         "engine": compose_service(e["image"], engine_command(c), e["port"], e["health"], volumes=["./models:/models:ro"],
                                   cpus=c.cpu, memory=c.memory),
         "gateway": {"image": v["gateway"]["image"], "command": ["--config", "/config/config.yaml", "--port", "4000"],
-                    "ports": ["4000:4000"], "volumes": ["./gateway:/config:ro"],
-                    "environment": {"LITELLM_MASTER_KEY": "${LITELLM_MASTER_KEY:?set a master key}"},
+                    "ports": ["4000:4000"],
+                    "volumes": ["./gateway:/config:ro", "./gateway-keys:/keys:ro"],
+                    "environment": {"LITELLM_MASTER_KEY": "${LITELLM_MASTER_KEY:?set a master key}",
+                                    "LLMARCH_GATEWAY_KEYS": "/keys/keys.json"},
                     "depends_on": {"engine": {"condition": "service_healthy"}}},
         "prometheus": {"image": "prom/prometheus:latest", "ports": ["9090:9090"],
                        "volumes": ["./prometheus:/etc/prometheus:ro"],

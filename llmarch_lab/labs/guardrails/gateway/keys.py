@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 
 ENV = "LLMARCH_GATEWAY_KEYS"
 ENV_MAX_BODY = "LLMARCH_GATEWAY_MAX_BODY_BYTES"
@@ -34,17 +35,49 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def write_keys(path, keys: dict) -> None:
-    """Write the keys file: {plain key: {"alias": ..., limits...}} stored as digests, atomically."""
-    bad = [f"{k[:6]}...: {sorted(set(v) - set(LIMITS) - {'alias'})}" for k, v in keys.items()
-           if set(v) - set(LIMITS) - {"alias"}]
-    if bad:
-        raise ValueError(f"gateway keys: unknown fields {bad}: use alias, {', '.join(LIMITS)}")
+def _save(path, records: dict) -> None:
     tmp = f"{path}.partial"
     with open(tmp, "w") as f:
-        json.dump({digest(k): {"alias": v.get("alias", k[:6]), **{n: v.get(n) for n in LIMITS}}
-                   for k, v in keys.items()}, f, indent=1)
-    os.replace(tmp, path)
+        json.dump(records, f, indent=1)
+    os.replace(tmp, path)  # atomic: the gateway never reads half a file
+
+
+def _limits(alias: str, limits: dict) -> dict:
+    unknown = sorted(set(limits) - set(LIMITS))
+    if unknown:
+        raise ValueError(f"gateway keys: {alias}: unknown fields {unknown}: use alias, {', '.join(LIMITS)}")
+    for k, v in limits.items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"gateway keys: {alias}: {k} must be a whole number >= 1, got {v!r}")
+    return {n: limits.get(n) for n in LIMITS}
+
+
+def write_keys(path, keys: dict) -> None:
+    """Write the keys file: {plain key: {"alias": ..., limits...}} stored as digests, atomically."""
+    _save(path, {digest(k): {"alias": v.get("alias", k[:6]),
+                             **_limits(v.get("alias", k[:6]), {n: x for n, x in v.items() if n != "alias"})}
+                 for k, v in keys.items()})
+
+
+def add_key(path, alias: str, **limits) -> str:
+    """Add a new key for `alias` with `limits` (rpm_limit, tpm_limit, max_parallel_requests; None =
+    unlimited) to the keys file (created if missing); return the key, which is stored only as its
+    digest. A gateway reads the file when it starts."""
+    if not alias.strip():
+        raise ValueError("gateway keys: alias must not be empty")
+    records = {}
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                records = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"gateway keys: {path}: not a readable keys file ({e})") from None
+        if not isinstance(records, dict):
+            raise ValueError(f"gateway keys: {path}: not a keys file (a JSON object of digests)")
+    key = "sk-" + secrets.token_hex(24)
+    records[digest(key)] = {"alias": alias, **_limits(alias, limits)}
+    _save(path, records)
+    return key
 
 
 def chat_schema():
