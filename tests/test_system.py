@@ -246,9 +246,9 @@ def test_report_recommends_verifies_bundles_and_renders(measured, monkeypatch):
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{measured / 'mlruns' / 'mlflow.db'}")
     req = _req(measured, "feasible", FEASIBLE)
-    out_dir = measured / "report"
+    out_dir, docs = measured / "report", measured / "docs" / "e2e"
     before = labtest.engine_pids()
-    r = cli("system", "report", str(req), "--out", str(out_dir), "--screenshot")
+    r = cli("system", "report", str(req), "--out", str(out_dir), "--screenshot", "--docs", str(docs))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "recommended: llamacpp/" in r.stdout and "guard:rules" in r.stdout
     html = (out_dir / "report.html").read_text()
@@ -276,6 +276,13 @@ def test_report_recommends_verifies_bundles_and_renders(measured, monkeypatch):
     # The bundle's gateway metric names were checked against the live gateway's /metrics.
     assert "metric litellm_proxy_total_requests_metric_total" in html
     assert (out_dir / "report_files" / "gateway_metrics.txt").is_file()
+    # The deliverables: written into the report and copied to --docs.
+    for f in ("ARCHITECTURE.md", "RUNBOOK.md", "CAPACITY.md", "architecture.svg"):
+        assert (docs / f).read_bytes() == (out_dir / "deliverables" / f).read_bytes(), f
+    arch, cap, book = ((docs / f).read_text() for f in ("ARCHITECTURE.md", "CAPACITY.md", "RUNBOOK.md"))
+    assert "## The choice and why" in arch and "recommended" in arch and "llmarch_engine_inflight" in arch
+    assert "| 10x: 5 req/s |" in cap and "| TTFT p99 (ms) |" in cap
+    assert "## TTFTp99SLOBurn" in book and "## Measured: the alert drill" in book
     # Logged to MLflow with the same files.
     run = tracking.search("system", tags={"llmarch.name": "e2e"})[0]
     assert run["metrics"]["count.system_replicas"] >= 1 and run["metrics"]["count.system_checks_failed"] == 0
@@ -332,3 +339,13 @@ def test_system_reaches_the_labs_only_through_registry_services():
         registry.service("serving.nope")
     # stream_window_chars is read off the gateway's launch signature through the registry
     assert sizing.stream_window_chars() > 0
+
+
+def test_docs_folder_with_other_files_is_refused_before_any_work(tmp_path):
+    req = _req(tmp_path, "feasible", FEASIBLE)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "notes.txt").write_text("mine")
+    r = cli("system", "report", str(req), "--out", str(tmp_path / "report"), "--docs", str(docs), timeout=120)
+    assert r.returncode == 2 and "--docs" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert (docs / "notes.txt").read_text() == "mine" and not (tmp_path / "report").exists()

@@ -28,6 +28,7 @@ def system_report(requirements: Path = typer.Argument(..., metavar="REQUIREMENTS
                   out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="Report folder (default mlruns/reports/<system>)."),
                   verify: Optional[bool] = typer.Option(None, "--verify/--no-verify", help="Run the end-to-end check (default: the file's verify.enabled)."),
                   screenshot: bool = typer.Option(False, "--screenshot", help="Also save the first screen as screenshot.png (headless Chromium)."),
+                  docs: Optional[Path] = typer.Option(None, "--docs", metavar="DIR", help="Also copy the deliverables (ARCHITECTURE.md, RUNBOOK.md, CAPACITY.md) into DIR, e.g. docs/results/system/<system>."),
                   mlflow_ui: str = typer.Option("http://127.0.0.1:5000", "--mlflow-ui", metavar="URL", help="MLflow UI the report links to (make ui).")):
     """Choose the system, verify it end to end, write report.html + report.md + bundle/ into DIR and log them to MLflow.
     Exit 0 with a recommendation, 3 when no candidate meets the requirements (the report says why)."""
@@ -38,7 +39,7 @@ def system_report(requirements: Path = typer.Argument(..., metavar="REQUIREMENTS
         registry.command("system requirements")(requirements)  # the file first: a bad one writes nothing
         tracking.require_store(write=True)
         res = registry.command("system report")(requirements, out, verify=verify, mlflow_ui=mlflow_ui.rstrip("/"),
-                                                screenshot=screenshot)
+                                                screenshot=screenshot, docs_dir=docs)
     except LabError as e:
         fail(e)
     ch = res["choice"]

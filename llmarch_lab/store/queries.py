@@ -98,6 +98,11 @@ def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
 
 def load_table(run_id: str, name: str):
     """A table a run logged with `log_table` (tables/<name>.csv), as a DataFrame."""
+    return load_csv(run_id, f"tables/{name}.csv", f"table {name!r}")
+
+
+def load_csv(run_id: str, artifact_path: str, what: str = ""):
+    """A CSV artifact of a run (e.g. the alert drill's drill.csv), as a DataFrame."""
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
@@ -108,7 +113,7 @@ def load_table(run_id: str, name: str):
         raise LabError(f"run {run_id!r}: not found in the tracking store {paths.tracking_uri()}") from None
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = c.download_artifacts(run_id, f"tables/{name}.csv", tmp)
+            path = c.download_artifacts(run_id, artifact_path, tmp)
         except (MlflowException, OSError):
-            raise LabError(f"run {run_id!r} has no table {name!r} (artifact tables/{name}.csv)") from None
+            raise LabError(f"run {run_id!r} has no {what or artifact_path} (artifact {artifact_path})") from None
         return pd.read_csv(path)

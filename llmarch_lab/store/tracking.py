@@ -27,7 +27,7 @@ from typing import Any
 from llmarch_lab import LabError, paths
 from llmarch_lab.results import Result, check_metric
 from llmarch_lab.store.mlstore import client, ensure_experiment, first_line, no_store, require_store
-from llmarch_lab.store.queries import labs_in, load_table, metric_history, search, search_many, unfinished_runs
+from llmarch_lab.store.queries import labs_in, load_csv, load_table, metric_history, search, search_many, unfinished_runs
 from llmarch_lab.store.runmeta import (
     data_tags,
     environment_tags,
@@ -161,6 +161,6 @@ def current_suite() -> str:
 
 
 __all__ = ["client", "current_suite", "data_tags", "ensure_experiment", "environment_tags", "first_line", "flatten",
-           "INTERACTIVE_EXPERIMENT", "is_secret", "LabRun", "labs_in", "load_table", "metric_history", "no_store",
+           "INTERACTIVE_EXPERIMENT", "is_secret", "LabRun", "labs_in", "load_csv", "load_table", "metric_history", "no_store",
            "params_identity", "require_store", "RUN_ID_ENV", "schema_tags", "scrub", "search", "search_many", "start",
            "SUITE_ENV", "unfinished_runs"]

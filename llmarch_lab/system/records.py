@@ -32,7 +32,9 @@ class Serving:
 
     @property
     def label(self) -> str:
-        return f"{self.engine}/{model_label(self.model)}"
+        n = str(self.params.get("parallel", "") or "")
+        slots = f" x{n} slots" if self.engine in ("llama-server", "openvino", "ctranslate2") and n not in ("", "1") else ""
+        return f"{self.engine}/{model_label(self.model)}{slots}"
 
 
 @dataclass

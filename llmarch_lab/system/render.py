@@ -21,10 +21,12 @@ def diagram(ch) -> tuple[str, str | None]:
     i = ch.recommended if ch.recommended is not None else ch.nearest
     r = ch.candidates.loc[i]
     guard = r.guard != "none"
+    # the nearest infeasible candidate may have no replica count (no level met the SLOs): NaN
+    reps = f"x{int(r.replicas)} replica(s)" if r.replicas == r.replicas and r.replicas else "(no replica count meets the SLOs)"
     lines = ["digraph system {", "  rankdir=LR; node [shape=box, style=rounded, fontname=Helvetica, fontsize=11];",
              '  client [label="clients\\n%.2g req/s peak"];' % ch.req.workload.peak_rps,
              '  gateway [label="LiteLLM gateway\\n(OpenAI API, :4000)"];',
-             f'  engine [label="{r.engine} x{int(r.replicas or 0)} replica(s)\\n{model_label(r.model)}\\non {r.hardware}"];',
+             f'  engine [label="{r.engine} {reps}\\n{model_label(r.model)}\\non {r.hardware}"];',
              '  prom [label="Prometheus\\n(alerts: TTFT p99, errors,\\nqueue, KV cache)", shape=cylinder];',
              "  client -> gateway; gateway -> engine;"]
     if guard:

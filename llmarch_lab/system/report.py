@@ -6,7 +6,8 @@
 Writes into DIR (atomically: a temporary folder renamed at the end, so a killed run leaves the
 previous report or none, never half of one): report.html (DIR default mlruns/reports/<system>; one self-contained file, plots inline
 as PNG data, links to the MLflow run behind every number), report.md (the Markdown twin, plots in
-report_files/), bundle/ (system/bundle.py) and screenshot.png when asked. The same files are
+report_files/), bundle/ (system/bundle.py), deliverables/ (ARCHITECTURE.md, RUNBOOK.md,
+CAPACITY.md: ops/deliverables.py) and screenshot.png when asked. The same files are
 logged to MLflow (experiment `system`, run name = the system's name, tag lab=system) with the
 headline metrics. The plots, tables and pages themselves: report_pages.py.
 """
@@ -19,6 +20,7 @@ from llmarch_lab import LabError, paths
 from llmarch_lab.common.files import OUTPUT_MARKER, atomic_dir, check_output_dir
 from llmarch_lab.store import tracking
 from llmarch_lab.system import bundle, chooser, records, report_pages, requirements
+from llmarch_lab.system.ops import deliverables
 from llmarch_lab.system.render import NO_DOT, diagram, take_screenshot
 
 EXPERIMENT = "system"
@@ -26,13 +28,17 @@ EXPERIMENT = "system"
 
 def build(req_path: str | Path, out_dir: str | Path | None = None, verify: bool | None = None,
           mlflow_ui: str = "http://127.0.0.1:5000", screenshot: bool = False, log: bool = True,
-          progress: bool = True) -> dict:
-    """The whole report; returns {"html", "md", "bundle", "dir", "choice", "verify", "validation", "run_id"}."""
+          progress: bool = True, docs_dir: str | Path | None = None) -> dict:
+    """The whole report; returns {"html", "md", "bundle", "dir", "choice", "verify", "validation", "run_id"}.
+    docs_dir: also copy deliverables/ (ops/deliverables.py) there, replacing what it held."""
     import pandas as pd
 
     req = requirements.load(req_path)
     out_dir = Path(out_dir) if out_dir else default_dir(req.system)
     check_output_dir(out_dir, {"the requirements file": req_path}, ours=("report.html",))
+    if docs_dir:
+        check_output_dir(docs_dir, {"the requirements file": req_path, "the report folder": out_dir}, flag="--docs",
+                         ours=("ARCHITECTURE.md", "CAPACITY.md"))
     comps = records.components(req)
     ch = chooser.choose(req, comps)
     with atomic_dir(out_dir) as tmp:
@@ -69,9 +75,16 @@ def build(req_path: str | Path, out_dir: str | Path | None = None, verify: bool 
         md = report_pages.page_markdown(ch, sections)
         (tmp / "report.md").write_text(md if svg is not None else md.replace(
             "![architecture](report_files/architecture.svg)", f"_{NO_DOT}_"))
+        if ch.feasible:
+            deliverables.write(ch, sections, ver, tmp)
         if screenshot:
             take_screenshot(tmp / "report.html", tmp / "screenshot.png")
         run_id = _log(ch, ver, validation, tmp) if log else ""
+    if docs_dir and ch.feasible:
+        import shutil
+
+        with atomic_dir(Path(docs_dir)) as dtmp:
+            shutil.copytree(out_dir / "deliverables", dtmp, dirs_exist_ok=True)
     return {"dir": out_dir, "html": out_dir / "report.html", "md": out_dir / "report.md",
             "bundle": out_dir / "bundle" if ch.feasible else None, "choice": ch, "verify": ver,
             "validation": validation, "run_id": run_id}

@@ -158,8 +158,8 @@ def _projection_rows(ch) -> list[dict]:
     w = req.workload
     proj = []
     for _, r in df[df.feasible | (df.index == (ch.nearest if ch.nearest is not None else -1))].iterrows():
-        if not r.replicas:
-            continue
+        if not r.replicas or r.replicas != r.replicas or not r.goodput_rps_per_replica > 0:
+            continue  # no level met the SLOs (the nearest infeasible candidate): nothing to project
         hw = next(h for h in req.hardware if h.name == r.hardware)
         mean_reps = max(1, -(-w.mean_rps * (1 + req.sizing.headroom) // r.goodput_rps_per_replica))
         proj.append({"system": r.system, "replicas at peak": r.replicas, "$/month sized for peak": r.usd_per_month,
@@ -198,8 +198,19 @@ def _risks(ch, ver) -> list[str]:
         if not scr.get("gateway"):
             risks.append("Gateway metric names: not checked against a live scrape in this report (no guarded gateway "
                          "was started: verify off or no guard).")
+    if (ver or {}).get("by_guard"):
+        risks.append(f"The guard answered {ver['by_guard']} of {ver['requests']} benign requests of the end-to-end check "
+                     "itself (held for review or blocked): at this share, real users would wait for reviewers. Check the "
+                     "guard's escalation band on traffic like yours before shipping.")
     risks.append("Quality is not re-measured in the end-to-end check (latency and throughput are).")
     return risks
+
+
+def by_guard_note(ver) -> str:
+    n = ver.get("by_guard", 0)
+    return (f" The guard answered {n} of the {ver['requests']} requests itself (blocked, or held for a human "
+            "reviewer: the workload's synthetic prompts are benign), in tens of ms; the latencies compared are "
+            "the engine-answered requests'.") if n else ""
 
 
 def _verify_html(ver) -> str:
@@ -213,7 +224,7 @@ def _verify_html(ver) -> str:
     head = (f"<p>Started for real: <code>{html.escape(ver['engine_command'][:300])}</code>"
             f"{' behind the guarded LiteLLM gateway' if ver['guarded'] else ''}; Poisson load at "
             f"{ver['rate_rps']:.3g} req/s (the peak one replica sees; realised {ver.get('realised_rps', ver['rate_rps']):.3g}), {ver['requests']} requests, "
-            f"{ver['errors']} errors, {ver['wall_s']:.0f} s in all.</p>")
+            f"{ver['errors']} errors, {ver['wall_s']:.0f} s in all.{html.escape(by_guard_note(ver))}</p>")
     return head + html_rows(t, ["metric", "predicted", "measured", "error_pct", "within 15%"])
 
 
@@ -275,7 +286,7 @@ def page_markdown(ch, s: dict) -> str:
         out.append(f"Poisson load at {ver['rate_rps']:.3g} req/s (realised {ver.get('realised_rps', ver['rate_rps']):.3g}; "
                    "predicted again at the realised rate), "
                    f"{ver['requests']} requests, {ver['errors']} errors"
-                   f"{', behind the guarded gateway' if ver['guarded'] else ''}.")
+                   f"{', behind the guarded gateway' if ver['guarded'] else ''}.{by_guard_note(ver)}")
         out += ["", markdown_rows(ver["table"].to_dict("records"), ["metric", "predicted", "measured", "error_pct", "within_15pct"])]
     out += ["", "## Architecture", "", "![architecture](report_files/architecture.svg)", "", "## Cost projection", ""]
     if s["projection"]:
