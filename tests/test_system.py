@@ -117,6 +117,27 @@ def test_queue_simulation_matches_queueing_theory():
     assert two["wait_ms_mean"] < sim["wait_ms_mean"]
 
 
+def test_a_batching_engine_is_processor_sharing_at_the_sweeps_slow_down():
+    import pandas as pd
+
+    alone = pd.DataFrame({"ttft_ms": [200.0], "e2e_ms": [1000.0], "tpot_ms": [10.0]})
+    # Alone a request takes 1 s; two in the engine take 2 s each (no gain from batching, as on
+    # this CPU); four take 4 s.
+    flat = {1: 1000.0, 2: 2000.0, 4: 4000.0}
+    light = sizing.simulate_batching(alone, flat, 4, 0.01, n=5000, seed=1)
+    assert light["e2e_ms_p50"] == pytest.approx(1000.0) and light["ttft_ms_p50"] == pytest.approx(200.0)
+    # Processor sharing at speed 1/k with k in the engine is an M/G/1-PS queue: mean time in the
+    # system S / (1 - rho), whatever the slots; at rho = 0.5, 2 s.
+    ps = sizing.simulate_batching(alone, flat, 8, 0.5, n=40000, seed=2)
+    assert ps["e2e_ms_mean"] == pytest.approx(2000.0, rel=0.08)
+    # An engine that gains from batching (4 in 1.5 s each) keeps the same load far shorter.
+    gain = sizing.simulate_batching(alone, {1: 1000.0, 2: 1100.0, 4: 1500.0}, 8, 0.5, n=40000, seed=2)
+    assert gain["e2e_ms_mean"] < 0.75 * ps["e2e_ms_mean"]
+    # More arrivals than slots wait FCFS.
+    one_slot = sizing.simulate_batching(alone, flat, 1, 0.5, n=20000, seed=3)
+    assert one_slot["wait_ms_p99"] > 0 and ps["wait_ms_p99"] <= one_slot["wait_ms_p99"]
+
+
 def test_sizing_goodput_then_replicas_until_the_open_loop_prediction_meets_the_slo(tmp_path):
     import pandas as pd
 

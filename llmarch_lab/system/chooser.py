@@ -19,9 +19,10 @@ How a candidate is computed (every rule below is also printed in the report):
   and the client's TPOT shrinks accordingly (chars per token from the serving run's answers).
 - Replicas = ceil(peak_rps * (1 + headroom) / goodput), raised while the predicted latency at
   peak_rps / replicas still breaks an SLO. Predicted latency at that rate (open_loop): the sweep
-  measured a closed loop (no queue); random (Poisson) arrivals also wait. The engine is taken as
-  c parallel slots (c = peak throughput x single-stream request time) and the sweep's own
-  measured requests are replayed through a simulated FCFS queue fed by Poisson arrivals.
+  measured a closed loop (no queue); random (Poisson) arrivals also wait. A batching engine is
+  simulated as processor sharing over its slots at the sweep's slow-down per concurrency; any
+  other as c parallel slots (c = peak throughput x single-stream request time) replaying the
+  sweep's own measured requests through a simulated FCFS queue fed by Poisson arrivals.
 - Cost per month = replicas * $/hour * hours_per_month; per 1M output (and total) tokens at the
   mean load.
 - Quality per floor: of=model from runs that measured the served model; of=guard from the

@@ -210,7 +210,8 @@ def by_guard_note(ver) -> str:
     n = ver.get("by_guard", 0)
     return (f" The guard answered {n} of the {ver['requests']} requests itself (blocked, or held for a human "
             "reviewer: the workload's synthetic prompts are benign), in tens of ms; the latencies compared are "
-            "the engine-answered requests'.") if n else ""
+            f"the engine-answered requests', predicted at the rate that reached the engine "
+            f"({ver.get('engine_rps', 0):.3g} req/s).") if n else ""
 
 
 def _verify_html(ver) -> str:

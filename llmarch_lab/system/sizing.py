@@ -79,8 +79,6 @@ def simulate_open_loop(service, servers: int, rate: float, n: int = 20000, seed:
 
     import numpy as np
 
-    from llmarch_lab.common import stats
-
     rng = np.random.default_rng(seed)
     ttft, e2e, tpot = (np.asarray(service[k], dtype=float) for k in ("ttft_ms", "e2e_ms", "tpot_ms"))
     arrivals = np.cumsum(rng.exponential(1.0 / rate, n))
@@ -91,38 +89,117 @@ def simulate_open_loop(service, servers: int, rate: float, n: int = 20000, seed:
         start = max(t, heapq.heappop(free))
         wait[i] = start - t
         heapq.heappush(free, start + e2e[j] / 1000.0)
+    w_ms = 1000.0 * wait
+    return _percentiles(n, w_ms + ttft[pick], w_ms + e2e[pick], tpot[pick], w_ms)
+
+
+def _percentiles(n: int, ttft, e2e, tpot, wait_ms) -> dict:
+    """The simulated requests' percentiles, the first 10% (the warm-up) left out."""
+    import numpy as np
+
+    from llmarch_lab.common import stats
+
     keep = slice(n // 10, None)
-    w_ms = 1000.0 * wait[keep]
     out = {}
-    for name, vals in (("ttft_ms", w_ms + ttft[pick][keep]), ("e2e_ms", w_ms + e2e[pick][keep]),
-                       ("tpot_ms", tpot[pick][keep]), ("wait_ms", w_ms)):
+    for name, vals in (("ttft_ms", ttft[keep]), ("e2e_ms", e2e[keep]), ("tpot_ms", tpot[keep]), ("wait_ms", wait_ms[keep])):
         vals = vals[~np.isnan(vals)]
         if len(vals):
             out.update({k.split(".", 1)[1]: v for k, v in stats.percentiles(vals, f"latency.{name}").items()})
     return out
 
 
+def simulate_batching(service, e2e_at: dict, slots: int, rate: float, n: int = 20000, seed: int = 0) -> dict:
+    """An engine that batches over `slots` slots, as processor sharing with a concurrency-dependent
+    speed: Poisson arrivals at `rate`; each request brings the work of a request served alone
+    (a row of `service`: ttft_ms, e2e_ms, tpot_ms measured at concurrency 1); with k requests in
+    the engine each progresses at e2e_at[1] / e2e_at[k] of its alone speed (e2e_at: the sweep's
+    e2e p50 per concurrency level, interpolated; beyond the top level, time grows in proportion
+    to k). A request gets its first token once its prefill share (ttft / e2e alone) is done; more
+    than `slots` requests wait FCFS. Event-driven: between two events every speed is constant."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    ttft0, e2e0, tpot0 = (np.asarray(service[k], dtype=float) for k in ("ttft_ms", "e2e_ms", "tpot_ms"))
+    lv = np.array(sorted(e2e_at), dtype=float)
+    ev = np.array([e2e_at[k] for k in sorted(e2e_at)], dtype=float)
+
+    alone = float(np.interp(1, lv, ev))
+
+    def speed(k: int) -> float:
+        return alone / (np.interp(k, lv, ev) if k <= lv[-1] else ev[-1] * k / lv[-1])
+
+    arrivals = np.cumsum(rng.exponential(1000.0 / rate, n))  # ms
+    pick = rng.integers(0, len(e2e0), n)
+    work, first = e2e0[pick].copy(), (ttft0 / e2e0)[pick]
+    done, start_t, ttft_t, end_t = np.zeros(n), np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    active: list[int] = []
+    queue: list[int] = []
+    t, nxt = 0.0, 0
+    while nxt < n or active or queue:
+        while queue and len(active) < slots:
+            j = queue.pop(0)
+            start_t[j] = t
+            active.append(j)
+        sp = speed(len(active)) if active else 0.0
+        t_arr = arrivals[nxt] if nxt < n else np.inf
+        j_end = min(active, key=lambda j: work[j] - done[j]) if active else -1
+        t_end = t + (work[j_end] - done[j_end]) / sp if active else np.inf
+        t_new = min(t_arr, t_end)
+        for j in active:  # first tokens crossed inside this interval (speed constant here)
+            if np.isnan(ttft_t[j]) and done[j] + (t_new - t) * sp >= first[j] * work[j]:
+                ttft_t[j] = t + (first[j] * work[j] - done[j]) / sp
+            done[j] += (t_new - t) * sp
+        if t_end <= t_arr:
+            done[j_end] = work[j_end]  # exactly: at large t, t + tiny == t in floating point
+            ttft_t[j_end] = t_new if np.isnan(ttft_t[j_end]) else ttft_t[j_end]
+        t = t_new
+        for j in [j for j in active if done[j] >= work[j] - 1e-9]:
+            active.remove(j)
+            end_t[j] = t
+        if t == t_arr:
+            queue.append(nxt)
+            nxt += 1
+    wait = start_t - arrivals
+    decode0 = np.maximum(e2e0[pick] - ttft0[pick], 1e-9)
+    tpot = tpot0[pick] * (end_t - ttft_t) / decode0
+    return _percentiles(n, ttft_t - arrivals, end_t - arrivals, tpot, wait)
+
+
 def open_loop(serving: Serving, levels: list[dict], rate: float, guard: Guard | None = None) -> dict | None:
     """Latency at a Poisson arrival rate (req/s) on one replica.
 
-    The closed-loop sweep has no queue in front of the engine; random arrivals also wait. The
-    engine is taken as c parallel slots, c = its peak throughput x its single-stream request time
-    (1 for llama-cpp-python, more for an engine that batches), and the measured requests of the
-    sweep level nearest c are replayed through a simulated FCFS queue (simulate_open_loop). The
-    guard's added p50/p99 are added to TTFT and e2e. None when rate >= the peak throughput (no
-    steady state) or the run's requests table is missing."""
+    The closed-loop sweep has no queue in front of the engine; random arrivals also wait. An
+    engine that batches over `parallel` slots (llama-server, OpenVINO, CTranslate2 with
+    parallel > 1) is simulated as processor sharing over that many slots, with the sweep's own
+    slow-down per concurrency level (simulate_batching). Any other engine is
+    taken as c parallel slots, c = its peak throughput x its single-stream request time (1 for
+    llama-cpp-python), and the measured requests of the sweep level nearest c are replayed
+    through a simulated FCFS queue. The guard's added p50/p99 are added to TTFT and e2e. None
+    when rate >= the peak throughput (no steady state) or the run's requests table is missing."""
+    from llmarch_lab.llm.engines import BATCHED
+
     pts = sorted(levels, key=lambda lv: lv["level"])
     xmax = max(lv["req_per_s"] for lv in pts)
     if rate >= xmax or serving.requests is None or serving.requests.empty:
         return None
-    s1 = (pts[0].get("e2e_ms_p50") or 0.0) / 1000.0 or 1.0 / pts[0]["req_per_s"]
-    c = max(1, int(round(xmax * s1)))
-    lv = min(pts, key=lambda x: abs(x["level"] - c))
     reqs = serving.requests
-    svc = reqs[(reqs.level == lv["level"]) & reqs.e2e_ms.notna() & reqs.ttft_ms.notna()]
-    if svc.empty:
-        return None
-    sim = simulate_open_loop(svc, c, rate)
+    reqs = reqs[reqs.e2e_ms.notna() & reqs.ttft_ms.notna()]
+    slots = int(serving.params.get("parallel", 1) or 1) if serving.engine in BATCHED else 1
+    if slots > 1:
+        lv, c = pts[0], slots
+        alone = reqs[reqs.level == lv["level"]]
+        e2e_at = {p["level"]: p["e2e_ms_p50"] for p in pts if p.get("e2e_ms_p50")}
+        if alone.empty or not e2e_at:
+            return None
+        sim = simulate_batching(alone, e2e_at, slots, rate)
+    else:
+        s1 = (pts[0].get("e2e_ms_p50") or 0.0) / 1000.0 or 1.0 / pts[0]["req_per_s"]
+        c = max(1, int(round(xmax * s1)))
+        lv = min(pts, key=lambda x: abs(x["level"] - c))
+        svc = reqs[reqs.level == lv["level"]]
+        if svc.empty:
+            return None
+        sim = simulate_open_loop(svc, c, rate)
     out = dict(lv)
     out.update({k: v for k, v in sim.items() if k in lv or k.startswith("wait_")})
     out.update({"level": rate, "req_per_s": rate, "servers": c, "service_level": lv["level"]})

@@ -115,7 +115,8 @@ def run(choice, log_dir: Path, progress: bool = True) -> dict:
     realised = (len(starts) - 1) / ((starts[-1] - starts[0]) / 1000.0) if len(starts) > 1 and starts[-1] > starts[0] else rate
     guard = next((g for g in choice.comps.guards if g.detector == row.guard), records.Guard("none")) if guard_on \
         else records.Guard("none")
-    predicted = sizing.open_loop(serving, serving.levels, realised, guard) or dict(row)
+    engine_rate = realised * len(answered) / len(recs) if recs else realised
+    predicted = sizing.open_loop(serving, serving.levels, engine_rate, guard) or dict(row)
     # Throughput over the measured span (first send to last answer): n / ((n - 1) / rate + e2e).
     span_s = (max(r.start_ms + r.e2e_ms for r in ok) - starts[0]) / 1000.0 if ok else float("nan")
     m["throughput.req_per_s"] = len(ok) / span_s if ok else 0.0
@@ -132,14 +133,16 @@ def run(choice, log_dir: Path, progress: bool = True) -> dict:
     table = pd.DataFrame(lines)
     return {"table": table, "records": pd.DataFrame([r.row() for r in recs]), "rate_rps": rate, "realised_rps": realised,
             "requests": len(recs), "errors": sum(not r.ok for r in recs), "guarded": guard_on, "by_guard": len(by_guard),
+            "engine_rps": engine_rate,
             "engine_command": " ".join(eng.command[1:]), "wall_s": time.perf_counter() - started,
             "metrics": m, "scrapes": scrapes}
 
 
 def _answered_by_guard(recs, guard_cfg) -> list:
     """Requests the guard answered itself (blocked, or held for a human reviewer): they never reach
-    the engine, a canned reply in tens of ms. The latencies compared are the engine-answered ones;
-    how many the guard took is reported (a benign workload the guard holds is a finding)."""
+    the engine, a canned reply in tens of ms. The latencies compared are the engine-answered ones,
+    predicted at the share of the rate that reached the engine; how many the guard took is
+    reported (a benign workload the guard holds is a finding)."""
     if guard_cfg is None:
         return []
     canned = {guard_cfg.block_message.strip(), guard_cfg.hold_message.strip()}
