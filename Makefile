@@ -296,10 +296,12 @@ cost: setup model-qwen engine-llamacpp engine-llama-server engine-litellm ## Cos
 	$(BIN)/python benchmarks/cost_scenario.py --timing 12,4
 	$(BIN)/python benchmarks/cost_scenario.py --plan --replay 24 --pubmedqa-n $(COST_PUBMEDQA_N) --gsm8k-n $(COST_GSM8K_N)
 
-system: setup engine-llamacpp engine-llama-server engine-litellm model-qwen-0.5b sys-graphviz sys-prometheus sys-alertmanager sys-chromium ## System chooser: the components (experiments/system_inputs.yaml), the alert drill, a feasible report with its deliverables and an infeasible one, balancing and rate limits
+system: setup engine-llamacpp engine-llama-server engine-litellm model-qwen-0.5b sys-graphviz sys-prometheus sys-alertmanager sys-chromium ## System chooser: the components (experiments/system_inputs.yaml), the alert drill, quality through the stack, a feasible report with its deliverables and an infeasible one, balancing and rate limits
 	$(BIN)/llmarch-lab run experiments/system_inputs.yaml
 	@# the drill first: the report's RUNBOOK.md quotes the newest drill's measured times
 	$(BIN)/llmarch-lab system drill
+	@# quality through the running stack for the top three candidates, before the report reads it
+	$(BIN)/llmarch-lab system quality experiments/system/support_assistant.yaml --items 200
 	$(BIN)/llmarch-lab system report experiments/system/support_assistant.yaml --screenshot --docs docs/results/system/support_assistant
 	@# exit status 3 = "infeasible", which is what this requirements file is for
 	$(BIN)/llmarch-lab system report experiments/system/clinical_strict.yaml --screenshot || test $$? -eq 3

@@ -57,13 +57,15 @@ COMMANDS: dict[str, str] = {
     "system choose": "llmarch_lab.system.report:choose_only",
     "system drill": "llmarch_lab.system.ops.report:run_and_log",
     "system key": "llmarch_lab.labs.guardrails.gateway.keys:add_key",
+    "system quality": "llmarch_lab.system.ops.stack_quality:measure_choice",
     "system drill config": "llmarch_lab.system.ops.drill:DrillConfig",
     "system requirements": "llmarch_lab.system.requirements:load",  # checked before a report writes anything
 }
 
 
 # What system/ uses of the labs (an import-linter contract forbids it to import llmarch_lab.labs):
-# the guarded gateway and its guard stack, and the serving lab's workload, limits and metrics.
+# the guarded gateway and its guard stack, the serving lab's workload, limits and metrics, and the
+# cost lab's PubMedQA items and scoring (quality through the running stack).
 SERVICES: dict[str, str] = {
     "guardrails.launch_gateway": "llmarch_lab.labs.guardrails.gateway:launch",
     "guardrails.litellm_config": "llmarch_lab.labs.guardrails.gateway:litellm_config",
@@ -77,6 +79,8 @@ SERVICES: dict[str, str] = {
     "serving.workload": "llmarch_lab.labs.serving.workload:build",
     "serving.cycle": "llmarch_lab.labs.serving.workload:cycle",
     "serving.summarize": "llmarch_lab.labs.serving.metrics:summarize",
+    "cost.sample": "llmarch_lab.labs.cost.outcomes:sample",
+    "cost.answer": "llmarch_lab.labs.cost.outcomes:answer",
 }
 
 

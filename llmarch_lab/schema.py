@@ -87,6 +87,8 @@ SPECS: tuple[MetricSpec, ...] = (
     _s("count.{w}_extra_tokens", N, "tokens", "completion tokens per item beyond plain prompting"),
     _s("count.{w}_retries_mean", N, "retries", "re-asks per item (validate + re-ask)"),
     _s("count.{w}_flagged_frac", N, "fraction", "share of texts a check flagged"),
+    _s("quality.stack_{w}_accuracy_ci95_{w}", H, "", "system: end of an item-bootstrap 95% interval of a task's accuracy measured through the running stack"),
+    _s("count.stack_{w}_held_frac", N, "fraction", "system: share of quality items the running stack's guard answered itself (held or blocked; scored wrong)"),
     _s("count.audit_records", N, "records", "decisions appended to the audit log (hash-chained)"),
     _s("count.outside_threshold", N, "", "guardrails outside part: the detector's shipped threshold"),
     _s("count.escalation_rate", N, "fraction", "share of requests the guard escalated to a human"),

@@ -370,3 +370,49 @@ def test_docs_folder_with_other_files_is_refused_before_any_work(tmp_path):
     r = cli("system", "report", str(req), "--out", str(tmp_path / "report"), "--docs", str(docs), timeout=120)
     assert r.returncode == 2 and "--docs" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert (docs / "notes.txt").read_text() == "mine" and not (tmp_path / "report").exists()
+
+
+def test_quality_is_measured_through_the_running_stack(measured, monkeypatch):
+    """`system quality` stands up the candidate (engine + guard gateway), asks PubMedQA questions
+    through the gateway with log-probs, logs the run; the chooser then uses it, not a composed value."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{measured / 'mlruns' / 'mlflow.db'}")
+    req = _req(measured, "quality", FEASIBLE.replace("system: e2e", "system: qual").replace(
+        "quality:\n", "quality:\n  - {name: PubMedQA accuracy, task: pubmedqa_accuracy, min: 0.0}\n"))
+    r = cli("system", "choose", str(req))
+    assert r.returncode == 3 and "binding constraint quality" in r.stdout, r.stdout[-2000:]  # not measured yet
+    before = labtest.engine_pids()
+    out_dir = measured / "stack-quality"
+    r = cli("system", "quality", str(req), "--items", "6", "--out", str(out_dir))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "measured (stack)" in r.stdout and "measured 1 pair(s)" in r.stdout
+    answers = next(out_dir.glob("*-rules")) / "answers.csv"
+    rows = answers.read_text().splitlines()
+    assert len(rows) == 1 + 6 and rows[0].startswith("qid,gold,pred,held,correct")
+    run = tracking.search("system", tags={"llmarch.name": "stack-quality"})[0]
+    assert run["params"]["guard"] == "rules" and run["params"]["items"] == "6"
+    acc = run["metrics"]["quality.stack_pubmedqa_accuracy"]
+    assert 0.0 <= run["metrics"]["quality.stack_pubmedqa_accuracy_ci95_low"] <= acc <= \
+        run["metrics"]["quality.stack_pubmedqa_accuracy_ci95_high"] <= 1.0
+    # The measured value decides now: the floor is met, and a second call has nothing left to measure.
+    r = cli("system", "quality", str(req), "--items", "6", "--out", str(out_dir))
+    assert r.returncode == 0 and "measured 0 pair(s)" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    assert labtest.engine_pids() - before == set(), labtest.engine_pids() - before
+
+
+def test_the_check_can_send_real_pubmedqa_questions_of_about_the_prompt_length(tmp_path):
+    from llmarch_lab.assets import models
+    from llmarch_lab.system import verify
+
+    tok = models.load_tokenizer("smollm2-135m-instruct")
+    body = FEASIBLE.replace("prompt_tokens: 64", "prompt_tokens: 128").replace(
+        "requests: 8, max_seconds: 120}", "requests: 40, max_seconds: 120, workload: pubmedqa}")
+    req = requirements.load(_req(tmp_path, "pq", body))
+    pool = verify.check_pool(req, tok)
+    assert len(pool) == 40 and len({r.messages[0]["content"] for r in pool}) == 40
+    assert all("Question:" in r.messages[0]["content"] for r in pool)
+    mean = sum(r.prompt_tokens for r in pool) / len(pool)
+    assert 110 <= mean <= 146, mean  # the abstracts are cut so the whole prompt is about 128 tokens
+    synthetic = verify.check_pool(requirements.load(_req(tmp_path, "syn", FEASIBLE.replace("prompt_tokens: 64", "prompt_tokens: 128"))), tok)
+    assert {r.prompt_tokens for r in synthetic} == {128}
+    with pytest.raises(LabError, match="verify.workload"):
+        requirements.load(_req(tmp_path, "bad", body.replace("workload: pubmedqa", "workload: sharegpt")))

@@ -107,3 +107,23 @@ def system_key(keys_file: Path = typer.Argument(..., metavar="KEYS.json", help="
     except (LabError, ValueError, OSError) as e:
         fail(e)
     typer.echo(key)
+
+
+@system_app.command("quality")
+def system_quality(requirements: Path = typer.Argument(..., metavar="REQUIREMENTS.yaml"),
+                   items: int = typer.Option(200, "--items", min=2, max=1000, help="PubMedQA questions per (model, guard) pair."),
+                   rounds: int = typer.Option(3, "--rounds", min=1, max=10, help="Re-choose and measure new top-three pairs at most this often."),
+                   out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="Answers folder (default mlruns/reports/<system>-stack-quality).")):
+    """Measure quality through the running stack (engine + guard gateway) for the recommendation and the two
+    runners-up, log one MLflow run per (model, guard) pair; `system report` then uses it instead of a composed value."""
+    from llmarch_lab import registry
+    from llmarch_lab.store import tracking
+
+    try:
+        registry.command("system requirements")(requirements)
+        tracking.require_store(write=True)
+        res = registry.command("system quality")(requirements, items=items, rounds=rounds, out_dir=out)
+    except LabError as e:
+        fail(e)
+    typer.echo(res["table"].to_string(index=False))
+    typer.echo(f"measured {len(res['run_ids'])} pair(s) in {res['rounds']} round(s); MLflow runs {', '.join(res['run_ids']) or '-'}")

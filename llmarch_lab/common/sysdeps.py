@@ -78,7 +78,10 @@ def ensure(target: str, programs: list[str]) -> int:
     print(f"make {target}: {names} not found: apt-get install {' '.join(pkgs)} ...", flush=True)
     t0 = time.monotonic()
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *pkgs]):
+    # Wait up to 5 min for another apt (a boot-time upgrade on a fresh machine, a second make in
+    # parallel) to release the dpkg lock instead of failing at once (apt >= 1.9.11).
+    lock = ["-o", "DPkg::Lock::Timeout=300"]
+    for cmd in (["apt-get", *lock, "update", "-qq"], ["apt-get", *lock, "install", "-y", "-qq", *pkgs]):
         r = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
         if r.returncode != 0:

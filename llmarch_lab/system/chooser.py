@@ -28,8 +28,8 @@ How a candidate is computed (every rule below is also printed in the report):
 - Quality per floor: of=model from runs that measured the served model; of=guard from the
   guard's runs; of=any the best run of any component (e.g. retrieval). A model's task quality
   behind a guard is composed as q * (1 - guard false-positive rate) (a benign request the guard
-  blocks gets no answer); no run here measured a model and a guard together, so such values are
-  flagged "composed".
+  blocks gets no answer), flagged "composed", unless a run measured that model behind that guard
+  through the running stack (ops/stack_quality.py: `llmarch-lab system quality`): "measured (stack)".
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def _names(model: str) -> set[str]:
 
 
 def quality_value(floor: Floor, comps: Components, serving: Serving, guard: Guard) -> tuple[float | None, str, str]:
-    """(value, how, run_id): how is 'measured', 'composed' or 'not measured'."""
+    """(value, how, run_id): how is 'measured (stack)' (the model behind the guard, asked through the
+    running gateway), 'measured', 'composed' or 'not measured'."""
     belongs = floor.belongs_to()
     best: tuple[float, str] | None = None
     for src in floor.resolved_sources():
@@ -66,6 +67,10 @@ def quality_value(floor: Floor, comps: Components, serving: Serving, guard: Guar
             if belongs == "model":
                 if not src.model_param or not (_names(p.get(src.model_param, "")) & _names(serving.model)):
                     continue
+                if src.guard_param:  # measured through the running stack: this model behind this guard
+                    if p.get(src.guard_param) != guard.detector:
+                        continue
+                    return v, "measured (stack)", r["run_id"]
                 return (v * (1.0 - guard.fpr), "composed", r["run_id"]) if guard.detector != "none" \
                     else (v, "measured", r["run_id"])
             if belongs == "guard":

@@ -79,6 +79,8 @@ def components(req: Requirements) -> Components:
         raise LabError(f"no tracking store at {paths.tracking_uri()}: run the suites the requirements "
                        "read first (e.g. llmarch-lab run experiments/system_inputs.yaml)")
     runs = [r for r in tracking.search_many(req.experiments) if r["tags"].get("llmarch.parent") != "true"]
+    if req.experiments is not None and "system" not in req.experiments:  # quality measured through the stack
+        runs += tracking.search_many(["system"], tags={"llmarch.name": "stack-quality"})
     c = tracking.client(paths.tracking_uri())
     exps = {e.name: e.experiment_id for e in c.search_experiments(max_results=10000)}
     serving, seen = [], set()

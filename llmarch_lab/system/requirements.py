@@ -138,7 +138,8 @@ class Source(_Strict):
 # Tasks the chooser knows how to find without spelling out sources. A floor names `task` (one of
 # these) or gives its own `sources`.
 TASKS: dict[str, dict] = {
-    "pubmedqa_accuracy": {"of": "model", "sources": [
+    "pubmedqa_accuracy": {"of": "model", "sources": [  # the stack's own measurement first (ops/stack_quality.py)
+        {"lab": "system", "metric": "quality.stack_pubmedqa_accuracy", "model_param": "model", "guard_param": "guard"},
         {"lab": "cost", "metric": "quality.small_pubmedqa_accuracy", "model_param": "small_model"},
         {"lab": "cost", "metric": "quality.large_pubmedqa_accuracy", "model_param": "large_model"},
         {"lab": "finetune", "metric": "quality.accuracy", "model_param": "model"}]},
@@ -234,6 +235,9 @@ class Verify(_Strict):
     requests: int = Field(24, ge=4, le=10_000, description="Requests sent in the end-to-end check.")
     max_seconds: float = Field(180.0, gt=0, le=86_400)
     guard: bool = Field(True, description="Put the chosen guard in front of the engine (the guardrails lab's LiteLLM gateway).")
+    workload: Literal["synthetic", "pubmedqa"] = Field(
+        "synthetic", description="The check's prompts: synthetic WikiText-2 text of exactly prompt_tokens, or real "
+                                 "PubMedQA questions with their abstracts cut to about prompt_tokens.")
 
 
 class Requirements(_Strict):

@@ -7,8 +7,9 @@ What is started: the engine of the recommended serving run (its own parameters: 
 dtype, threads, engine args) and, when the system has a guard and `verify.guard` is on, the
 guardrails lab's LiteLLM gateway with that guard in front of it. The load is the serving lab's
 generator (llm/load.py) in open loop (Poisson) at peak_rps / replicas, with the requirements'
-prompt/output token counts (synthetic WikiText-2 prompts, exact length). Everything started is
-stopped on every exit path.
+prompt/output token counts (verify.workload: synthetic WikiText-2 prompts of exact length, or
+real PubMedQA questions with abstracts cut to about that length). Everything started is stopped
+on every exit path (`standing`, shared with ops/stack_quality.py).
 
 Predicted: the chooser's open-loop model (simulated queue over the serving run's measured
 requests, plus the guard's added latency and stream holdback) at the arrival rate the generator
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from llmarch_lab import LabError, registry
@@ -60,7 +63,7 @@ def run(choice, log_dir: Path, progress: bool = True) -> dict:
     """Start the recommended system, drive it, and return the predicted-vs-measured table."""
     import pandas as pd
 
-    from llmarch_lab.llm import engines, load
+    from llmarch_lab.llm import load
 
     fixed_output_body, tokenizer_for = registry.service("serving.fixed_output_body"), registry.service("serving.tokenizer_for")
 
@@ -72,35 +75,22 @@ def run(choice, log_dir: Path, progress: bool = True) -> dict:
     tok = tokenizer_for(p)
     count = (lambda text: len(tok(text, add_special_tokens=False)["input_ids"])) if tok is not None else None
     w = req.workload
-    pool = registry.service("serving.workload")("synthetic", tok, max(32, req.verify.requests), w.prompt_tokens, w.output_tokens, seed=1)
+    pool = check_pool(req, tok)
     rate = float(row.per_replica_rps)
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     guard_on = row.guard != "none" and req.verify.guard
-    eng = engines.launch(p.engine, p.model, log_path=log_dir / "engine.log", dtype=p.dtype,
-                         max_model_len=max(p.max_model_len, w.prompt_tokens + w.output_tokens + 64),
-                         threads=p.engine_threads, extra_args=p.engine_args, ready_timeout_s=p.ready_timeout_s,
-                         parallel=p.parallel)
-    gw = None
-    try:
-        base_url, name, key_env = eng.base_url, eng.model_name, ""
-        if guard_on:
-            cfg = registry.service("guardrails.default_stack")(injection_detector=row.guard,
-                                                               pii_config=req.safety.pii_config)
-            gw = registry.service("guardrails.launch_gateway")(eng.base_url, cfg, log_dir / "gateway.log", model_name=eng.model_name, prometheus=True)
-            base_url, key_env = gw.base_url, gw.api_key_env
-        target = load.Target(base_url, name, key_env, fixed_output_body(p, tok), p.request_timeout_s)
+    with standing(p, row.guard if guard_on else "none", req.safety.pii_config, log_dir,
+                  w.prompt_tokens + w.output_tokens + 64) as st:
+        target = load.Target(st.base_url, st.model, st.key_env, fixed_output_body(p, tok), p.request_timeout_s)
         load.preflight(target)
         stream = registry.service("serving.cycle")(pool)
         load.run_level(target, stream, "synchronous", 1, 2, 60.0, count_tokens=count)  # warm-up
         recs, wall = load.run_level(target, stream, "poisson", rate, req.verify.requests, req.verify.max_seconds,
                                     seed=7, count_tokens=count)
-        scrapes = _scrape(eng.base_url, gw.base_url if gw is not None else None)
-    finally:
-        if gw is not None:
-            gw.__exit__(None, None, None)  # stops both processes, forgets the master key
-        eng.stop()
+        scrapes = _scrape(st.engine.base_url, st.gateway.base_url if st.gateway is not None else None)
+    cfg = st.guard_cfg
     by_guard = _answered_by_guard(recs, cfg if guard_on else None)
     answered = [r for r in recs if r not in by_guard]
     m = registry.service("serving.summarize")(answered, wall, req.slos.ttft_ms_p99 or 1e9, req.slos.tpot_ms_p50 or 1e9, 0.0)
@@ -133,9 +123,60 @@ def run(choice, log_dir: Path, progress: bool = True) -> dict:
     table = pd.DataFrame(lines)
     return {"table": table, "records": pd.DataFrame([r.row() for r in recs]), "rate_rps": rate, "realised_rps": realised,
             "requests": len(recs), "errors": sum(not r.ok for r in recs), "guarded": guard_on, "by_guard": len(by_guard),
-            "engine_rps": engine_rate,
-            "engine_command": " ".join(eng.command[1:]), "wall_s": time.perf_counter() - started,
+            "engine_rps": engine_rate, "workload": req.verify.workload,
+            "prompt_tokens_mean": sum(r.prompt_tokens for r in pool) / len(pool),
+            "engine_command": " ".join(st.engine.command[1:]), "wall_s": time.perf_counter() - started,
             "metrics": m, "scrapes": scrapes}
+
+
+def check_pool(req, tok) -> list:
+    """The check's requests: synthetic WikiText-2 prompts of exactly workload.prompt_tokens, or
+    real PubMedQA questions with their abstracts cut so the mean prompt is about that long (the
+    abstract's cap lowered by the question's and the framing's mean length)."""
+    build, w = registry.service("serving.workload"), req.workload
+    n = max(32, req.verify.requests)
+    pool = build(req.verify.workload, tok, n, w.prompt_tokens, w.output_tokens, seed=1)
+    if req.verify.workload != "synthetic":
+        over = sum(r.prompt_tokens for r in pool) / len(pool) - w.prompt_tokens
+        pool = build(req.verify.workload, tok, n, max(16, round(w.prompt_tokens - over)), w.output_tokens, seed=1)
+    return pool
+
+
+@dataclass
+class Stood:
+    """A started system: where to send requests (the gateway when guarded, else the engine)."""
+    base_url: str
+    model: str
+    key_env: str
+    engine: object  # llm.engines.Engine
+    gateway: object | None = None  # the guardrails lab's gateway handle
+    guard_cfg: object | None = None  # its guard stack's config (block and hold messages)
+
+
+@contextmanager
+def standing(p, guard: str, pii_config, log_dir: Path, min_model_len: int = 0):
+    """Start the engine of serving params `p` and, unless guard is "none", the guardrails lab's
+    LiteLLM gateway with that injection detector in front of it; yield a Stood; stop both on
+    every exit path (the end-to-end check and the stack quality measurement share it)."""
+    from llmarch_lab.llm import engines
+
+    eng = engines.launch(p.engine, p.model, log_path=log_dir / "engine.log", dtype=p.dtype,
+                         max_model_len=max(p.max_model_len, min_model_len),
+                         threads=p.engine_threads, extra_args=p.engine_args, ready_timeout_s=p.ready_timeout_s,
+                         parallel=p.parallel)
+    gw = None
+    try:
+        st = Stood(eng.base_url, eng.model_name, "", eng)
+        if guard != "none":
+            st.guard_cfg = registry.service("guardrails.default_stack")(injection_detector=guard, pii_config=pii_config)
+            gw = registry.service("guardrails.launch_gateway")(eng.base_url, st.guard_cfg, log_dir / "gateway.log",
+                                                               model_name=eng.model_name, prometheus=True)
+            st.gateway, st.base_url, st.key_env = gw, gw.base_url, gw.api_key_env
+        yield st
+    finally:
+        if gw is not None:
+            gw.__exit__(None, None, None)  # stops both processes, forgets the master key
+        eng.stop()
 
 
 def _answered_by_guard(recs, guard_cfg) -> list:

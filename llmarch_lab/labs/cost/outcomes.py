@@ -117,20 +117,23 @@ def _gsm8k_messages(row) -> list[dict]:
     return [{"role": "user", "content": f"{row['prompt']}\nGive only the final line 'The answer is N.'"}]
 
 
-def answer(ep, row) -> dict:
+def answer(ep, row, require_logprobs: bool = True) -> dict:
+    """One question's outcome (pred, correct, conf, token counts, seconds, the reply's text).
+    require_logprobs=False: an answer without log-probs (a guard's canned reply) is returned with
+    its text rather than raised; the caller decides what it means (system/ops/stack_quality.py)."""
     if row["task"] == "pubmedqa":
         msgs = [{"role": "user", "content": _pubmedqa_text(row)}]
-        reply, lp = ep.chat_logprobs(msgs, max_tokens=1, top_logprobs=20)
+        reply, lp = ep.chat_logprobs(msgs, max_tokens=1, top_logprobs=20, required=require_logprobs)
         v = _label_logprobs(lp.top_logprobs[0] if lp.top_logprobs else {})
         best = max(range(3), key=v.__getitem__)
         z = max(v)
         probs = [math.exp(x - z) for x in v]
         pred = tasks.PUBMEDQA_LABELS[best]
         return {"pred": pred, "correct": float(pred == row["gold"]), "conf": probs[best] / sum(probs),
-                **{f"logp_{w}": round(x, 4) for w, x in zip(tasks.PUBMEDQA_LABELS, v)},
-                "prompt_tokens": reply.prompt_tokens, "output_tokens": reply.output_tokens, "seconds": reply.seconds}
+                **{f"logp_{w}": round(x, 4) for w, x in zip(tasks.PUBMEDQA_LABELS, v)}, "text": reply.text,
+                "has_logprobs": bool(lp.top_logprobs), "prompt_tokens": reply.prompt_tokens, "output_tokens": reply.output_tokens, "seconds": reply.seconds}
     reply, lp = ep.chat_logprobs(_gsm8k_messages(row), max_tokens=row.get("max_tokens", 320),
-                                 top_logprobs=1)
+                                 top_logprobs=1, required=require_logprobs)
     pred = tasks.gsm8k_extract(reply.text)
     toks = [x for x in lp.token_logprobs if x is not None]
     return {"pred": pred, "correct": float(tasks.gsm8k_correct(pred, row["gold"])),

@@ -158,10 +158,12 @@ class Endpoint:
                      seconds, choice.get("finish_reason"))
 
     def chat_logprobs(self, messages: list[dict] | str, max_tokens: int, top_logprobs: int = 1,
-                      temperature: float = 0.0, **kw) -> tuple[Reply, Logprobs]:
+                      temperature: float = 0.0, required: bool = True, **kw) -> tuple[Reply, Logprobs]:
         """A chat completion with per-token log-probs (OpenAI chat format: logprobs=true and
         top_logprobs=N), as (Reply, Logprobs in the completions layout). The server applies the
-        model's own chat template, so no tokenizer is needed here. A LabError when none come back."""
+        model's own chat template, so no tokenizer is needed here. A LabError when none come back,
+        unless required=False (a guard in front may answer with a canned text and no log-probs:
+        the Logprobs are then empty)."""
         data, seconds = self._chat(messages, max_tokens, temperature, {
             "logprobs": True, "top_logprobs": max(1, int(top_logprobs)), **self.extra_body, **kw})
         try:
@@ -170,6 +172,8 @@ class Endpoint:
             content = (choice.get("logprobs") or {}).get("content")
         except (KeyError, IndexError, TypeError, AttributeError):
             raise LabError(f"endpoint {self.base_url}: /chat/completions answer has no choices[0].message") from None
+        if not required and not content:
+            content = []
         if not isinstance(content, list) or (max_tokens > 0 and not content and text):
             raise LabError(f"endpoint {self.base_url}: /chat/completions gave no logprobs.content for model "
                            f"{self.model!r}; this server does not return chat log-probs")
