@@ -253,3 +253,12 @@ def test_llamacpp_label_logprobs_agree_with_the_local_model(tmp_path):
         if abs(r[0] - r[1]) > 0.3:
             assert (s["yes"] > s["no"]) == (r[0] > r[1]), (s, r)
     assert sum(abs(r[0] - r[1]) > 0.3 for r in ref) >= 3  # the margin check compared something
+
+
+def test_chat_logprobs_missing_raise_unless_not_required(server):
+    """A guard in front may answer with a canned text and no log-probs (the system's stack quality)."""
+    ep = Endpoint(server, "loopback")
+    with pytest.raises(LabError, match="gave no logprobs.content"):
+        ep.chat_logprobs(MSGS, 2, top_logprobs=5)
+    reply, lp = ep.chat_logprobs(MSGS, 2, top_logprobs=5, required=False)
+    assert reply.text == " t0 t1" and lp.top_logprobs == [] and lp.tokens == []

@@ -202,14 +202,17 @@ def _risks(ch, ver) -> list[str]:
         risks.append(f"The guard answered {ver['by_guard']} of {ver['requests']} benign requests of the end-to-end check "
                      "itself (held for review or blocked): at this share, real users would wait for reviewers. Check the "
                      "guard's escalation band on traffic like yours before shipping.")
-    risks.append("Quality is not re-measured in the end-to-end check (latency and throughput are).")
+    if ch.feasible and not any(str(ch.row().get(f"q{k}_how", "")).startswith("measured (stack)")
+                               for k in range(len(req.quality))):
+        risks.append("Quality is not measured through the running stack for the recommendation (`llmarch-lab system "
+                     "quality` does it); the end-to-end check measures latency and throughput only.")
     return risks
 
 
 def by_guard_note(ver) -> str:
     n = ver.get("by_guard", 0)
     return (f" The guard answered {n} of the {ver['requests']} requests itself (blocked, or held for a human "
-            "reviewer: the workload's synthetic prompts are benign), in tens of ms; the latencies compared are "
+            "reviewer: the workload's prompts are benign), in tens of ms; the latencies compared are "
             f"the engine-answered requests', predicted at the rate that reached the engine "
             f"({ver.get('engine_rps', 0):.3g} req/s).") if n else ""
 
@@ -224,7 +227,8 @@ def _verify_html(ver) -> str:
         r["within 15%"] = "yes" if r.pop("within_15pct") else "no"
     head = (f"<p>Started for real: <code>{html.escape(ver['engine_command'][:300])}</code>"
             f"{' behind the guarded LiteLLM gateway' if ver['guarded'] else ''}; Poisson load at "
-            f"{ver['rate_rps']:.3g} req/s (the peak one replica sees; realised {ver.get('realised_rps', ver['rate_rps']):.3g}), {ver['requests']} requests, "
+            f"{ver['rate_rps']:.3g} req/s (the peak one replica sees; realised {ver.get('realised_rps', ver['rate_rps']):.3g}), {ver['requests']} requests "
+            f"({ver.get('workload', 'synthetic')} prompts, {ver.get('prompt_tokens_mean', 0):.0f} tokens on average), "
             f"{ver['errors']} errors, {ver['wall_s']:.0f} s in all.{html.escape(by_guard_note(ver))}</p>")
     return head + html_rows(t, ["metric", "predicted", "measured", "error_pct", "within 15%"])
 

@@ -174,7 +174,7 @@ class Endpoint:
             raise LabError(f"endpoint {self.base_url}: /chat/completions answer has no choices[0].message") from None
         if not required and not content:
             content = []
-        if not isinstance(content, list) or (max_tokens > 0 and not content and text):
+        elif not isinstance(content, list) or (max_tokens > 0 and not content and text):
             raise LabError(f"endpoint {self.base_url}: /chat/completions gave no logprobs.content for model "
                            f"{self.model!r}; this server does not return chat log-probs")
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}

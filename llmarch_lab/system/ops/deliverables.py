@@ -118,7 +118,8 @@ def capacity(ch, s: dict, ver: dict | None) -> str:
     else:
         from llmarch_lab.system.report_pages import by_guard_note
 
-        out += [f"{ver['requests']} requests at {ver['realised_rps']:.3g} req/s (Poisson), {ver['errors']} errors"
+        out += [f"{ver['requests']} requests ({ver.get('workload', 'synthetic')} prompts) at {ver['realised_rps']:.3g} req/s "
+                f"(Poisson), {ver['errors']} errors"
                 f"{', behind the guarded gateway' if ver['guarded'] else ''}.{by_guard_note(ver)}", "",
                 _md(ver["table"].to_dict("records"), ["metric", "predicted", "measured", "error_pct", "within_15pct"])]
     return "\n".join(out) + "\n"
