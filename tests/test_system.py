@@ -416,3 +416,27 @@ def test_the_check_can_send_real_pubmedqa_questions_of_about_the_prompt_length(t
     assert {r.prompt_tokens for r in synthetic} == {128}
     with pytest.raises(LabError, match="verify.workload"):
         requirements.load(_req(tmp_path, "bad", body.replace("workload: pubmedqa", "workload: sharegpt")))
+
+
+def test_a_guards_injection_quality_comes_from_outside_sources_first():
+    """The training file's cross-validation flatters a detector tuned on it (minilm-lr: F1 0.83 there,
+    0.45 on other sources' prompts); the chooser reads the outside sources' test F1 and FPR first."""
+    from llmarch_lab.system import chooser
+
+    def run(rid, part, metrics, **params):
+        return {"run_id": rid, "tags": {"lab": "guardrails"}, "params": {"part": part, **params}, "metrics": metrics}
+
+    runs = [run("inj", "injection", {"quality.injection_f1": 0.83, "errors.injection_fpr": 0.05}, detector="minilm-lr"),
+            run("out", "outside", {"quality.outside_test_f1": 0.45, "errors.outside_test_benign_fpr": 0.26},
+                outside_check="injection", outside_detector="minilm-lr"),
+            run("tox", "outside", {"quality.outside_test_f1": 0.72}, outside_check="toxicity", outside_detector="minilm-lr"),
+            run("lat", "stack", {"latency.guard_ms_p50": 20.0, "latency.guard_ms_p99": 40.0}, stack_detector="minilm-lr"),
+            run("cv-only", "injection", {"quality.injection_f1": 0.68}, detector="rules"),
+            run("lat2", "stack", {"latency.guard_ms_p50": 10.0, "latency.guard_ms_p99": 20.0}, stack_detector="rules")]
+    gs = {g.detector: g for g in records.guards(runs)}
+    assert gs["minilm-lr"].f1_run["run_id"] == "out" and gs["minilm-lr"].fpr == 0.26
+    assert gs["rules"].f1_run["run_id"] == "cv-only"  # no outside run: the training file's CV
+    comps = records.Components([], list(gs.values()), runs, {})
+    floor = requirements.Floor(name="injection F1", task="injection_f1", min=0.8)
+    assert chooser.quality_value(floor, comps, None, gs["minilm-lr"])[0] == 0.45
+    assert chooser.quality_value(floor, comps, None, gs["rules"])[0] == 0.68

@@ -40,7 +40,7 @@ class Serving:
 @dataclass
 class Guard:
     detector: str  # "none" = no guard
-    f1_run: dict | None = None  # guardrails part=injection run
+    f1_run: dict | None = None  # guardrails part=outside (injection) run, else part=injection
     latency_run: dict | None = None  # part=gateway or part=stack run
     latency_kind: str = ""  # "gateway (measured)" | "stack (composed)" | ""
     added_ms: dict = field(default_factory=dict)  # {p50, p99}
@@ -102,22 +102,30 @@ def components(req: Requirements) -> Components:
                 reqs = None
             serving.append(Serving(r["run_id"], r["experiment"], key[1], p.get("engine", ""), p.get("model", ""),
                                    p.get("profile", "concurrent"), p, levels, t.get("gpu", "none") or "none", reqs))
-    return Components(serving, _guards(runs), runs, exps)
+    return Components(serving, guards(runs), runs, exps)
 
 
-def _guards(runs: list[dict]) -> list[Guard]:
-    guards: dict[str, Guard] = {}
+def guards(runs: list[dict]) -> list[Guard]:
+    """The injection guards with both a quality run (outside sources preferred) and a latency run
+    (gateway preferred, else the in-process stack), plus Guard("none")."""
+    found: dict[str, Guard] = {}
     for r in runs:  # newest first
         p, m = r["params"], r["metrics"]
         if r["tags"].get("lab") != "guardrails":
             continue
         part = p.get("part")
-        if part == "injection" and "quality.injection_f1" in m:
-            g = guards.setdefault(p.get("detector", "?"), Guard(p.get("detector", "?")))
+        if part == "outside" and p.get("outside_check") == "injection" and "quality.outside_test_f1" in m:
+            # Scored on other sources' attacks and benign prompts (the held-out test sources): what
+            # the guard does to traffic it was not tuned on. Preferred to the training file's CV.
+            g = found.setdefault(p.get("outside_detector", "?"), Guard(p.get("outside_detector", "?")))
+            if g.f1_run is None or g.f1_run["params"].get("part") != "outside":
+                g.f1_run, g.fpr = r, float(m.get("errors.outside_test_benign_fpr", 0.0))
+        elif part == "injection" and "quality.injection_f1" in m:
+            g = found.setdefault(p.get("detector", "?"), Guard(p.get("detector", "?")))
             if g.f1_run is None:
                 g.f1_run, g.fpr = r, float(m.get("errors.injection_fpr", 0.0))
         elif part in ("gateway", "stack"):
-            g = guards.setdefault(p.get("stack_detector", "?"), Guard(p.get("stack_detector", "?")))
+            g = found.setdefault(p.get("stack_detector", "?"), Guard(p.get("stack_detector", "?")))
             if part == "gateway" and "latency.gateway_added_ttft_ms_p50" in m and g.latency_kind != "gateway (measured)":
                 g.latency_run, g.latency_kind = r, "gateway (measured)"
                 g.added_ms = {"p50": m["latency.gateway_added_ttft_ms_p50"], "p99": m["latency.gateway_added_ttft_ms_p99"]}
@@ -125,7 +133,7 @@ def _guards(runs: list[dict]) -> list[Guard]:
                 g.latency_run, g.latency_kind = r, "stack (composed)"
                 g.added_ms = {"p50": m["latency.guard_ms_p50"], "p99": m["latency.guard_ms_p99"]}
     # A guard is a candidate only when both its quality and its latency were measured.
-    return [Guard("none")] + [g for g in guards.values() if g.f1_run is not None and g.latency_run is not None]
+    return [Guard("none")] + [g for g in found.values() if g.f1_run is not None and g.latency_run is not None]
 
 
 def model_label(model: str) -> str:

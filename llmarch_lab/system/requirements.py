@@ -146,9 +146,15 @@ TASKS: dict[str, dict] = {
     "gsm8k_accuracy": {"of": "model", "sources": [
         {"lab": "cost", "metric": "quality.small_gsm8k_accuracy", "model_param": "small_model"},
         {"lab": "cost", "metric": "quality.large_gsm8k_accuracy", "model_param": "large_model"}]},
+    # Injection quality: on the outside test sources first (attacks and benign prompts the guard was
+    # not tuned on), else cross-validated on the training file.
     "injection_f1": {"of": "guard", "sources": [
+        {"lab": "guardrails", "metric": "quality.outside_test_f1", "params": {"part": "outside", "outside_check": "injection"},
+         "guard_param": "outside_detector"},
         {"lab": "guardrails", "metric": "quality.injection_f1", "params": {"part": "injection"}, "guard_param": "detector"}]},
     "injection_recall": {"of": "guard", "sources": [
+        {"lab": "guardrails", "metric": "quality.outside_test_recall", "params": {"part": "outside", "outside_check": "injection"},
+         "guard_param": "outside_detector"},
         {"lab": "guardrails", "metric": "quality.injection_recall", "params": {"part": "injection"}, "guard_param": "detector"}]},
     "cranfield_ndcg_at_10": {"of": "any", "sources": [
         {"lab": "rag", "metric": "quality.ndcg_at_10", "params": {"corpus": "cranfield"}}]},
