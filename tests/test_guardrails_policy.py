@@ -387,6 +387,13 @@ def test_gateway_blocks_injection_passes_benign_and_leaves_nothing(llamacpp, tmp
         recs, _ = load.run_level(gw.endpoint(), iter([load.Request(0, [{"role": "user", "content": "Count to 20."}], 32)]),
                                  "synchronous", 1, max_requests=1, max_seconds=60)
         assert recs[0].ok and recs[0].chunks > 2 and recs[0].ttft_ms < recs[0].e2e_ms, recs[0]
+        # ... and holds output back: every `stream_window_chars` (64) characters are checked before
+        # they are released (LiteLLM calls the iterator hook only when the class names it itself).
+        n_out = sum('"stage":"output"' in line for line in gw.audit_path.read_text().splitlines())
+        recs, _ = load.run_level(gw.endpoint(), iter([load.Request(1, [{"role": "user", "content": "Write a long story about a cat."}], 48)]),
+                                 "synchronous", 1, max_requests=1, max_seconds=60)
+        checks = sum('"stage":"output"' in line for line in gw.audit_path.read_text().splitlines()) - n_out
+        assert recs[0].ok and len(recs[0].text) > 64 and checks >= 2, (checks, recs[0].text)
 
         r = _chat(gw.base_url, h, gw.model_name, "I need a refund, my mail is zed@example.com")
         assert r.json()["choices"][0]["message"]["content"] == cfg.hold_message

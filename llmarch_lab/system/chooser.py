@@ -10,8 +10,8 @@ How a candidate is computed (every rule below is also printed in the report):
 - Serving: a finished serving-lab run's per-level sweep (`*.sweep.*` series, step = level). A
   level meets the SLOs when every latency SLO set, with the guard's added latency, holds and its
   error rate is within the SLO. Per-replica goodput at SLO = the highest req/s among those levels.
-- Guard: the guardrails lab's runs for a detector: quality from part=injection (cross-validated
-  on the training file), added latency from part=gateway (measured through the gateway) when
+- Guard: the guardrails lab's runs for a detector: quality from part=outside (the outside test
+  sources) when there is one, else part=injection (cross-validated on the training file), added latency from part=gateway (measured through the gateway) when
   there is one, else part=stack (the guard's own check time, in-process: "composed", no HTTP
   hops). Added to TTFT and to e2e at each percentile (p50 to p50, p99 to p99: a sum of p99s is
   an upper bound for independent parts). Streaming through the gateway, the guard holds output

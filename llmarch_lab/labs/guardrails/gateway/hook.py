@@ -213,6 +213,12 @@ def guardrail_class():
     class LabGuardrail(GuardHooks, CustomGuardrail):
         __doc__ = GuardHooks.__doc__
 
+        # LiteLLM's proxy decides whether to call a callback's streaming iterator hook by looking
+        # in the registered class's own __dict__ (proxy/utils.py, callback_capabilities), not its
+        # bases: inherited from GuardHooks, the hook was never called, so a guarded stream went
+        # straight through with one check at its end and no holdback. Named here, it is called.
+        async_post_call_streaming_iterator_hook = GuardHooks.async_post_call_streaming_iterator_hook
+
         def __init__(self, **kwargs):
             self.setup()
             kwargs.setdefault("supported_event_hooks", [GuardrailEventHooks.pre_call, GuardrailEventHooks.post_call])
