@@ -76,6 +76,8 @@ VARS: tuple[Var, ...] = (
     Var("LLMARCH_GUARD_BLOCK_STYLE", "internal", "refusal", "Set by the guardrails gateway: refusal | error."),
     Var("LLMARCH_GUARD_STREAM_WINDOW", "internal", "0", "Set by the guardrails gateway: characters between output checks."),
     Var("LLMARCH_GUARD_TIMEOUT_S", "internal", "30", "Set by the guardrails gateway: seconds per guard call."),
+    Var("LLMARCH_GATEWAY_KEYS", "internal", "", "Set by the guardrails gateway (and the bundle's) for LiteLLM's custom auth: the keys file with per-key limits."),
+    Var("LLMARCH_GATEWAY_MAX_BODY_BYTES", "internal", "1000000", "Read by the gateway's custom auth: the largest request body accepted (413 above)."),
     Var("LLMARCH_ROUTER_URL", "internal", "", "Set by the cost gateway for its LiteLLM hook: the router service."),
     Var("LLMARCH_ROUTER_TIMEOUT_S", "internal", "10", "Set by the cost gateway: seconds per router call."),
 )
