@@ -67,6 +67,8 @@ def build(req_path: str | Path, out_dir: str | Path | None = None, verify: bool 
             _say(progress, NO_DOT)
         if ver is not None and isinstance(ver.get("records"), pd.DataFrame):
             ver["records"].to_csv(tmp / "report_files" / "verify_requests.csv", index=False)
+            if len(ver.get("sweep_records", ())):
+                ver["sweep_records"].to_csv(tmp / "report_files" / "verify_engine_sweep.csv", index=False)
             for who in ("engine", "gateway"):
                 if (ver.get("scrapes") or {}).get(who):
                     (tmp / "report_files" / f"{who}_metrics.txt").write_text(ver["scrapes"][who])

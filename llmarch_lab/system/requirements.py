@@ -244,6 +244,9 @@ class Verify(_Strict):
     workload: Literal["synthetic", "pubmedqa"] = Field(
         "synthetic", description="The check's prompts: synthetic WikiText-2 text of exactly prompt_tokens, or real "
                                  "PubMedQA questions with their abstracts cut to about prompt_tokens.")
+    calibration_requests: int = Field(
+        16, ge=0, le=1000, description="llama-server: requests per concurrency level of the closed-loop sweep run on the "
+                                        "engine itself before and after the check (its step cost then), 0 = none.")
 
 
 class Requirements(_Strict):

@@ -165,13 +165,52 @@ def simulate_batching(service, e2e_at: dict, slots: int, rate: float, n: int = 2
     return _percentiles(n, ttft_t - arrivals, end_t - arrivals, tpot, wait)
 
 
+def slot_latencies(serving: Serving, guard: Guard | None, sent_ms, prompt_tokens, output_tokens) -> dict:
+    """Per-request client latencies {ttft_ms, e2e_ms, tpot_ms} of llama-server with the serving
+    run's slots, its step cost calibrated on the run's sweep (ops/slots.py), for requests sent at
+    `sent_ms`; behind the guard (unless None or "none"), its p50 check time before the engine and
+    on each released window, and the gateway's stream holdback."""
+    import numpy as np
+
+    from llmarch_lab.system.ops import slots
+
+    n_slots = int(serving.params.get("parallel", 1) or 1)
+    cost = slots.calibrate(serving.requests, n_slots)
+    guarded = guard is not None and guard.detector != "none"
+    chk = float(guard.added_ms.get("p50", 0.0)) if guarded else 0.0
+    w = stream_window_chars() / chars_per_token(serving) if guarded else 0.0
+    sent = np.asarray(sent_ms, dtype=float)
+    times, _ = slots.simulate(cost, n_slots, sent + chk, list(prompt_tokens), list(output_tokens))
+    out = slots.client_view(times, sent, w, chk)
+    out["holdback_tokens"], out["step_cost"] = w, cost
+    return out
+
+
+def _open_loop_slots(serving: Serving, rate: float, guard: Guard | None, n: int = 4000, seed: int = 0) -> dict:
+    """Poisson sends at `rate` through the slot model, prompt and output lengths drawn from the
+    sweep's own requests; percentiles without the first 10% (warm-up)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    reqs = serving.requests[serving.requests.prompt_tokens.notna() & serving.requests.output_tokens.notna()]
+    pick = rng.integers(0, len(reqs), n)
+    lat = slot_latencies(serving, guard, np.cumsum(rng.exponential(1000.0 / rate, n)),
+                         reqs.prompt_tokens.to_numpy(int)[pick], reqs.output_tokens.to_numpy(int)[pick])
+    out = _percentiles(n, lat["ttft_ms"], lat["e2e_ms"], lat["tpot_ms"], np.full(n, np.nan))
+    if guard is not None and guard.detector != "none":
+        out["holdback_tokens"] = lat["holdback_tokens"]
+    return out
+
+
 def open_loop(serving: Serving, levels: list[dict], rate: float, guard: Guard | None = None) -> dict | None:
     """Latency at a Poisson arrival rate (req/s) on one replica.
 
-    The closed-loop sweep has no queue in front of the engine; random arrivals also wait. An
-    engine that batches over `parallel` slots (llama-server, OpenVINO, CTranslate2 with
-    parallel > 1) is simulated as processor sharing over that many slots, with the sweep's own
-    slow-down per concurrency level (simulate_batching). Any other engine is
+    The closed-loop sweep has no queue in front of the engine; random arrivals also wait.
+    llama-server is simulated step by step (ops/slots.py: each new prompt's prefill stalls every
+    decoding slot), its step cost calibrated on the sweep, the guard's check time and stream
+    holdback applied per request. Another engine that batches over `parallel` slots (OpenVINO,
+    CTranslate2 with parallel > 1) is simulated as processor sharing over that many slots, with
+    the sweep's own slow-down per concurrency level (simulate_batching). Any other engine is
     taken as c parallel slots, c = its peak throughput x its single-stream request time (1 for
     llama-cpp-python), and the measured requests of the sweep level nearest c are replayed
     through a simulated FCFS queue. The guard's added p50/p99 are added to TTFT and e2e. None
@@ -185,6 +224,12 @@ def open_loop(serving: Serving, levels: list[dict], rate: float, guard: Guard | 
     reqs = serving.requests
     reqs = reqs[reqs.e2e_ms.notna() & reqs.ttft_ms.notna()]
     slots = int(serving.params.get("parallel", 1) or 1) if serving.engine in BATCHED else 1
+    if serving.engine == "llama-server" and {"prompt_tokens", "output_tokens"} <= set(reqs.columns):
+        lv, c = pts[0], slots
+        out = dict(lv)
+        out.update(_open_loop_slots(serving, rate, guard))
+        out.update({"level": rate, "req_per_s": rate, "servers": c, "service_level": lv["level"]})
+        return out
     if slots > 1:
         lv, c = pts[0], slots
         alone = reqs[reqs.level == lv["level"]]

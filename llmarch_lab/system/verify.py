@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from llmarch_lab import LabError, registry
@@ -75,7 +75,7 @@ def run(choice, log_dir: Path, progress: bool = True) -> dict:
     tok = tokenizer_for(p)
     count = (lambda text: len(tok(text, add_special_tokens=False)["input_ids"])) if tok is not None else None
     w = req.workload
-    pool = check_pool(req, tok)
+    warm, cal_before, pool, cal_after = _pools(req, tok, serving)
     rate = float(row.per_replica_rps)
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -85,10 +85,12 @@ def run(choice, log_dir: Path, progress: bool = True) -> dict:
                   w.prompt_tokens + w.output_tokens + 64) as st:
         target = load.Target(st.base_url, st.model, st.key_env, fixed_output_body(p, tok), p.request_timeout_s)
         load.preflight(target)
-        stream = registry.service("serving.cycle")(pool)
-        load.run_level(target, stream, "synchronous", 1, 2, 60.0, count_tokens=count)  # warm-up
-        recs, wall = load.run_level(target, stream, "poisson", rate, req.verify.requests, req.verify.max_seconds,
+        cycle = registry.service("serving.cycle")
+        load.run_level(target, cycle(warm), "synchronous", 1, len(warm), 60.0, count_tokens=count)  # warm-up
+        sweep = _engine_sweep(st, serving, p, tok, cal_before, count, req.verify.calibration_requests)
+        recs, wall = load.run_level(target, cycle(pool), "poisson", rate, req.verify.requests, req.verify.max_seconds,
                                     seed=7, count_tokens=count)
+        sweep += _engine_sweep(st, serving, p, tok, cal_after, count, req.verify.calibration_requests)
         scrapes = _scrape(st.engine.base_url, st.gateway.base_url if st.gateway is not None else None)
     cfg = st.guard_cfg
     by_guard = _answered_by_guard(recs, cfg if guard_on else None)
@@ -114,27 +116,96 @@ def run(choice, log_dir: Path, progress: bool = True) -> dict:
     pred_span = (len(starts) - 1) / realised + (predicted.get("e2e_ms_p50") or 0.0) / 1000.0
     predicted["req_per_s"] = len(starts) / pred_span
     predicted["output_tok_per_s"] = predicted["req_per_s"] * w.output_tokens
+    at_check = replace(serving, requests=pd.DataFrame([r.row() for r in sweep])) if sweep else serving
+    on_trace = _predict_on_trace(at_check, guard, ok) if ok and serving.engine == "llama-server" else {}
     lines = []
     for label, pk, mk in COMPARED:
-        pv, mv = predicted.get(pk), m.get(mk)
-        err = 100.0 * (mv - pv) / pv if pv and mv is not None else float("nan")
+        pv, mv, tv = predicted.get(pk), m.get(mk), on_trace.get(pk)
+        err, terr = (100.0 * (mv - v) / v if v and mv is not None else float("nan") for v in (pv, tv))
         lines.append({"metric": label, "predicted": pv, "measured": mv, "error_pct": err,
-                      "within_15pct": abs(err) <= 15.0 if err == err else False})
+                      "within_15pct": abs(err) <= 15.0 if err == err else False,
+                      "predicted_on_trace": tv, "error_on_trace_pct": terr,
+                      "within_15pct_on_trace": abs(terr) <= 15.0 if terr == terr else False})
     table = pd.DataFrame(lines)
     return {"table": table, "records": pd.DataFrame([r.row() for r in recs]), "rate_rps": rate, "realised_rps": realised,
             "requests": len(recs), "errors": sum(not r.ok for r in recs), "guarded": guard_on, "by_guard": len(by_guard),
-            "engine_rps": engine_rate, "workload": req.verify.workload,
+            "engine_rps": engine_rate, "workload": req.verify.workload, "sweep": _sweep_summary(sweep),
+            "sweep_records": pd.DataFrame([r.row() for r in sweep]),
             "prompt_tokens_mean": sum(r.prompt_tokens for r in pool) / len(pool),
             "engine_command": " ".join(st.engine.command[1:]), "wall_s": time.perf_counter() - started,
             "metrics": m, "scrapes": scrapes}
 
 
-def check_pool(req, tok) -> list:
-    """The check's requests: synthetic WikiText-2 prompts of exactly workload.prompt_tokens, or
-    real PubMedQA questions with their abstracts cut so the mean prompt is about that long (the
-    abstract's cap lowered by the question's and the framing's mean length)."""
+def sweep_levels(serving) -> list[int]:
+    """The concurrency levels of the at-check engine sweep: the serving run's (llama-server only)."""
+    return sorted({int(x["level"]) for x in serving.levels}) if serving.engine == "llama-server" else []
+
+
+def _pools(req, tok, serving) -> tuple[list, list, list, list]:
+    """Distinct prompts for the warm-up (2), the sweep before, the check and the sweep after: a
+    prompt seen once is in llama-server's prompt cache (slots and RAM), and a repeat skips its prefill."""
+    n_cal = req.verify.calibration_requests * len(sweep_levels(serving))
+    pool = check_pool(req, tok, extra=2 + 2 * n_cal)
+    return pool[:2], pool[2:2 + n_cal], pool[2 + n_cal:len(pool) - n_cal], pool[len(pool) - n_cal:]
+
+
+def _engine_sweep(st, serving, p, tok, prompts: list, count, n: int) -> list:
+    """llama-server: the serving run's closed-loop sweep again (its concurrency levels, n requests
+    each), on the engine itself (not through the gateway) with the check's prompts: the step cost
+    the machine has now. The VM this runs on drifts (the same sweep, hours apart, 35% slower), and
+    near saturation that moves a p99 by more than 2x (docs/results/system.md)."""
+    from llmarch_lab.llm import load
+
+    if n <= 0 or not prompts:
+        return []
+    body = registry.service("serving.fixed_output_body")(p, tok)
+    eng = load.Target(st.engine.base_url, st.engine.model_name, "", body, p.request_timeout_s)
+    stream, out = registry.service("serving.cycle")(prompts), []
+    for lv in sweep_levels(serving):
+        recs, _ = load.run_level(eng, stream, "concurrent", lv, n, 300.0, count_tokens=count)
+        out += [r for r in recs if r.ok]
+    return out
+
+
+def _sweep_summary(sweep: list) -> list[dict]:
+    """TTFT and TPOT p50 per level of the at-check sweeps (before and after together)."""
+    import pandas as pd
+
+    if not sweep:
+        return []
+    d = pd.DataFrame([r.row() for r in sweep])
+    return d.groupby("level")[["ttft_ms", "tpot_ms"]].median().reset_index().to_dict("records")
+
+
+def _predict_on_trace(serving, guard, ok: list) -> dict:
+    """The slot model (sizing.slot_latencies) fed this run's own sends, prompt and output lengths
+    of the engine-answered requests: a prediction of these very requests, free of the Poisson
+    draw's luck (300 requests put a p99 on its 3rd-slowest); the engine, its step cost and the
+    guard are the same measured components as the chooser's."""
+    import numpy as np
+
+    from llmarch_lab.common import stats
+    from llmarch_lab.system import sizing
+
+    sent = np.array([r.start_ms for r in ok])
+    outs = np.array([r.output_tokens for r in ok])
+    lat = sizing.slot_latencies(serving, guard, sent, [r.prompt_tokens for r in ok], outs)
+    out = {}
+    for k in ("ttft_ms", "tpot_ms", "e2e_ms"):
+        v = lat[k][~np.isnan(lat[k])]
+        out.update(stats.percentiles(v, k))  # {ttft_ms_p50, ...}
+    span_s = (np.nanmax(sent + lat["e2e_ms"]) - sent.min()) / 1000.0
+    out["req_per_s"], out["output_tok_per_s"] = len(ok) / span_s, outs.sum() / span_s
+    return out
+
+
+def check_pool(req, tok, extra: int = 0) -> list:
+    """The check's requests (`extra` more for the warm-up and the engine sweeps): synthetic
+    WikiText-2 prompts of exactly workload.prompt_tokens, or real PubMedQA questions with their
+    abstracts cut so the mean prompt is about that long (the abstract's cap lowered by the
+    question's and the framing's mean length)."""
     build, w = registry.service("serving.workload"), req.workload
-    n = max(32, req.verify.requests)
+    n = max(32, req.verify.requests) + extra
     pool = build(req.verify.workload, tok, n, w.prompt_tokens, w.output_tokens, seed=1)
     if req.verify.workload != "synthetic":
         over = sum(r.prompt_tokens for r in pool) / len(pool) - w.prompt_tokens

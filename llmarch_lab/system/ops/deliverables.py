@@ -116,12 +116,12 @@ def capacity(ch, s: dict, ver: dict | None) -> str:
     if not ver or "table" not in ver:
         out.append("Not run." if not ver else f"Failed: {ver.get('error')}")
     else:
-        from llmarch_lab.system.report_pages import by_guard_note
+        from llmarch_lab.system.report_pages import by_guard_note, sweep_note, verify_table_md
 
         out += [f"{ver['requests']} requests ({ver.get('workload', 'synthetic')} prompts) at {ver['realised_rps']:.3g} req/s "
                 f"(Poisson), {ver['errors']} errors"
-                f"{', behind the guarded gateway' if ver['guarded'] else ''}.{by_guard_note(ver)}", "",
-                _md(ver["table"].to_dict("records"), ["metric", "predicted", "measured", "error_pct", "within_15pct"])]
+                f"{', behind the guarded gateway' if ver['guarded'] else ''}.{by_guard_note(ver)}{sweep_note(ver)}", "",
+                verify_table_md(ver)]
     return "\n".join(out) + "\n"
 
 
