@@ -82,3 +82,18 @@ def test_open_loop_of_llama_server_uses_the_slot_model_and_the_guard_delays_the_
     w = sizing.stream_window_chars() / 4.0  # 16 tokens held back
     assert guarded["holdback_tokens"] == pytest.approx(w)
     assert guarded["ttft_ms_p50"] == pytest.approx(bare["ttft_ms_p50"] + (np.ceil(w) - 1) * 20.0 + 20.0, rel=0.02)
+
+
+def test_the_check_predicts_its_own_trace_from_the_sweep_at_check_time():
+    from llmarch_lab.system import verify
+
+    stored, now = (slots.StepCost(a=7.0, per_decode=13.0, per_prompt=k) for k in (3.7, 7.4))  # the machine slowed
+    levels = [{"level": k, "req_per_s": 1.0, "e2e_ms_p50": 1000.0, "error_rate": 0.0} for k in (1, 2, 4)]
+    s = records.Serving("r", "e", "n", "llama-server", "m", "concurrent", {"parallel": 4, "output_tokens": 32},
+                        levels, requests=_sweep(stored, 4).assign(text="x" * 128))
+    eng = pd.DataFrame({"start_ms": [0.0, 10_000.0, 20_000.0], "prompt_tokens": [150] * 3, "output_tokens": [32] * 3})
+    alone = verify.predict_on_trace(s, records.Guard("none"), pd.DataFrame(), eng, 3)
+    assert alone["ttft_ms_p50"] == pytest.approx(7.0 + 3.7 * 150, rel=0.02)  # no sweep at the check: the stored one
+    at_check = verify.predict_on_trace(s, records.Guard("none"), _sweep(now, 4), eng, 3)
+    assert at_check["ttft_ms_p50"] == pytest.approx(7.0 + 7.4 * 150, rel=0.02)
+    assert at_check["req_per_s"] == pytest.approx(3 / ((20_000.0 + at_check["e2e_ms_p50"]) / 1000.0), rel=0.01)

@@ -116,8 +116,10 @@ def run(choice, log_dir: Path, progress: bool = True) -> dict:
     pred_span = (len(starts) - 1) / realised + (predicted.get("e2e_ms_p50") or 0.0) / 1000.0
     predicted["req_per_s"] = len(starts) / pred_span
     predicted["output_tok_per_s"] = predicted["req_per_s"] * w.output_tokens
-    at_check = replace(serving, requests=pd.DataFrame([r.row() for r in sweep])) if sweep else serving
-    on_trace = _predict_on_trace(at_check, guard, ok) if ok and serving.engine == "llama-server" else {}
+    eng_ok = [r for r in answered if r.ok and r.e2e_ms is not None]
+    sweep_df = pd.DataFrame([r.row() for r in sweep])
+    on_trace = predict_on_trace(serving, guard, sweep_df, pd.DataFrame([r.row() for r in eng_ok]), len(ok)) \
+        if eng_ok and serving.engine == "llama-server" else {}
     lines = []
     for label, pk, mk in COMPARED:
         pv, mv, tv = predicted.get(pk), m.get(mk), on_trace.get(pk)
@@ -130,7 +132,7 @@ def run(choice, log_dir: Path, progress: bool = True) -> dict:
     return {"table": table, "records": pd.DataFrame([r.row() for r in recs]), "rate_rps": rate, "realised_rps": realised,
             "requests": len(recs), "errors": sum(not r.ok for r in recs), "guarded": guard_on, "by_guard": len(by_guard),
             "engine_rps": engine_rate, "workload": req.verify.workload, "sweep": _sweep_summary(sweep),
-            "sweep_records": pd.DataFrame([r.row() for r in sweep]),
+            "sweep_records": sweep_df,
             "prompt_tokens_mean": sum(r.prompt_tokens for r in pool) / len(pool),
             "engine_command": " ".join(st.engine.command[1:]), "wall_s": time.perf_counter() - started,
             "metrics": m, "scrapes": scrapes}
@@ -177,25 +179,29 @@ def _sweep_summary(sweep: list) -> list[dict]:
     return d.groupby("level")[["ttft_ms", "tpot_ms"]].median().reset_index().to_dict("records")
 
 
-def _predict_on_trace(serving, guard, ok: list) -> dict:
-    """The slot model (sizing.slot_latencies) fed this run's own sends, prompt and output lengths
-    of the engine-answered requests: a prediction of these very requests, free of the Poisson
-    draw's luck (300 requests put a p99 on its 3rd-slowest); the engine, its step cost and the
-    guard are the same measured components as the chooser's."""
+def predict_on_trace(serving, guard, sweep, engine_reqs, n_ok: int) -> dict:
+    """The slot model (sizing.slot_latencies), its step cost calibrated on the at-check `sweep`
+    (a per-request table; the serving run's own sweep if empty), fed the send times, prompt and
+    output lengths of the requests that reached the engine (`engine_reqs`, a table with start_ms,
+    prompt_tokens, output_tokens): a prediction of these very requests, free of the Poisson draw's
+    luck (300 requests put a p99 on its 3rd-slowest). Throughput: the n_ok answered requests
+    (the guard's own answers included, as measured) over the predicted span. Also used by
+    benchmarks/system_check_replay.py on a saved report."""
     import numpy as np
 
     from llmarch_lab.common import stats
     from llmarch_lab.system import sizing
 
-    sent = np.array([r.start_ms for r in ok])
-    outs = np.array([r.output_tokens for r in ok])
-    lat = sizing.slot_latencies(serving, guard, sent, [r.prompt_tokens for r in ok], outs)
+    at_check = replace(serving, requests=sweep) if len(sweep) else serving
+    sent = engine_reqs.start_ms.to_numpy(float)
+    outs = engine_reqs.output_tokens.to_numpy(int)
+    lat = sizing.slot_latencies(at_check, guard, sent, engine_reqs.prompt_tokens.to_numpy(int), outs)
     out = {}
     for k in ("ttft_ms", "tpot_ms", "e2e_ms"):
-        v = lat[k][~np.isnan(lat[k])]
-        out.update(stats.percentiles(v, k))  # {ttft_ms_p50, ...}
+        out.update(stats.percentiles(lat[k][~np.isnan(lat[k])], k))  # {ttft_ms_p50, ...}
     span_s = (np.nanmax(sent + lat["e2e_ms"]) - sent.min()) / 1000.0
-    out["req_per_s"], out["output_tok_per_s"] = len(ok) / span_s, outs.sum() / span_s
+    out["req_per_s"], out["output_tok_per_s"] = n_ok / span_s, outs.sum() / span_s
+    out["step_cost"] = lat["step_cost"]
     return out
 
 
