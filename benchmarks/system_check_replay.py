@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     canned = set()
     if guard.detector != "none" and req.verify.guard:
         cfg = registry.service("guardrails.default_stack")(injection_detector=guard.detector, pii_config=req.safety.pii_config)
-        canned = {cfg.block_message.strip(), cfg.hold_message.strip()}
+        canned = verify.canned_replies(cfg)
     else:
         guard = records.Guard("none")
     eng = ok[~ok.text.fillna("").astype(str).str.strip().isin(canned)]

@@ -131,7 +131,7 @@ def run(choice, log_dir: Path, progress: bool = True) -> dict:
     table = pd.DataFrame(lines)
     return {"table": table, "records": pd.DataFrame([r.row() for r in recs]), "rate_rps": rate, "realised_rps": realised,
             "requests": len(recs), "errors": sum(not r.ok for r in recs), "guarded": guard_on, "by_guard": len(by_guard),
-            "engine_rps": engine_rate, "workload": req.verify.workload, "sweep": _sweep_summary(sweep),
+            "engine_rps": engine_rate, "workload": req.verify.workload, "sweep": _sweep_summary(sweep_df),
             "sweep_records": sweep_df,
             "prompt_tokens_mean": sum(r.prompt_tokens for r in pool) / len(pool),
             "engine_command": " ".join(st.engine.command[1:]), "wall_s": time.perf_counter() - started,
@@ -169,14 +169,11 @@ def _engine_sweep(st, serving, p, tok, prompts: list, count, n: int) -> list:
     return out
 
 
-def _sweep_summary(sweep: list) -> list[dict]:
-    """TTFT and TPOT p50 per level of the at-check sweeps (before and after together)."""
-    import pandas as pd
-
-    if not sweep:
+def _sweep_summary(sweep) -> list[dict]:
+    """TTFT and TPOT p50 per level of the at-check sweeps' table (before and after together)."""
+    if sweep.empty:
         return []
-    d = pd.DataFrame([r.row() for r in sweep])
-    return d.groupby("level")[["ttft_ms", "tpot_ms"]].median().reset_index().to_dict("records")
+    return sweep.groupby("level")[["ttft_ms", "tpot_ms"]].median().reset_index().to_dict("records")
 
 
 def predict_on_trace(serving, guard, sweep, engine_reqs, n_ok: int) -> dict:
@@ -263,8 +260,13 @@ def _answered_by_guard(recs, guard_cfg) -> list:
     reported (a benign workload the guard holds is a finding)."""
     if guard_cfg is None:
         return []
-    canned = {guard_cfg.block_message.strip(), guard_cfg.hold_message.strip()}
+    canned = canned_replies(guard_cfg)
     return [r for r in recs if r.ok and r.text.strip() in canned]
+
+
+def canned_replies(guard_cfg) -> set[str]:
+    """The replies the guard gives itself (its block and hold messages), stripped."""
+    return {guard_cfg.block_message.strip(), guard_cfg.hold_message.strip()}
 
 
 def _scrape(engine_base_url: str, gateway_base_url: str | None) -> dict:
