@@ -100,3 +100,31 @@ def test_cli_bad_input_is_one_line(capsys):
     assert cli.main(["slice", "--per-split", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--per-split" in err[0]
+
+
+def test_vectors_build_and_load_on_a_few_passages(tmp_path, monkeypatch):
+    import numpy as np
+
+    from llmarch_lab.labs.rag.corpus import vectors
+
+    monkeypatch.setenv("LLMARCH_CACHE_DIR", str(tmp_path))  # the matrix goes here, not to the shared cache
+    c = files.load("slice")
+    sub = files.Corpus(c.passages.head(12).reset_index(drop=True), c.queries.head(0),
+                       {"content_sha256": {files.FILES[0]: "f" * 64}}, c.where)
+    mat = vectors.build(sub, "minilm-l6")
+    assert mat.shape == (12, 384) and np.allclose(np.linalg.norm(mat, axis=1), 1, atol=1e-3)
+    assert vectors.path(sub, "minilm-l6").is_relative_to(tmp_path)
+    assert np.array_equal(np.asarray(vectors.load(sub, "minilm-l6")), mat)
+    shorter = files.Corpus(sub.passages.head(5), sub.queries, sub.manifest, sub.where)
+    with pytest.raises(LabError, match="12 rows for 5 passages"):
+        vectors.load(shorter, "minilm-l6")
+    with pytest.raises(LabError, match="no vectors for 'e5-small'"):
+        vectors.load(sub, "e5-small")
+
+
+def test_passage_text_prefixes_a_title_once():
+    from llmarch_lab.labs.rag.corpus.vectors import passage_text
+
+    assert passage_text("Ethanol fuel", "All biomass goes") == "Ethanol fuel. All biomass goes"
+    assert passage_text("actor", "Actor 1. In object-oriented") == "Actor 1. In object-oriented"
+    assert passage_text("", "x") == "x"

@@ -1,4 +1,4 @@
-"""`python -m llmarch_lab.labs.rag.corpus fetch | build | slice | show` (see build.py)."""
+"""`python -m llmarch_lab.labs.rag.corpus fetch | build | slice | show | embed` (see build.py, vectors.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ def main(argv=None) -> int:
     s.add_argument("--per-split", type=int, default=40)
     s.add_argument("--total", type=int, default=4000)
     sub.add_parser("show", help="the counts tables of the full build")
+    e = sub.add_parser("embed", help="every passage's vector (resumable through the embedding cache)")
+    e.add_argument("--embedder", default="minilm-l6")
+    e.add_argument("--which", choices=("slice", "full"), default="full")
     a = ap.parse_args(argv)
     try:
         from llmarch_lab.labs.rag.corpus import build, files, sources
@@ -39,6 +42,12 @@ def main(argv=None) -> int:
                 raise LabError("--per-split and --total: at least 1")
             m = build.make_slice(a.per_split, a.total)
             print(f"{files.slice_dir()}: {m['passages']} passages, queries {m['queries']}")
+        elif a.cmd == "embed":
+            from llmarch_lab.labs.rag.corpus import vectors
+
+            c = files.load(a.which)
+            mat = vectors.build(c, a.embedder)
+            print(f"{vectors.path(c, a.embedder)}: {mat.shape[0]} x {mat.shape[1]}")
         else:
             _show(build, files.load("full", check=False).manifest)
     except LabError as err:

@@ -1,0 +1,74 @@
+"""The corpus's passage vectors, one matrix per embedder, built once and resumable.
+
+    python -m llmarch_lab.labs.rag.corpus embed --embedder minilm-l6      # ~513k passages (hours on 2 cores)
+    from llmarch_lab.labs.rag.corpus import vectors
+    v = vectors.load(corpus, "minilm-l6")      # (n, dim) float32, rows in corpus.passages order
+
+Passages go through the lab's one embedding service (llm/embeddings: a disk cache keyed by model
+and text, filled 512 texts at a time), so an interrupted run resumes where it stopped and the
+RAG lab's own runs reuse the vectors. When every passage is embedded the matrix is written to the
+cache as vectors/<corpus content hash>/<embedder>.npy with a sidecar; `load` checks its rows. The text embedded is `passage_text`: the title,
+when the passage does not already start with it, then the passage (BEIR's convention).
+Embedding throughput is not read from these runs (they share the machine): the timing block of
+benchmarks/rag_corpus.py measures passages/s alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from llmarch_lab import LabError, paths
+from llmarch_lab.labs.rag.corpus import files
+
+
+def passage_text(title: str, text: str) -> str:
+    title = (title or "").strip()
+    return f"{title}. {text}" if title and not text.lower().startswith(title.lower()) else text
+
+
+def texts(corpus) -> list[str]:
+    return [passage_text(t, x) for t, x in zip(corpus.passages.title, corpus.passages.text)]
+
+
+def path(corpus, spec: str) -> Path:
+    """Under the cache, in a folder named by the corpus's content hash (never in data/)."""
+    safe = spec.replace("/", "_").replace(":", "_")
+    sha = corpus.manifest["content_sha256"][files.FILES[0]][:16]
+    return paths.cache_dir() / "rag_corpus" / "vectors" / sha / f"{safe}.npy"
+
+
+def build(corpus, spec: str, batch_size: int = 64):
+    """Embed every passage (resuming through the embedding cache) and write the matrix."""
+    import numpy as np
+
+    from llmarch_lab.llm.embeddings import Embedder
+
+    out = path(corpus, spec)
+    emb = Embedder(spec, batch_size=batch_size, normalize=True)
+    t0 = time.perf_counter()
+    mat = emb.embed(texts(corpus), progress=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.npy")
+    np.save(tmp, mat.astype(np.float32))
+    meta = {"embedder": spec, "rows": int(mat.shape[0]), "dim": int(mat.shape[1]), "normalized": True,
+            "corpus_passages_sha256": corpus.manifest["content_sha256"][files.FILES[0]],
+            "cache_hits": emb.hits, "cache_misses": emb.misses, "encode_s": round(emb.encode_s, 1),
+            "wall_s": round(time.perf_counter() - t0, 1)}
+    out.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, out)
+    return mat
+
+
+def load(corpus, spec: str):
+    import numpy as np
+
+    p = path(corpus, spec)
+    if not p.is_file():
+        raise LabError(f"{p}: no vectors for {spec!r} (python -m llmarch_lab.labs.rag.corpus embed --embedder {spec})")
+    mat = np.load(p, mmap_mode="r")
+    if mat.shape[0] != len(corpus.passages):
+        raise LabError(f"{p}: {mat.shape[0]} rows for {len(corpus.passages)} passages; embed again")
+    return mat
