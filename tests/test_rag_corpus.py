@@ -128,3 +128,34 @@ def test_passage_text_prefixes_a_title_once():
     assert passage_text("Ethanol fuel", "All biomass goes") == "Ethanol fuel. All biomass goes"
     assert passage_text("actor", "Actor 1. In object-oriented") == "Actor 1. In object-oriented"
     assert passage_text("", "x") == "x"
+
+
+def test_exact_topk_matches_a_full_sort(monkeypatch):
+    import numpy as np
+
+    from llmarch_lab.labs.rag.corpus import evaluate
+
+    monkeypatch.setattr(evaluate, "BLOCK", 97)  # several blocks, the last one short
+    rng = np.random.default_rng(0)
+    mat = rng.standard_normal((1000, 16)).astype(np.float32)
+    qv = rng.standard_normal((5, 16)).astype(np.float32)
+    idx, sc = evaluate.exact_topk(mat, qv, k=10)
+    want = np.argsort(-(qv @ mat.T), axis=1)[:, :10]
+    assert np.array_equal(idx, want) and np.all(np.diff(sc, axis=1) <= 0)
+
+
+def test_relevance_table_on_the_slice_with_bm25():
+    from llmarch_lab.labs.rag.corpus import evaluate
+
+    c = files.load("slice")
+    q = evaluate.sample(c, "dev", 10)
+    run = evaluate.bm25_run(c, q)
+    df = evaluate.table(q, {"bm25s": run})
+    assert set(df.task) == set(build.JUDGED) and (df.queries == 10).all()
+    assert ((df.success_at_10 >= df.recall_at_10 - 1e-9) & (df.recall_at_100 >= df.recall_at_10)).all()
+    # success@10 counted by hand for one task
+    qq = q[q.task == "boolq"]
+    hits = sum(any(p in rel for p in sorted(run[qid], key=lambda p: -run[qid][p])[:10]) for qid, rel in zip(qq.qid, qq.relevant))
+    assert df[df.task == "boolq"].success_at_10.iloc[0] == hits / len(qq)
+    with pytest.raises(LabError, match="split 'nope'"):
+        evaluate.sample(c, "nope", 10)
