@@ -40,6 +40,7 @@ def test_store_ladder_filters_and_cleanup(name, tmp_path):
 def test_filtered_search_returns_only_matching_rows(name, tmp_path):
     mat, payload, q = data(n=800)
     store = base.make(name, tmp_path / name)
+    server = store.srv.get_pid() if name == "pgvector" else None
     try:
         store.ingest(mat, payload, batch=300)
         store.build_index()
@@ -51,6 +52,13 @@ def test_filtered_search_returns_only_matching_rows(name, tmp_path):
         assert len(exact) == 10 and len(set(exact) & set(bench.truth(mat, q[:1])[0].tolist())) >= 8
     finally:
         store.close()
+    if server is not None:  # the PostgreSQL server is stopped (a zombie awaiting its reaper counts as gone)
+        import psutil
+
+        try:
+            assert psutil.Process(server).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            pass
 
 
 def test_unknown_store_is_one_line():

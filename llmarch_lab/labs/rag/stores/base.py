@@ -23,7 +23,9 @@ from pathlib import Path
 
 from llmarch_lab import LabError
 
-STORES = {"lancedb": "llmarch_lab.labs.rag.stores.lance:LanceStore"}
+STORES = {"lancedb": "llmarch_lab.labs.rag.stores.lance:LanceStore",
+          "qdrant": "llmarch_lab.labs.rag.stores.qdrant:QdrantStore",
+          "pgvector": "llmarch_lab.labs.rag.stores.pgvector:PgvectorStore"}
 
 
 @dataclass(frozen=True)
