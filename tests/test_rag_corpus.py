@@ -159,3 +159,14 @@ def test_relevance_table_on_the_slice_with_bm25():
     assert df[df.task == "boolq"].success_at_10.iloc[0] == hits / len(qq)
     with pytest.raises(LabError, match="split 'nope'"):
         evaluate.sample(c, "nope", 10)
+
+
+def test_rrf_fusion_ranks_agreement_first():
+    from llmarch_lab.labs.rag.corpus import evaluate
+
+    a = {"q1": {"p1": 0.9, "p2": 0.8, "p3": 0.1}, "q2": {}}
+    b = {"q1": {"p2": 12.0, "p4": 11.0, "p1": 3.0}, "q2": {"p9": 1.0}}
+    out = evaluate.fuse([a, b], k=3)
+    # p2: 1/62 + 1/61; p1: 1/61 + 1/63; p4: 1/62 (one list only); p3 falls off the top 3
+    assert list(out["q1"]) == ["p2", "p1", "p4"] and list(out["q2"]) == ["p9"]
+    assert out["q1"]["p2"] == pytest.approx(1 / 62 + 1 / 61) and out["q1"]["p4"] == pytest.approx(1 / 62)

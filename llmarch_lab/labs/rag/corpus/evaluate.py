@@ -85,6 +85,19 @@ def bm25_index(corpus):
     return model, stemmer
 
 
+def fuse(runs: list[dict], k: int = 100, rrf_k: int = 60) -> dict:
+    """Reciprocal rank fusion of several runs (ranx.fuse), the top k of each query kept: the
+    lab's own hybrid for stores without a native BM25 + dense query."""
+    from ranx import Run
+    from ranx import fuse as ranx_fuse
+
+    qids = set().union(*runs)
+    fused = ranx_fuse([Run({q: (r.get(q) or {ir.PLACEHOLDER: 0.0}) for q in qids}) for r in runs],
+                      method="rrf", params={"k": rrf_k}).to_dict()
+    return {q: dict(sorted(((p, s) for p, s in d.items() if p != ir.PLACEHOLDER), key=lambda x: -x[1])[:k])
+            for q, d in fused.items()}
+
+
 def table(queries, runs: dict, k: int = 100):
     """One row per (task, retriever): the ir metrics and success@10, with each query counted once."""
     import pandas as pd
