@@ -87,7 +87,7 @@ def server(request):
 ENGINE_MODULES = {
     "test_cost_gateway", "test_cost_lab", "test_cost_routing", "test_cost_scenario", "test_endpoint", "test_engine_adapters", "test_finetune",
     "test_guardrails_policy", "test_guardrails_validation", "test_guardrails_lab", "test_llama_server",
-    "test_notebooks", "test_quantization", "test_rag_lab", "test_rag_endpoint_embed", "test_rag_stores", "test_runner", "test_scaleout", "test_serving",
+    "test_notebooks", "test_quantization", "test_rag_lab", "test_rag_endpoint_embed", "test_rag_rerank", "test_rag_stores", "test_runner", "test_scaleout", "test_serving",
     "test_system", "test_system_drill", "test_system_ratelimit", "test_trackserver",
 }
 
