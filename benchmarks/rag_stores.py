@@ -3,6 +3,7 @@
     make rag-corpus && .venv/bin/python -m llmarch_lab.labs.rag.corpus embed     # corpus + vectors
     .venv/bin/python benchmarks/rag_stores.py                                    # every store, logged to MLflow
     .venv/bin/python benchmarks/rag_stores.py --stores lancedb --queries 100     # one store, quicker
+    .venv/bin/python benchmarks/rag_stores.py --rows 50000,125000,250000         # the scaling curve (subsets)
 
 Each store ingests the same matrix, builds its ANN index, and walks its search ladder on dev
 queries until recall@10 against exact search reaches 0.95; that setting is measured once on test
@@ -38,25 +39,35 @@ def main(argv=None) -> int:
     ap.add_argument("--queries", type=int, default=300, help="dev and test queries each (spread over the tasks)")
     ap.add_argument("--embedder", default="minilm-l6")
     ap.add_argument("--which", default="full", choices=("full", "slice"))
+    ap.add_argument("--rows", default="", help="comma-separated table sizes: each store on a seeded random "
+                    "subset of that many passages (the scaling curve; default: all of them)")
     ap.add_argument("--no-log", action="store_true")
     a = ap.parse_args(argv)
     if a.queries < 10:
         raise SystemExit(f"--queries {a.queries}: at least 10")
     try:
+        sizes = [int(x) for x in a.rows.split(",") if x] or [0]
+    except ValueError:
+        raise SystemExit(f"--rows {a.rows!r}: comma-separated integers") from None
+    try:
         c = files.load(a.which)
-        mat = np.array(vectors.load(c, a.embedder))  # in memory: the stores' RSS is measured from here
-        payload = sbench.payload_of(c)
+        full = np.array(vectors.load(c, a.embedder))  # in memory: the stores' RSS is measured from here
+        payload_full = sbench.payload_of(c)
         emb = Embedder(a.embedder)
         per = max(1, a.queries // 3)
         qv = {s: emb.embed(evaluate.sample(c, s, per).text.tolist(), progress=False) for s in ("dev", "test")}
         rows, ladders = [], []
-        for name in [s for s in a.stores.split(",") if s]:
-            print(f"{name}: ingest, index, ladder ...", flush=True)
-            row, ladder = sbench.run_store(name, mat, payload, qv["dev"], qv["test"],
-                                           paths.cache_dir() / "rag_stores" / name)
-            rows.append(row)
-            ladders += ladder
-            print(pd.Series(row).to_string(), flush=True)
+        for n in sizes:
+            take = np.sort(np.random.default_rng(0).permutation(len(full))[:n]) if 0 < n < len(full) else None
+            mat = full if take is None else full[take]
+            payload = payload_full if take is None else payload_full.iloc[take].reset_index(drop=True)
+            for name in [s for s in a.stores.split(",") if s]:
+                print(f"{name} on {len(mat):,} rows: ingest, index, ladder ...", flush=True)
+                row, ladder = sbench.run_store(name, mat, payload, qv["dev"], qv["test"],
+                                               paths.cache_dir() / "rag_stores" / name)
+                rows.append(row)
+                ladders += [{**r, "rows": len(mat)} for r in ladder]
+                print(pd.Series(row).to_string(), flush=True)
     except LabError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -68,7 +79,7 @@ def main(argv=None) -> int:
         res = Result(tables={"rag_stores": df, "rag_stores_ladder": lad},
                      tags={"corpus": a.which, "embedder": a.embedder})
         bench.log_standalone("rag_stores", "benchmarks/rag_stores",
-                             {"queries": a.queries, "which": a.which, "rows": len(mat)}, res)
+                             {"queries": a.queries, "which": a.which, "rows": a.rows or "all"}, res)
     return 0
 
 
