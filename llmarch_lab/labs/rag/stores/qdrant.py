@@ -26,8 +26,11 @@ class QdrantStore(Store):
         self.shard = None
 
     def _create(self, dim: int):
+        import shutil
+
         import qdrant_edge as q
 
+        shutil.rmtree(self.workdir, ignore_errors=True)  # the store's own scratch folder: a new shard each ingest
         cfg = q.EdgeConfig(
             vectors=q.EdgeVectorParams(size=dim, distance=q.Distance.Cosine),
             hnsw_config=q.HnswIndexConfig(m=M, ef_construct=EF_CONSTRUCT, full_scan_threshold=10,
