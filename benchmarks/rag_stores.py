@@ -7,7 +7,8 @@
 
 Each store ingests the same matrix, builds its ANN index, and walks its search ladder on dev
 queries until recall@10 against exact search reaches 0.95; that setting is measured once on test
-queries, unfiltered and with each filter (stores/bench.py says how). Run it alone on the machine:
+queries, unfiltered and with each filter (stores/bench.py says how), and scored for relevance per
+task at that setting: dense, and the store's own hybrid (BM25 / full-text + dense, RRF). Run it alone on the machine:
 latency and ingest rate are timings. Stores run one after another in this process, so the
 resident-memory column of a later store may include allocator growth left by an earlier one.
 """
@@ -52,10 +53,12 @@ def main(argv=None) -> int:
     try:
         c = files.load(a.which)
         full = np.array(vectors.load(c, a.embedder))  # in memory: the stores' RSS is measured from here
-        payload_full = sbench.payload_of(c)
+        payload_full = sbench.payload_of(c).assign(text=vectors.texts(c))
+        pids_full = c.passages.pid.to_numpy()
         emb = Embedder(a.embedder)
         per = max(1, a.queries // 3)
-        qv = {s: emb.embed(evaluate.sample(c, s, per).text.tolist(), progress=False) for s in ("dev", "test")}
+        qdf = {s: evaluate.sample(c, s, per) for s in ("dev", "test")}
+        qv = {s: emb.embed(qdf[s].text.tolist(), progress=False) for s in ("dev", "test")}
         rows, ladders = [], []
         for n in sizes:
             take = np.sort(np.random.default_rng(0).permutation(len(full))[:n]) if 0 < n < len(full) else None
@@ -63,8 +66,10 @@ def main(argv=None) -> int:
             payload = payload_full if take is None else payload_full.iloc[take].reset_index(drop=True)
             for name in [s for s in a.stores.split(",") if s]:
                 print(f"{name} on {len(mat):,} rows: ingest, index, ladder ...", flush=True)
-                row, ladder = sbench.run_store(name, mat, payload, qv["dev"], qv["test"],
-                                               paths.cache_dir() / "rag_stores" / name)
+                row, ladder = sbench.run_store(
+                    name, mat, payload, qv["dev"], qv["test"], paths.cache_dir() / "rag_stores" / name,
+                    test_queries=qdf["test"] if take is None else None,  # relevance on the whole corpus only
+                    pids=pids_full)
                 rows.append(row)
                 ladders += [{**r, "rows": len(mat)} for r in ladder]
                 print(pd.Series(row).to_string(), flush=True)

@@ -64,3 +64,33 @@ def test_filtered_search_returns_only_matching_rows(name, tmp_path):
 def test_unknown_store_is_one_line():
     with pytest.raises(LabError, match="store 'nope': valid are"):
         base.make("nope", "/tmp/x")
+
+
+@pytest.mark.parametrize("name", sorted(base.STORES))
+def test_hybrid_and_relevance_on_the_slice(name, tmp_path):
+    from llmarch_lab.labs.rag.corpus import files
+
+    c = files.load("slice")
+    n = 600
+    mat, _, _ = data(n=n, dim=32)
+    judged = c.queries[c.queries.split == "test"].head(4)
+    rel = sorted({p for r in judged.relevant for p in r})
+    passages = pd.concat([c.passages[c.passages.pid.isin(rel)], c.passages[~c.passages.pid.isin(rel)]]).head(n)
+    payload = pd.DataFrame({"source": passages.source.to_numpy(), "n_chars": passages.text.str.len().to_numpy(),
+                            "text": passages.text.to_numpy()})
+    pids = passages.pid.to_numpy()
+    qv = mat[-len(judged):]  # vectors of unrelated rows: only the lexical leg can find the answers
+    store = base.make(name, tmp_path / name)
+    try:
+        store.ingest(mat, payload, batch=250)
+        store.build_index()
+        got = store.hybrid(qv[0], judged.text.iloc[0], 10, store.ladder[-1])
+        assert 0 < len(got) <= 10 and all(0 <= r < n for r in got)
+        row = bench.relevance(store, judged, qv, pids, store.ladder[-1], hybrid=True)
+        dense = bench.relevance(store, judged, qv, pids, store.ladder[-1])
+    finally:
+        store.close()
+    assert "hybrid p99_ms" in row and "dense p99_ms" in dense
+    # with random vectors the dense leg finds nothing; BM25 inside the hybrid finds most answers
+    assert sum(v for k, v in row.items() if k.endswith("success_at_10")) > \
+        sum(v for k, v in dense.items() if k.endswith("success_at_10"))

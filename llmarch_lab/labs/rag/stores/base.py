@@ -1,7 +1,8 @@
 """The interface every vector store adapter implements, and the filters they all support.
 
 A store holds rows 0..n-1 of one vector matrix (cosine, normalised vectors) with two payload
-fields, `source` (str) and `n_chars` (int), and answers top-k searches with row numbers, so every
+fields, `source` (str) and `n_chars` (int) (and `text` when the payload has it: the store's own
+full-text index for `hybrid`), and answers top-k searches with row numbers, so every
 store is scored against the same exact search (evaluate.exact_topk). Each adapter starts what it
 needs (an in-process engine, a server) in `open` and stops it in `close`: nothing is left running.
 
@@ -64,6 +65,11 @@ class Store:
         raise NotImplementedError
 
     def search(self, qv, k: int = 10, setting: dict | None = None, flt: Filter | None = None) -> list[int]:
+        raise NotImplementedError
+
+    def hybrid(self, qv, text: str, k: int = 10, setting: dict | None = None, candidates: int = 100) -> list[int]:
+        """The store's own BM25 (or full-text) + dense query fused by RRF, when the payload had
+        `text` at ingest; each leg takes `candidates` rows."""
         raise NotImplementedError
 
     def disk_bytes(self) -> int:

@@ -63,9 +63,31 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
+def relevance(store, queries, qv, pids, setting: dict, hybrid: bool = False) -> dict:
+    """nDCG@10 / success@10 per task of the store's answers at a setting (dense, or its own hybrid
+    when `hybrid`), with the query latency: {column: value}."""
+    from llmarch_lab.labs.rag.corpus import evaluate
+
+    run, lat = {}, []
+    for qid, text, v in zip(queries.qid, queries.text, qv):
+        t0 = time.perf_counter()
+        rows = store.hybrid(v, text, 10, setting) if hybrid else store.search(v, 10, setting)
+        lat.append((time.perf_counter() - t0) * 1000)
+        run[qid] = {pids[r]: float(10 - i) for i, r in enumerate(rows)}
+    rel = evaluate.table(queries, {"x": run}, k=10)
+    tag = "hybrid" if hybrid else "dense"
+    pct = stats.percentiles(lat, "ms")
+    return {f"{tag} p50_ms": pct["ms_p50"], f"{tag} p99_ms": pct["ms_p99"],
+            **{f"{tag} {t} ndcg_at_10": v for t, v in zip(rel.task, rel.ndcg_at_10)},
+            **{f"{tag} {t} success_at_10": v for t, v in zip(rel.task, rel.success_at_10)}}
+
+
 def run_store(name: str, mat, payload, qv_dev, qv_test, workdir: Path, goal: float = GOAL,
-              filters=FILTERS) -> tuple[dict, list[dict]]:
-    """(summary row, ladder rows) for one store; the store's folder is removed afterwards."""
+              filters=FILTERS, test_queries=None, pids=None) -> tuple[dict, list[dict]]:
+    """(summary row, ladder rows) for one store; the store's folder is removed afterwards. With
+    `test_queries` (the judged queries behind qv_test) and `pids` (row -> passage id), the row
+    adds relevance per task at the chosen setting, dense and, when the payload has `text`, the
+    store's own hybrid."""
     shutil.rmtree(workdir, ignore_errors=True)
     gc.collect()
     rss0 = _rss()
@@ -93,6 +115,10 @@ def run_store(name: str, mat, payload, qv_dev, qv_test, workdir: Path, goal: flo
         for flt in filters:
             m = measure(store, qv_test, truth(mat, qv_test, payload, flt), chosen, flt)
             row.update({f"{flt.label()} {k}": v for k, v in m.items()})
+        if test_queries is not None:
+            row.update(relevance(store, test_queries, qv_test, pids, chosen))
+            if "text" in payload:
+                row.update(relevance(store, test_queries, qv_test, pids, chosen, hybrid=True))
         row["rss_mb"] = (_rss() - rss0 + store.server_rss_bytes()) / 2**20
         return row, ladder
     finally:

@@ -22,6 +22,7 @@ class LanceStore(Store):
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.db = lancedb.connect(str(self.workdir))
         self.table = None
+        self.has_text = False
 
     def ingest(self, mat, payload, batch: int = 10_000) -> None:
         import numpy as np
@@ -30,14 +31,18 @@ class LanceStore(Store):
         def batches():
             for s in range(0, len(mat), batch):
                 v = np.ascontiguousarray(mat[s:s + batch], dtype=np.float32)
-                yield pa.record_batch({
-                    "id": pa.array(np.arange(s, s + len(v), dtype=np.int64)),
-                    "source": pa.array(payload.source.iloc[s:s + batch].tolist()),
-                    "n_chars": pa.array(payload.n_chars.iloc[s:s + batch].to_numpy(dtype=np.int32)),
-                    "vector": pa.FixedSizeListArray.from_arrays(pa.array(v.ravel(), pa.float32()), v.shape[1])})
+                cols = {"id": pa.array(np.arange(s, s + len(v), dtype=np.int64)),
+                        "source": pa.array(payload.source.iloc[s:s + batch].tolist()),
+                        "n_chars": pa.array(payload.n_chars.iloc[s:s + batch].to_numpy(dtype=np.int32)),
+                        "vector": pa.FixedSizeListArray.from_arrays(pa.array(v.ravel(), pa.float32()), v.shape[1])}
+                if self.has_text:
+                    cols["text"] = pa.array(payload.text.iloc[s:s + batch].tolist())
+                yield pa.record_batch(cols)
 
-        schema = pa.schema([("id", pa.int64()), ("source", pa.string()), ("n_chars", pa.int32()),
-                            ("vector", pa.list_(pa.float32(), mat.shape[1]))])
+        self.has_text = "text" in payload
+        fields = [("id", pa.int64()), ("source", pa.string()), ("n_chars", pa.int32()),
+                  ("vector", pa.list_(pa.float32(), mat.shape[1]))]
+        schema = pa.schema(fields + ([("text", pa.string())] if self.has_text else []))
         self.table = self.db.create_table("passages", batches(), schema=schema, mode="overwrite")
 
     def build_index(self) -> dict:
@@ -48,6 +53,10 @@ class LanceStore(Store):
         self.table.create_index("vector", config=cfg, replace=True)
         for col in ("source", "n_chars"):  # scalar indexes make the prefilter cheap
             self.table.create_scalar_index(col, replace=True)
+        if self.has_text:  # English stemming + stop words, as the lab's BM25
+            from lancedb.index import FTS
+
+            self.table.create_index("text", config=FTS(stem=True, remove_stop_words=True), replace=True)
         return {"index": "ivf_pq", "num_partitions": cfg.num_partitions, "num_sub_vectors": cfg.num_sub_vectors}
 
     def search(self, qv, k: int = 10, setting: dict | None = None, flt: Filter | None = None) -> list[int]:
@@ -63,6 +72,18 @@ class LanceStore(Store):
         if where:
             s = s.where(where, prefilter=True)
         return s.select(["id"]).to_arrow()["id"].to_pylist()
+
+
+    def hybrid(self, qv, text: str, k: int = 10, setting: dict | None = None, candidates: int = 100) -> list[int]:
+        from lancedb.rerankers import RRFReranker
+
+        setting = setting or {}
+        s = self.table.search(query_type="hybrid").vector(qv).text(text).distance_type("cosine")
+        if setting.get("nprobes"):
+            s = s.nprobes(setting["nprobes"])
+        if setting.get("refine_factor"):
+            s = s.refine_factor(setting["refine_factor"])
+        return s.limit(k).rerank(RRFReranker(K=60)).select(["id"]).to_arrow()["id"].to_pylist()
 
 
 def _where(flt: Filter | None) -> str:

@@ -37,22 +37,31 @@ class PgvectorStore(Store):
         self.conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         register_vector(self.conn)
         self._ef = None
+        self.has_text = False
 
     def ingest(self, mat, payload, batch: int = 10_000) -> None:
         import numpy as np
 
         dim = mat.shape[1]
+        self.has_text = "text" in payload
         self.conn.execute("DROP TABLE IF EXISTS passages")
+        # the text and its English tsvector (stemmed, stop words out) only when the payload has text
+        text_cols = (", body text, tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', body)) STORED"
+                     if self.has_text else "")
         self.conn.execute(f"CREATE TABLE passages (id bigint PRIMARY KEY, source text NOT NULL, "
-                          f"n_chars int NOT NULL, embedding vector({dim}) NOT NULL)")
+                          f"n_chars int NOT NULL, embedding vector({dim}) NOT NULL{text_cols})")
         src, nch = payload.source.tolist(), payload.n_chars.to_numpy()
-        with self.conn.cursor() as cur, cur.copy(
-                "COPY passages (id, source, n_chars, embedding) FROM STDIN WITH (FORMAT BINARY)") as cp:
-            cp.set_types(["int8", "text", "int4", "vector"])
+        txt = payload.text.tolist() if self.has_text else None
+        cols, types = ("id, source, n_chars, embedding", ["int8", "text", "int4", "vector"])
+        if self.has_text:
+            cols, types = cols + ", body", types + ["text"]
+        with self.conn.cursor() as cur, cur.copy(f"COPY passages ({cols}) FROM STDIN WITH (FORMAT BINARY)") as cp:
+            cp.set_types(types)
             for s in range(0, len(mat), batch):
                 block = np.asarray(mat[s:s + batch], dtype=np.float32)
                 for i, v in enumerate(block):
-                    cp.write_row((s + i, src[s + i], int(nch[s + i]), v))
+                    row = (s + i, src[s + i], int(nch[s + i]), v)
+                    cp.write_row(row + (txt[s + i],) if self.has_text else row)
 
     def build_index(self) -> dict:
         c = self.conn
@@ -62,6 +71,8 @@ class PgvectorStore(Store):
                   f"WITH (m = {M}, ef_construction = {EF_CONSTRUCTION})")
         c.execute("CREATE INDEX passages_source ON passages (source)")
         c.execute("CREATE INDEX passages_n_chars ON passages (n_chars)")
+        if self.has_text:
+            c.execute("CREATE INDEX passages_tsv ON passages USING gin (tsv)")
         c.execute("ANALYZE passages")
         c.execute("SET hnsw.iterative_scan = relaxed_order")
         return {"index": "hnsw", "m": M, "ef_construction": EF_CONSTRUCTION}
@@ -74,6 +85,21 @@ class PgvectorStore(Store):
         where, args = _where(flt)
         rows = self.conn.execute(f"SELECT id FROM passages {where} ORDER BY embedding <=> %s LIMIT %s",
                                  (*args, qv, k)).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def hybrid(self, qv, text: str, k: int = 10, setting: dict | None = None, candidates: int = 100) -> list[int]:
+        """RRF in SQL over the HNSW leg and PostgreSQL full-text (ts_rank_cd: not BM25)."""
+        self.search(qv, 1, setting)  # sets hnsw.ef_search for the dense leg
+        rows = self.conn.execute("""
+            WITH sem AS (SELECT id, row_number() OVER (ORDER BY embedding <=> %(q)s) AS rk
+                         FROM passages ORDER BY embedding <=> %(q)s LIMIT %(c)s),
+                 kw AS (SELECT id, row_number() OVER (ORDER BY ts_rank_cd(tsv, query) DESC) AS rk
+                        FROM passages, plainto_tsquery('english', %(t)s) query WHERE tsv @@ query
+                        ORDER BY ts_rank_cd(tsv, query) DESC LIMIT %(c)s)
+            SELECT coalesce(sem.id, kw.id) AS id,
+                   coalesce(1.0 / (60 + sem.rk), 0) + coalesce(1.0 / (60 + kw.rk), 0) AS rrf
+            FROM sem FULL OUTER JOIN kw ON sem.id = kw.id ORDER BY rrf DESC, id LIMIT %(k)s""",
+                                 {"q": qv, "t": text, "c": candidates, "k": k}).fetchall()
         return [int(r[0]) for r in rows]
 
     def disk_bytes(self) -> int:

@@ -41,15 +41,27 @@ class QdrantStore(Store):
         self.shard.update(q.UpdateOperation.create_field_index("source", q.PayloadSchemaType.Keyword))
         self.shard.update(q.UpdateOperation.create_field_index("n_chars", q.PayloadSchemaType.Integer))
 
+    def _text_index(self):
+        import qdrant_edge as q
+
+        # Qdrant's BM25 (scoring=True) with English stop words and the Snowball stemmer, as the lab's BM25
+        params = q.TextIndexParams(tokenizer=q.TokenizerType.Word, lowercase=True, stopwords=q.Language.English,
+                                   stemmer=q.SnowballParams(q.SnowballLanguage.English), scoring=True)
+        self.shard.update(q.UpdateOperation.create_field_index("text", params))
+
     def ingest(self, mat, payload, batch: int = 10_000) -> None:
         import numpy as np
         import qdrant_edge as q
 
         self._create(mat.shape[1])
         src, nch = payload.source.tolist(), payload.n_chars.to_numpy()
+        txt = payload.text.tolist() if "text" in payload else None
+        if txt is not None:
+            self._text_index()
         for s in range(0, len(mat), batch):
             block = np.asarray(mat[s:s + batch], dtype=np.float32)
-            pts = [q.Point(id=s + i, vector=v, payload={"source": src[s + i], "n_chars": int(nch[s + i])})
+            pts = [q.Point(id=s + i, vector=v, payload={"source": src[s + i], "n_chars": int(nch[s + i]),
+                                                        **({"text": txt[s + i]} if txt is not None else {})})
                    for i, v in enumerate(block)]
             self.shard.update(q.UpdateOperation.upsert_points(pts))
         self.shard.flush()
@@ -71,6 +83,15 @@ class QdrantStore(Store):
         res = self.shard.query(q.QueryRequest(limit=k, query=q.Query.Nearest(qv), filter=_filter(flt),
                                               params=params, with_payload=False))
         return [int(r.id) for r in res]
+
+    def hybrid(self, qv, text: str, k: int = 10, setting: dict | None = None, candidates: int = 100) -> list[int]:
+        import qdrant_edge as q
+
+        params = q.SearchParams(hnsw_ef=(setting or {}).get("hnsw_ef"))
+        req = q.QueryRequest(limit=k, query=q.Fusion.Rrf(k=60), with_payload=False, prefetches=[
+            q.Prefetch(limit=candidates, query=q.TextQuery("text", text)),
+            q.Prefetch(limit=candidates, query=q.Query.Nearest(qv), params=params)])
+        return [int(r.id) for r in self.shard.query(req)]
 
     def close(self) -> None:
         if self.shard is not None:
