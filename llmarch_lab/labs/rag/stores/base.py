@@ -73,7 +73,9 @@ class Store:
         raise NotImplementedError
 
     def disk_bytes(self) -> int:
-        return sum(f.stat().st_size for f in self.workdir.rglob("*") if f.is_file())
+        """Bytes allocated on disk under the store's folder (blocks, not apparent sizes: Qdrant
+        preallocates sparse files far larger than what they hold)."""
+        return sum(f.stat().st_blocks * 512 for f in self.workdir.rglob("*") if f.is_file())
 
     def server_rss_bytes(self) -> int:
         """Resident memory of a separate server process (0 for an in-process engine)."""
