@@ -186,3 +186,17 @@ def test_e5_embedder_sides_and_cache(tmp_path, monkeypatch):
         assert p.key_prefix() != q.key_prefix()  # the two sides never share a cached vector
         again = p.embed(docs, progress=False)
         assert p.hits == 2 and np.array_equal(again, pv)
+
+
+def test_cli_fetch_failure_is_one_line(capsys, monkeypatch, tmp_path):
+    import subprocess
+
+    monkeypatch.setenv("LLMARCH_CACHE_DIR", str(tmp_path))  # no wheels cached: fetch must download
+
+    def no_network(cmd, check):
+        raise subprocess.CalledProcessError(1, cmd)
+
+    monkeypatch.setattr(sources.subprocess, "run", no_network)
+    assert cli.main(["fetch"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip download" in err[0] and "exited 1" in err[0]

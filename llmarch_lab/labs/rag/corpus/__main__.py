@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 
 
@@ -52,6 +53,9 @@ def main(argv=None) -> int:
             _show(build, files.load("full", check=False).manifest)
     except LabError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as err:  # pip download (no network, no such version)
+        print(f"error: `{' '.join(map(str, err.cmd[:6]))} ...` exited {err.returncode}", file=sys.stderr)
         return 2
     return 0
 
