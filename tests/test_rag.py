@@ -95,6 +95,23 @@ def test_embedding_cache_hits_on_second_call(tmp_path):
     assert other.misses == 1
 
 
+def test_bf16_precision_agrees_with_fp32_and_keeps_its_own_cache_key(tmp_path, monkeypatch):
+    from llmarch_lab.llm.embeddings import service
+
+    texts = ["Aspirin lowers fever.", "Statins lower cholesterol in adults over fifty."]
+    ref = Embedder(models.MINILM, cache_dir=tmp_path).embed(texts, progress=False)
+    low = Embedder(models.MINILM, cache_dir=tmp_path, precision="bf16")
+    got = low.embed(texts, progress=False)
+    assert low.misses == 2, "bf16 must not read fp32 vectors from the cache"
+    assert low.bf16_cosine >= service.BF16_MIN_COSINE and (ref * got).sum(axis=1).min() > 0.999
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)  # normalised again in fp32
+    with pytest.raises(LabError, match="precision 'fp16'"):
+        Embedder(models.MINILM, precision="fp16")
+    monkeypatch.setattr(service, "BF16_MIN_COSINE", 1.01)  # no encoder can pass: the refusal names the way out
+    with pytest.raises(LabError, match="disagrees with fp32 .*use precision fp32"):
+        Embedder(models.MINILM, cache_dir=tmp_path, precision="bf16").embed(["new text"], progress=False)
+
+
 # --------------------------------------------------------------------------- query encoder
 
 @pytest.fixture(scope="module")

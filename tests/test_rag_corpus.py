@@ -100,6 +100,9 @@ def test_cli_bad_input_is_one_line(capsys):
     assert cli.main(["slice", "--per-split", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--per-split" in err[0]
+    assert cli.main(["embed", "--precision", "fp16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--precision 'fp16'" in err[0]
 
 
 def test_vectors_build_and_load_on_a_few_passages(tmp_path, monkeypatch):

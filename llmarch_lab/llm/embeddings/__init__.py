@@ -11,8 +11,9 @@ from llmarch_lab.llm.embeddings.service import (
     embed,
     embedder,
     load_model,
+    native_bf16,
     spec_tag,
     text_hash,
 )
 
-__all__ = ["CHUNK", "Embedder", "embed", "embedder", "load_model", "QUERY_ENCODERS", "spec_tag", "text_hash"]
+__all__ = ["CHUNK", "Embedder", "embed", "embedder", "load_model", "native_bf16", "QUERY_ENCODERS", "spec_tag", "text_hash"]

@@ -24,6 +24,7 @@ def main(argv=None) -> int:
     e = sub.add_parser("embed", help="every passage's vector (resumable through the embedding cache)")
     e.add_argument("--embedder", default="minilm-l6")
     e.add_argument("--which", choices=("slice", "full"), default="full")
+    e.add_argument("--precision", default="auto", help="auto (bf16 on a CPU with native bf16, else fp32) | bf16 | fp32")
     a = ap.parse_args(argv)
     try:
         from llmarch_lab.labs.rag.corpus import build, files, sources
@@ -46,8 +47,9 @@ def main(argv=None) -> int:
         elif a.cmd == "embed":
             from llmarch_lab.labs.rag.corpus import vectors
 
+            prec = vectors.precision(a.precision)  # bad input fails before the corpus loads
             c = files.load(a.which)
-            mat = vectors.build(c, a.embedder)
+            mat = vectors.build(c, a.embedder, precision=prec)
             print(f"{vectors.path(c, a.embedder)}: {mat.shape[0]} x {mat.shape[1]}")
         else:
             _show(build, files.load("full", check=False).manifest)
