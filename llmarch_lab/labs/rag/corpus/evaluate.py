@@ -54,9 +54,15 @@ def exact_topk(mat, qv, k: int = 100):
 
 
 def dense_run(corpus, queries, spec: str = "minilm-l6", k: int = 100) -> dict:
+    """Exact dense retrieval over the corpus's built matrix for `spec` (queries embedded now)."""
     mat = vectors.load(corpus, spec)
     with vectors.embedder(spec, queries=True) as emb:
         qv = emb.embed(queries.text.tolist(), progress=False)
+    return matrix_run(corpus, queries, mat, qv, k)
+
+
+def matrix_run(corpus, queries, mat, qv, k: int = 100) -> dict:
+    """qid -> {pid: score} of the exact top k for query vectors `qv` over passage rows `mat`."""
     idx, sc = exact_topk(mat, qv, k)
     pids = corpus.passages.pid.to_numpy()
     return {q: {pids[i]: float(s) for i, s in zip(row_i, row_s)} for q, row_i, row_s in zip(queries.qid, idx, sc)}
