@@ -52,8 +52,9 @@ def training_pairs(corpus, index, n_queries: int = 3000, negatives: int = 3, see
     return pd.DataFrame(rows, columns=["query", "passage", "label"]).sample(frac=1.0, random_state=seed)
 
 
-def model_dir(pairs, epochs: int, lr: float):
-    h = hashlib.sha256(pd_digest(pairs).encode() + f"{epochs}|{lr}".encode()).hexdigest()[:12]
+def model_dir(pairs, epochs: int, lr: float, max_length: int = 256, bf16: bool = False):
+    extra = f"|{max_length}" + ("|bf16" if bf16 else "") if (max_length != 256 or bf16) else ""  # old keys stay valid
+    h = hashlib.sha256(pd_digest(pairs).encode() + f"{epochs}|{lr}{extra}".encode()).hexdigest()[:12]
     return paths.cache_dir() / "models" / f"rag-cross-encoder-{h}"
 
 
@@ -63,9 +64,14 @@ def pd_digest(pairs) -> str:
     return hashlib.sha256(pd.util.hash_pandas_object(pairs, index=False).values.tobytes()).hexdigest()
 
 
-def train_cross_encoder(pairs, epochs: int = 1, lr: float = 2e-5, batch_size: int = 32, max_length: int = 256):
-    """Train (or reuse, keyed by the pairs and settings) the MiniLM cross-encoder; its folder."""
-    out = model_dir(pairs, epochs, lr)
+def train_cross_encoder(pairs, epochs: int = 1, lr: float = 2e-5, batch_size: int = 32, max_length: int = 256,
+                        bf16: bool | None = None):
+    """Train (or reuse, keyed by the pairs and settings) the MiniLM cross-encoder; its folder.
+    `bf16` (default: where the CPU has native bf16) trains under bf16 autocast, ~1.7x faster here."""
+    from llmarch_lab.llm.embeddings import native_bf16
+
+    bf16 = native_bf16() if bf16 is None else bf16
+    out = model_dir(pairs, epochs, lr, max_length, bf16)
     if (out / "config.json").is_file():
         return out
     from datasets import Dataset
@@ -78,7 +84,7 @@ def train_cross_encoder(pairs, epochs: int = 1, lr: float = 2e-5, batch_size: in
     args = CrossEncoderTrainingArguments(output_dir=str(out) + ".work", num_train_epochs=epochs, learning_rate=lr,
                                          per_device_train_batch_size=batch_size, warmup_steps=0.1,
                                          save_strategy="no", logging_steps=50, report_to="none", seed=0,
-                                         use_cpu=True, dataloader_num_workers=0)
+                                         use_cpu=True, dataloader_num_workers=0, bf16=bf16)
     ds = Dataset.from_pandas(pairs[["query", "passage", "label"]].reset_index(drop=True))
     CrossEncoderTrainer(model=model, args=args, train_dataset=ds, loss=BinaryCrossEntropyLoss(model)).train()
     tmp = out.with_name(out.name + ".tmp")
