@@ -38,6 +38,8 @@ LABS: dict[str, LabEntry] = {e.name: e for e in (
     _lab("quantization", "QuantParams", "10_quantization"),
     _lab("finetune", "FinetuneParams", "20_finetune"),
     _lab("rag", "RagParams", "30_rag"),
+    LabEntry("rag_scenario", "llmarch_lab.labs.rag.corpus.scenario:ScenarioParams",  # the 500k scenario (issue 32)
+             "llmarch_lab.labs.rag.corpus.scenario:run", "llmarch_lab.labs.rag.corpus.scenario:report", "31_rag_500k"),
     _lab("serving", "ServingParams", "40_serving"),
     _lab("guardrails", "GuardrailsParams", "50_guardrails"),
     _lab("cost", "CostParams", "60_cost"),

@@ -59,6 +59,7 @@ SPECS: tuple[MetricSpec, ...] = (
     _s("quality.mrr_at_{n}", H, "", "mean reciprocal rank of the first relevant document within k"),
     _s("quality.recall_at_{n}", H, "", "share of relevant documents within the top k"),
     _s("quality.retrieval_hit_at_{n}", H, "", "share of queries whose own document is in the top k"),
+    _s("quality.success_at_{n}", H, "", "share of queries with at least one relevant passage in the top k"),
     _s("quality.ragas.{w}", H, "", "ragas answer/context score in [0, 1] (non-LLM or LLM-judged)"),
     _s("quality.accuracy", H, "", "test accuracy of the headline predictions (calibrate choice)"),
     _s("quality.macro_f1", H, "", "test macro-F1 over yes/no/maybe (headline predictions)"),

@@ -115,5 +115,9 @@ def subset(corpus: Corpus, queries, passages: int, seed: int = 0) -> Corpus:
     take = np.random.default_rng(seed).choice(others, max(0, min(len(others), passages - int(judged.sum()))), replace=False)
     keep = judged.copy()
     keep[take] = True
-    return Corpus(p[keep].reset_index(drop=True), queries.reset_index(drop=True),
-                  {**corpus.manifest, "subset_of": len(p), "subset_seed": seed}, corpus.where)
+    sub = p[keep].reset_index(drop=True)
+    parent = corpus.manifest["content_sha256"][FILES[0]]
+    sha = hashlib.sha256((parent + "|" + "\n".join(sub.pid.astype(str))).encode()).hexdigest()  # own vectors folder
+    return Corpus(sub, queries.reset_index(drop=True),
+                  {**corpus.manifest, "content_sha256": {**corpus.manifest["content_sha256"], FILES[0]: sha},
+                   "subset_of": len(p), "subset_seed": seed}, corpus.where)

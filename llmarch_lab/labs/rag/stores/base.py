@@ -85,8 +85,12 @@ class Store:
         pass
 
 
-def make(name: str, workdir: Path) -> Store:
+def store_class(name: str) -> type[Store]:
     if name not in STORES:
         raise LabError(f"store {name!r}: valid are {', '.join(STORES)}")
     mod, cls = STORES[name].split(":")
-    return getattr(importlib.import_module(mod), cls)(workdir)
+    return getattr(importlib.import_module(mod), cls)
+
+
+def make(name: str, workdir: Path) -> Store:
+    return store_class(name)(workdir)
