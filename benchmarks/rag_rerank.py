@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default="dev", choices=("dev", "test"))
     ap.add_argument("--per-task", type=int, default=100)
     ap.add_argument("--ks", default="20,50,100")
-    ap.add_argument("--train-queries", type=int, default=3000)
+    ap.add_argument("--train-queries", type=int, default=1500, help="train-split queries (the scenario lab uses the same: one cached model)")
     ap.add_argument("--llm-queries", type=int, default=20, help="per task; 0 skips the LLM reranker")
     ap.add_argument("--which", default="full", choices=("full", "slice"))
     ap.add_argument("--no-log", action="store_true")

@@ -1,7 +1,7 @@
 """Second-stage rerankers over a first-stage run on the corpus (issue 32, part 4).
 
     from llmarch_lab.labs.rag.corpus import rerank
-    pairs = rerank.training_pairs(corpus, bm25_index, n_queries=3000)     # train split only
+    pairs = rerank.training_pairs(corpus, bm25_index, n_queries=1500)     # train split only
     path = rerank.train_cross_encoder(pairs, corpus)                     # MiniLM -> cross-encoder, cached
     run, ms = rerank.cross_encoder_rerank(path, corpus, queries, first_run, k=20)
     run, ms = rerank.llm_rerank(endpoint, corpus, queries, first_run, k=20)
@@ -34,7 +34,7 @@ PROMPT = ("Passage: {passage}\n\nQuery: {query}\n\nDoes the passage answer the q
           "question? Answer with one word, yes or no.")
 
 
-def training_pairs(corpus, index, n_queries: int = 3000, negatives: int = 3, seed: int = 0):
+def training_pairs(corpus, index, n_queries: int = 1500, negatives: int = 3, seed: int = 0):
     """DataFrame(query, passage, label) from train-split queries (seeded draw across the tasks)."""
     import pandas as pd
 
