@@ -14,7 +14,7 @@ Query encoder (`query_encoder`): `torch` calls `SentenceTransformer.encode` (the
 `onnx` runs the same model exported to ONNX Runtime (llm/embeddings/onnx.py: ~2.2x faster for one
 query on a CPU, cosine >= 0.9999 to the reference, checked on every load); `auto` = onnx on the
 CPU, torch on a GPU. Corpus chunks are always embedded with torch (batched, cached), in fp32 or,
-with `precision="bf16"`, under bf16 autocast: ~1.7x faster on a CPU with native bf16 (AVX512-BF16
+with `precision="bf16"`, under bf16 autocast: faster on a CPU with native bf16 (AVX512-BF16
 here; `native_bf16()`), cosine >= 0.9999 to fp32 (checked on first use), cached under its own key.
 
 A sweep over retrieval modes, fusion weights or rerankers embeds each chunk once: the cache lives
@@ -143,7 +143,8 @@ class Embedder:
 
     def check_bf16(self) -> float:
         """The lowest cosine between bf16 and fp32 vectors of the probe sentences (bf16 batches run
-        ~1.7x faster on a CPU with native bf16, e.g. AVX512-BF16); refuses below BF16_MIN_COSINE."""
+        faster on a CPU with native bf16, e.g. AVX512-BF16; benchmarks/rag_embedders.py's minilm-l6@bf16
+        row measures by how much); refuses below BF16_MIN_COSINE."""
         if self.bf16_cosine is None:
             from llmarch_lab.llm.embeddings.onnx import PROBES
 

@@ -67,7 +67,7 @@ def pd_digest(pairs) -> str:
 def train_cross_encoder(pairs, epochs: int = 1, lr: float = 2e-5, batch_size: int = 32, max_length: int = 256,
                         bf16: bool | None = None):
     """Train (or reuse, keyed by the pairs and settings) the MiniLM cross-encoder; its folder.
-    `bf16` (default: where the CPU has native bf16) trains under bf16 autocast, ~1.7x faster here."""
+    `bf16` (default: where the CPU has native bf16) trains under bf16 autocast (faster there)."""
     from llmarch_lab.llm.embeddings import native_bf16
 
     bf16 = native_bf16() if bf16 is None else bf16

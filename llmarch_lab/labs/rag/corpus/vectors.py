@@ -50,8 +50,8 @@ PRECISIONS = ("auto", "bf16", "fp32")
 
 
 def precision(choice: str = "auto") -> str:
-    """`auto`: bf16 where the CPU computes it natively (~1.7x faster here, cosine >= 0.9999 to fp32,
-    checked on load), else fp32."""
+    """`auto`: bf16 where the CPU computes it natively (faster there: the minilm-l6@bf16 row of
+    benchmarks/rag_embedders.py; cosine >= 0.9999 to fp32, checked on load), else fp32."""
     from llmarch_lab.llm.embeddings import native_bf16
 
     if choice not in PRECISIONS:
